@@ -1,0 +1,30 @@
+"""Installs the xtrans library: streaming transducers on self-supervised pretrained encoders."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="xtrans",
+    version="0.1.0",
+    description="Streaming RNN-T speech recognition on XLSR / wav2vec 2.0 encoders (XLSR-Transducer)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["xtrans", "xtrans.*"]),
+    install_requires=[
+        # A range any recent CUDA or CPU build satisfies; the Makefile pins the local CPU wheel.
+        "torch>=2.1,<3",
+        "numpy>=1.23",
+        "sentencepiece>=0.1.99",
+        "kaldiio>=2.17",
+        "soundfile>=0.12",
+        "pyyaml>=6.0",
+        "typeguard>=4.1",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+        "tensorboard>=2.12",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "transformers>=4.40", "safetensors>=0.4"],
+        "synth": ["espeakng-loader>=0.2.4"],
+    },
+)

@@ -1,0 +1,488 @@
+"""The wav2vec 2.0 / XLSR encoder, written to obey the streaming rule of ``xtrans.masks``.
+
+Data flow (shape legend: B batch, S samples at 16 kHz, T frames of 20 ms, D model dim, H heads)::
+
+    waveform (B, S) -> waveform normalisation -> CNN feature extractor (7 convs, stride 320)
+    -> (B, T, 512) -> LayerNorm + Linear -> (B, T, D) -> + positional convolution
+    -> N transformer layers under the streaming mask -> (final LayerNorm) -> (B, T, D)
+
+Two layouts of Baevski et al. (2020) are covered: XLSR-53 / XLS-R ("layer_norm" extractor,
+pre-LN transformer with a final norm) and wav2vec2-base ("group_norm" extractor, post-LN
+transformer with a norm after the positional convolution).
+
+Streaming (Kumar et al., 2025): every part that mixes frames in time obeys the chunk rule:
+attention through :func:`xtrans.masks.chunk_attention_mask`; the positional convolution through
+``pos_conv`` (``full | chunk | causal | none``); waveform normalisation through
+``waveform_norm`` (``cumulative`` is streaming-safe). The per-frame CNN in "layer_norm" mode
+is streamable as is; "group_norm" normalises over the whole utterance and refuses streaming.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xtrans.masks import StreamingConfig, chunk_attention_mask, key_padding_mask
+
+logger = logging.getLogger(__name__)
+
+EXTRACTOR_MODES = ("layer_norm", "group_norm")
+POS_CONV_MODES = ("full", "chunk", "causal", "none")
+WAVEFORM_NORMS = ("none", "utterance", "cumulative")
+
+XLSR_CONV_LAYERS: Tuple[Tuple[int, int, int], ...] = (
+    (512, 10, 5), (512, 3, 2), (512, 3, 2), (512, 3, 2), (512, 3, 2), (512, 2, 2), (512, 2, 2))
+"""(channels, kernel, stride) of the 7 convolutions: stride 320 samples, receptive field 400."""
+
+
+class StreamingNotSupportedError(ValueError):
+    """The encoder configuration cannot obey the streaming rule (e.g. a group-norm extractor)."""
+
+
+def conv_output_lengths(lengths: torch.Tensor, conv_layers: Sequence[Tuple[int, int, int]]) -> torch.Tensor:
+    """Frames produced by the CNN for ``lengths`` samples: ``floor((L - k) / s) + 1`` per conv.
+
+    For XLSR's stack this is ``(S - 400) // 320 + 1`` (0 for fewer than 400 samples).
+    """
+    out = lengths.clone()
+    for _, kernel, stride in conv_layers:
+        out = torch.div(out - kernel, stride, rounding_mode="floor") + 1
+    return out.clamp(min=0)
+
+
+def normalize_waveform(waveform: torch.Tensor, lengths: torch.Tensor, mode: str,
+                       eps: float = 1e-5) -> torch.Tensor:
+    """Waveform normalisation, (B, S) -> (B, S); samples past ``lengths`` become zero.
+
+    Modes:
+        ``none``: unchanged (padding zeroed).
+        ``utterance``: ``(x - mean) / sqrt(var + eps)`` over each utterance's valid samples, as
+            the published XLSR models expect; reads the whole utterance, so not streamable.
+        ``cumulative``: sample ``n`` is normalised with the mean and variance of samples
+            ``0..n`` (running statistics, accumulated in float64): causal, hence exactly
+            streamable with three running sums carried between chunks.
+    """
+    valid = key_padding_mask(lengths, waveform.shape[1])
+    x = waveform.masked_fill(~valid, 0.0)
+    if mode == "none":
+        return x
+    if mode == "utterance":
+        n = lengths.clamp(min=1).to(x.dtype)[:, None]
+        mean = x.sum(1, keepdim=True) / n
+        var = ((x - mean).masked_fill(~valid, 0.0) ** 2).sum(1, keepdim=True) / n
+        return ((x - mean) / torch.sqrt(var + 1e-7)).masked_fill(~valid, 0.0)
+    if mode == "cumulative":
+        x64 = x.double()
+        count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=torch.float64)[None, :]
+        mean = x64.cumsum(1) / count
+        var = ((x64 * x64).cumsum(1) / count - mean * mean).clamp(min=0.0)
+        y = (x64 - mean) / torch.sqrt(var + eps)
+        return y.to(x.dtype).masked_fill(~valid, 0.0)
+    raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {mode!r}")
+
+
+class ConvLayer(nn.Module):
+    """One CNN layer: Conv1d, optional norm (per-frame LayerNorm or utterance GroupNorm), GELU."""
+
+    def __init__(self, *, in_channels: int, out_channels: int, kernel: int, stride: int,
+                 bias: bool, norm: str):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
+        self.norm_kind = norm
+        if norm == "layer":
+            self.norm = nn.LayerNorm(out_channels)
+        elif norm == "group":
+            self.norm = nn.GroupNorm(out_channels, out_channels, affine=True)
+        elif norm == "none":
+            self.norm = None
+        else:
+            raise ValueError(f"norm: expected 'layer', 'group' or 'none', found {norm!r}")
+
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C_in, S') -> (B, C_out, S''); ``lengths`` (frames after this conv) for group norm."""
+        x = self.conv(x)
+        if self.norm_kind == "layer":
+            x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        elif self.norm_kind == "group":
+            x = self._masked_group_norm(x, lengths)
+        return F.gelu(x)
+
+    def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """GroupNorm(C, C) over each utterance's valid frames only, so padding changes nothing."""
+        if lengths is None:
+            return self.norm(x)
+        valid = key_padding_mask(lengths, x.shape[2])[:, None, :].to(x.dtype)  # (B, 1, S'')
+        n = lengths.clamp(min=1).to(x.dtype)[:, None, None]
+        mean = (x * valid).sum(2, keepdim=True) / n
+        var = (((x - mean) * valid) ** 2).sum(2, keepdim=True) / n
+        y = (x - mean) / torch.sqrt(var + self.norm.eps)
+        return y * self.norm.weight[None, :, None] + self.norm.bias[None, :, None]
+
+
+class FeatureExtractor(nn.Module):
+    """The CNN front end: raw samples (B, S) -> frames (B, T, C_last), 20 ms per frame."""
+
+    def __init__(self, *, conv_layers: Sequence[Tuple[int, int, int]], mode: str, conv_bias: bool):
+        super().__init__()
+        if mode not in EXTRACTOR_MODES:
+            raise ValueError(f"extractor_mode: expected one of {EXTRACTOR_MODES}, found {mode!r}")
+        self.mode = mode
+        self.conv_layers_spec = tuple(tuple(c) for c in conv_layers)
+        layers, in_ch = [], 1
+        for i, (ch, kernel, stride) in enumerate(self.conv_layers_spec):
+            norm = "layer" if mode == "layer_norm" else ("group" if i == 0 else "none")
+            layers.append(ConvLayer(in_channels=in_ch, out_channels=ch, kernel=kernel, stride=stride,
+                                    bias=conv_bias, norm=norm))
+            in_ch = ch
+        self.conv_layers = nn.ModuleList(layers)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one output frame reads (400 for XLSR)."""
+        field = 1
+        for _, kernel, stride in reversed(self.conv_layers_spec):
+            field = (field - 1) * stride + kernel
+        return field
+
+    @property
+    def stride(self) -> int:
+        """Samples between consecutive frames (320 for XLSR)."""
+        return math.prod(s for _, _, s in self.conv_layers_spec)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, S), (B,) -> frames (B, T, C), frame lengths (B,)."""
+        x = waveform[:, None, :]
+        cur = lengths
+        for spec, layer in zip(self.conv_layers_spec, self.conv_layers):
+            cur = conv_output_lengths(cur, [spec])
+            x = layer(x, cur if layer.norm_kind == "group" else None)
+        return x.transpose(1, 2), cur
+
+
+class FeatureProjection(nn.Module):
+    """LayerNorm over CNN channels, then Linear to the model dimension."""
+
+    def __init__(self, *, in_dim: int, embed_dim: int, dropout: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(in_dim)
+        self.projection = nn.Linear(in_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, D)."""
+        return self.dropout(self.projection(self.layer_norm(x)))
+
+
+class PositionalConv(nn.Module):
+    """Convolutional relative positional embedding (kernel K=128, grouped, weight-normed, GELU).
+
+    Output frame ``t`` of the original (``full``) convolution reads input frames
+    ``t - K/2 .. t + K/2 - 1``. Modes:
+
+    - ``full``: the original; looks ``K/2`` frames (1.28 s) ahead.
+    - ``chunk``: for a frame in chunk ``c``, every input frame at or after the end of chunk
+      ``c`` reads as zero — exactly what the convolution sees at the end of an utterance — so
+      no future chunk leaks in. Needs ``K/2`` frames of history in streaming.
+    - ``causal``: the same kernel shifted onto the past: frame ``t`` reads ``t-K+1 .. t``.
+    - ``none``: no positional embedding (the module returns zeros).
+    """
+
+    def __init__(self, *, embed_dim: int, kernel: int = 128, groups: int = 16, mode: str = "full"):
+        super().__init__()
+        if mode not in POS_CONV_MODES:
+            raise ValueError(f"pos_conv: expected one of {POS_CONV_MODES}, found {mode!r}")
+        if kernel % 2:
+            raise ValueError(f"pos_conv_kernel: expected an even kernel (as wav2vec 2.0), found {kernel}")
+        self.mode = mode
+        self.kernel = kernel
+        conv = nn.Conv1d(embed_dim, embed_dim, kernel, padding=0, groups=groups)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+
+    @property
+    def history(self) -> int:
+        """Input frames before the current chunk that streaming must keep (0 when unused)."""
+        return {"full": self.kernel // 2, "chunk": self.kernel // 2, "causal": self.kernel - 1,
+                "none": 0}[self.mode]
+
+    def forward(self, x: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
+        """(B, T, D) -> positional embedding (B, T, D); padded frames of ``x`` must be zero.
+
+        Args:
+            x: frames, zero past each utterance's end.
+            chunk_size: ``C`` for ``chunk`` mode; ``None`` makes ``chunk`` equal to ``full``.
+        """
+        if self.mode == "none":
+            return torch.zeros_like(x)
+        h = x.transpose(1, 2)  # (B, T, D) -> (B, D, T)
+        half = self.kernel // 2
+        T = h.shape[2]
+        if self.mode == "causal":
+            y = self.conv(F.pad(h, (self.kernel - 1, 0)))
+        elif self.mode == "full" or chunk_size is None or chunk_size >= T:
+            y = self.conv(F.pad(h, (half, half - 1)))
+        else:
+            y = self._chunked(h, chunk_size)
+        return F.gelu(y).transpose(1, 2)
+
+    def _chunked(self, h: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """Chunk mode: each chunk convolved with its ``K/2`` frames of history and zeros after it."""
+        B, D, T = h.shape
+        half, C = self.kernel // 2, chunk_size
+        n = -(-T // C)
+        padded = F.pad(h, (half, n * C - T))  # history of chunk 0 is zeros
+        # window of chunk c: input frames c*C - half .. (c+1)*C - 1, then zeros for the future
+        windows = padded.unfold(2, C + half, C)  # (B, D, n, C + half)
+        windows = windows.permute(0, 2, 1, 3).reshape(B * n, D, C + half)
+        y = self.conv(F.pad(windows, (0, half - 1)))  # (B*n, D, C)
+        return y.reshape(B, n, D, C).permute(0, 2, 1, 3).reshape(B, D, n * C)[:, :, :T]
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a boolean mask (True = may attend), through SDPA."""
+
+    def __init__(self, *, embed_dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads: {num_heads} does not divide embed_dim {embed_dim}")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, H, T, D/H)."""
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of frames ``x`` (B, T, D) -> two (B, H, T, D/H) (cached when streaming)."""
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Queries from ``x`` (B, Tq, D) over keys/values (B, H, Tk, D/H) -> (B, Tq, D).
+
+        ``mask`` broadcasts to (B, H, Tq, Tk), True = may attend; ``None`` = attend to all.
+        """
+        q = self.split_heads(self.q_proj(x))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        B, H, Tq, Dh = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(B, Tq, H * Dh))  # (B, H, Tq, D/H) -> (B, Tq, D)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D) under ``mask`` (True = may attend)."""
+        k, v = self.project_kv(x)
+        return self.attend(x, k, v, mask)
+
+
+class FeedForward(nn.Module):
+    """Linear(D, F) -> GELU -> dropout -> Linear(F, D) -> dropout."""
+
+    def __init__(self, *, embed_dim: int, ffn_dim: int, activation_dropout: float, dropout: float):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(embed_dim, ffn_dim)
+        self.output_dense = nn.Linear(ffn_dim, embed_dim)
+        self.activation_dropout = nn.Dropout(activation_dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.output_dense(self.activation_dropout(F.gelu(self.intermediate_dense(x)))))
+
+
+class TransformerLayer(nn.Module):
+    """One transformer layer, pre-LN (XLSR-53) or post-LN (wav2vec2-base)."""
+
+    def __init__(self, *, embed_dim: int, num_heads: int, ffn_dim: int, layer_norm_first: bool,
+                 dropout: float, attention_dropout: float, activation_dropout: float):
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.attention = SelfAttention(embed_dim=embed_dim, num_heads=num_heads, dropout=attention_dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.layer_norm = nn.LayerNorm(embed_dim)
+        self.feed_forward = FeedForward(embed_dim=embed_dim, ffn_dim=ffn_dim,
+                                        activation_dropout=activation_dropout, dropout=dropout)
+        self.final_layer_norm = nn.LayerNorm(embed_dim)
+
+    def attention_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the attention's keys/values are computed from (normed input for pre-LN)."""
+        return self.layer_norm(x) if self.layer_norm_first else x
+
+    def forward_with_kv(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """The layer with the attention's keys/values given (B, H, Tk, D/H): (B, Tq, D) -> (B, Tq, D)."""
+        if self.layer_norm_first:
+            x = x + self.dropout(self.attention.attend(self.layer_norm(x), k, v, mask))
+            return x + self.feed_forward(self.final_layer_norm(x))
+        x = self.layer_norm(x + self.dropout(self.attention.attend(x, k, v, mask)))
+        return self.final_layer_norm(x + self.feed_forward(x))
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D) under ``mask`` (True = may attend)."""
+        k, v = self.attention.project_kv(self.attention_input(x))
+        return self.forward_with_kv(x, k, v, mask)
+
+
+class Wav2Vec2Encoder(nn.Module):
+    """wav2vec 2.0 / XLSR encoder with streaming masks.
+
+    Args:
+        conv_layers: (channels, kernel, stride) per CNN layer.
+        extractor_mode: ``layer_norm`` (XLSR-53, per-frame, streamable) or ``group_norm``
+            (wav2vec2-base, per-utterance, not streamable).
+        conv_bias: bias in the CNN convolutions.
+        embed_dim: ``D``.
+        num_layers: transformer layers.
+        num_heads: ``H``.
+        ffn_dim: feed-forward inner size.
+        layer_norm_first: pre-LN (XLSR) when True, post-LN (base) when False.
+        pos_conv_kernel: positional convolution kernel (128).
+        pos_conv_groups: its groups (16).
+        pos_conv: ``full | chunk | causal | none`` (see :class:`PositionalConv`).
+        waveform_norm: ``none | utterance | cumulative`` (see :func:`normalize_waveform`).
+        dropout: after the positional embedding and inside layers.
+        attention_dropout: on attention weights.
+        activation_dropout: inside the feed-forward block.
+        layer_drop: probability of skipping a whole layer per training batch.
+        freeze_feature_extractor: no gradient into the CNN (run under ``no_grad``).
+    """
+
+    def __init__(self, *, conv_layers: Sequence[Tuple[int, int, int]] = XLSR_CONV_LAYERS,
+                 extractor_mode: str = "layer_norm", conv_bias: bool = True, embed_dim: int = 1024,
+                 num_layers: int = 24, num_heads: int = 16, ffn_dim: int = 4096,
+                 layer_norm_first: bool = True, pos_conv_kernel: int = 128, pos_conv_groups: int = 16,
+                 pos_conv: str = "full", waveform_norm: str = "utterance", dropout: float = 0.0,
+                 attention_dropout: float = 0.0, activation_dropout: float = 0.0,
+                 layer_drop: float = 0.0, freeze_feature_extractor: bool = False):
+        super().__init__()
+        if waveform_norm not in WAVEFORM_NORMS:
+            raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {waveform_norm!r}")
+        if not 0.0 <= layer_drop < 1.0:
+            raise ValueError(f"layer_drop: expected in [0, 1), found {layer_drop}")
+        self.embed_dim = embed_dim
+        self.layer_norm_first = layer_norm_first
+        self.waveform_norm = waveform_norm
+        self.layer_drop = layer_drop
+        self.freeze_feature_extractor = freeze_feature_extractor
+        self.feature_extractor = FeatureExtractor(conv_layers=conv_layers, mode=extractor_mode,
+                                                  conv_bias=conv_bias)
+        self.feature_projection = FeatureProjection(in_dim=conv_layers[-1][0], embed_dim=embed_dim,
+                                                    dropout=dropout)
+        self.pos_conv = PositionalConv(embed_dim=embed_dim, kernel=pos_conv_kernel,
+                                       groups=pos_conv_groups, mode=pos_conv)
+        # post-LN (base) normalises right after adding the positional embedding;
+        # pre-LN (XLSR) normalises after the last layer.
+        self.layer_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(embed_dim=embed_dim, num_heads=num_heads, ffn_dim=ffn_dim,
+                             layer_norm_first=layer_norm_first, dropout=dropout,
+                             attention_dropout=attention_dropout, activation_dropout=activation_dropout)
+            for _ in range(num_layers))
+        if freeze_feature_extractor:
+            self.feature_extractor.requires_grad_(False)
+
+    @property
+    def pos_conv_mode(self) -> str:
+        return self.pos_conv.mode
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames for ``lengths`` samples (B,) -> (B,)."""
+        return conv_output_lengths(lengths, self.feature_extractor.conv_layers_spec)
+
+    def check_streaming(self, streaming: Optional[StreamingConfig]) -> None:
+        """Raises :class:`StreamingNotSupportedError` when this encoder cannot obey ``streaming``."""
+        if streaming is None or (streaming.is_full and streaming.num_sinks == 0):
+            return
+        if self.feature_extractor.mode == "group_norm":
+            raise StreamingNotSupportedError(
+                "extractor_mode='group_norm' normalises each CNN channel over the whole utterance "
+                "(wav2vec2-base layout) and cannot stream; use a 'layer_norm' extractor (XLSR-53 layout)")
+        if self.waveform_norm == "utterance":
+            raise StreamingNotSupportedError(
+                "waveform_norm='utterance' reads the whole utterance before the first frame; set "
+                "waveform_norm to 'cumulative' (or 'none') for a streaming configuration")
+        if self.pos_conv.mode == "full":
+            raise StreamingNotSupportedError(
+                "pos_conv='full' looks 64 frames (1.28 s) ahead across chunk borders; set pos_conv to "
+                "'chunk', 'causal' or 'none' for a streaming configuration")
+
+    def extract(self, waveform: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Waveform normalisation + CNN + projection: (B, S) -> (B, T, D), (B,), padding zeroed."""
+        x = normalize_waveform(waveform, lengths, self.waveform_norm)
+        if self.freeze_feature_extractor:
+            with torch.no_grad():
+                feats, frame_lengths = self.feature_extractor(x, lengths)
+        else:
+            feats, frame_lengths = self.feature_extractor(x, lengths)
+        h = self.feature_projection(feats)
+        valid = key_padding_mask(frame_lengths, h.shape[1])
+        return h.masked_fill(~valid[:, :, None], 0.0), frame_lengths
+
+    def attention_mask(self, lengths: torch.Tensor, num_frames: int,
+                       streaming: Optional[StreamingConfig]) -> Optional[torch.Tensor]:
+        """(B, 1, T, T) bool, True = may attend; ``None`` when every frame may see every frame.
+
+        The streaming rule combined with key padding. Query rows of padded frames may see
+        every key (their output is discarded), so that no row is empty.
+        """
+        full = streaming is None or (streaming.is_full and streaming.num_sinks == 0)
+        valid = key_padding_mask(lengths, num_frames)  # (B, T)
+        if full and bool(valid.all()):
+            return None
+        mask = valid[:, None, None, :]  # (B, 1, 1, T)
+        if not full:
+            rule = chunk_attention_mask(num_frames, streaming.chunk_size, streaming.left_context,
+                                        streaming.num_sinks, device=lengths.device)
+            mask = mask & rule[None, None]
+        return mask | ~valid[:, None, :, None]
+
+    def forward(self, waveform: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                streaming: Optional[StreamingConfig] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Encodes a padded batch under a streaming configuration (the masked full pass).
+
+        Args:
+            waveform: (B, S) float, 16 kHz, zero-padded.
+            lengths: (B,) valid samples; ``None`` = all ``S``.
+            streaming: the chunk rule to obey; ``None`` = full attention.
+
+        Returns:
+            features (B, T, D), zero past each length, and frame lengths (B,).
+
+        Raises:
+            ValueError: on a badly shaped input or a streaming configuration this encoder cannot obey.
+        """
+        if waveform.dim() != 2:
+            raise ValueError(f"waveform: expected (B, S), found shape {tuple(waveform.shape)}")
+        if lengths is None:
+            lengths = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long,
+                                 device=waveform.device)
+        elif lengths.shape != (waveform.shape[0],):
+            raise ValueError(f"lengths: expected shape ({waveform.shape[0]},), found {tuple(lengths.shape)}")
+        elif int(lengths.max()) > waveform.shape[1]:
+            raise ValueError(f"lengths: max {int(lengths.max())} exceeds {waveform.shape[1]} samples")
+        self.check_streaming(streaming)
+        x, frame_lengths = self.extract(waveform, lengths)
+        T = x.shape[1]
+        chunk = None if streaming is None else streaming.chunk_size
+        x = x + self.pos_conv(x, chunk)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        mask = self.attention_mask(frame_lengths, T, streaming)
+        for layer in self.layers:
+            if self.training and self.layer_drop > 0 and torch.rand(()) < self.layer_drop:
+                continue
+            x = layer(x, mask)
+        if self.layer_norm_first:
+            x = self.layer_norm(x)
+        valid = key_padding_mask(frame_lengths, T)
+        return x.masked_fill(~valid[:, :, None], 0.0), frame_lengths
