@@ -74,7 +74,7 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], source: str = "<dict>", pre
         ConfigError: naming the key path and the file.
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(prefix or "<root>", source, f"expected a mapping, found {type(data).__name__}")
+        raise ConfigError(prefix.rstrip(".") or "<root>", source, f"expected a mapping, found {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))

@@ -363,6 +363,13 @@ class Wav2Vec2Encoder(nn.Module):
                  attention_dropout: float = 0.0, activation_dropout: float = 0.0,
                  layer_drop: float = 0.0, freeze_feature_extractor: bool = False):
         super().__init__()
+        self.arch = dict(  # the keyword arguments that rebuild this encoder (stored in checkpoints)
+            conv_layers=tuple(tuple(c) for c in conv_layers), extractor_mode=extractor_mode,
+            conv_bias=conv_bias, embed_dim=embed_dim, num_layers=num_layers, num_heads=num_heads,
+            ffn_dim=ffn_dim, layer_norm_first=layer_norm_first, pos_conv_kernel=pos_conv_kernel,
+            pos_conv_groups=pos_conv_groups, pos_conv=pos_conv, waveform_norm=waveform_norm,
+            dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
+            layer_drop=layer_drop, freeze_feature_extractor=freeze_feature_extractor)
         if waveform_norm not in WAVEFORM_NORMS:
             raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {waveform_norm!r}")
         if not 0.0 <= layer_drop < 1.0:

@@ -1,0 +1,119 @@
+"""Model configs (frozen dataclasses, loaded from a recipe's YAML) and ``build_model``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from xtrans.models.transducer import Transducer, build_transducer
+from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
+from xtrans.models.wav2vec2.presets import preset_kwargs
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The encoder: a preset (or a pretrained checkpoint) plus overrides.
+
+    Attributes:
+        preset: ``xlsr_53 | wav2vec2_base | tiny``; ignored when ``pretrained`` is set.
+        pretrained: a Hugging Face directory or fairseq ``.pt`` to import (recipe stage 4);
+            ``None`` = random initialisation from ``preset``.
+        pos_conv: ``full | chunk | causal | none`` (None = the preset's / checkpoint's).
+        waveform_norm: ``none | utterance | cumulative`` (None = the preset's / checkpoint's).
+        conv_channels: channels of every CNN layer (None = the preset's).
+        embed_dim, num_layers, num_heads, ffn_dim: transformer size (None = the preset's).
+        dropout, attention_dropout, activation_dropout, layer_drop: regularisation.
+        freeze_feature_extractor: no gradient into the CNN.
+    """
+
+    preset: str = "tiny"
+    pretrained: Optional[str] = None
+    pos_conv: Optional[str] = None
+    waveform_norm: Optional[str] = None
+    conv_channels: Optional[int] = None
+    embed_dim: Optional[int] = None
+    num_layers: Optional[int] = None
+    num_heads: Optional[int] = None
+    ffn_dim: Optional[int] = None
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    layer_drop: float = 0.0
+    freeze_feature_extractor: bool = False
+
+    def overrides(self) -> dict:
+        """Encoder keyword arguments set by this config (``None`` fields left to the preset)."""
+        out = {k: getattr(self, k) for k in ("pos_conv", "waveform_norm", "embed_dim", "num_layers",
+                                             "num_heads", "ffn_dim") if getattr(self, k) is not None}
+        out.update(dropout=self.dropout, attention_dropout=self.attention_dropout,
+                   activation_dropout=self.activation_dropout, layer_drop=self.layer_drop,
+                   freeze_feature_extractor=self.freeze_feature_extractor)
+        return out
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """Prediction network: ``stateless`` (embedding over the last tokens) or ``lstm``."""
+
+    kind: str = "stateless"
+    embed_dim: int = 256
+    context_size: int = 2
+    hidden_dim: int = 512
+    num_layers: int = 1
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        if self.kind not in ("stateless", "lstm"):
+            raise ValueError(f"kind: expected 'stateless' or 'lstm', found {self.kind!r}")
+
+    def kwargs(self) -> dict:
+        if self.kind == "stateless":
+            return dict(kind="stateless", embed_dim=self.embed_dim, context_size=self.context_size)
+        return dict(kind="lstm", embed_dim=self.embed_dim, hidden_dim=self.hidden_dim,
+                    num_layers=self.num_layers, dropout=self.dropout)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The transducer. ``vocab_size`` comes from the tokenizer when not given."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    joiner_dim: int = 512
+    ctc_weight: float = 0.0
+    vocab_size: Optional[int] = None
+
+
+def build_encoder(cfg: EncoderConfig) -> Wav2Vec2Encoder:
+    """The encoder of ``cfg``: imported from ``cfg.pretrained`` or built from ``cfg.preset``."""
+    overrides = cfg.overrides()
+    if cfg.pretrained is not None:
+        from xtrans.models.wav2vec2 import load_pretrained
+        if cfg.conv_channels is not None:
+            raise ValueError("conv_channels: cannot change the CNN of a pretrained encoder")
+        return load_pretrained(cfg.pretrained, **overrides)
+    kwargs = preset_kwargs(cfg.preset, **overrides)
+    if cfg.conv_channels is not None:
+        kwargs["conv_layers"] = tuple((cfg.conv_channels, k, s) for _, k, s in kwargs["conv_layers"])
+    return Wav2Vec2Encoder(**kwargs)
+
+
+def build_model(cfg: ModelConfig, vocab_size: Optional[int] = None, encoder: Optional[Wav2Vec2Encoder] = None
+                ) -> Transducer:
+    """Turns a :class:`ModelConfig` into a :class:`Transducer`.
+
+    Args:
+        cfg: the model config.
+        vocab_size: ``V`` incl. blank (from the tokenizer); overrides ``cfg.vocab_size``.
+        encoder: an already built/loaded encoder to use instead of building one from ``cfg.encoder``.
+
+    Raises:
+        ValueError: when no vocabulary size is known.
+    """
+    V = vocab_size or cfg.vocab_size
+    if not V:
+        raise ValueError("vocab_size: not set in the config and not given (pass the tokenizer's size)")
+    enc = encoder if encoder is not None else build_encoder(cfg.encoder)
+    return build_transducer(encoder=enc, vocab_size=V, predictor=cfg.predictor.kwargs(),
+                            joiner_dim=cfg.joiner_dim, blank=0, ctc_weight=cfg.ctc_weight,
+                            encoder_kwargs=enc.arch)
