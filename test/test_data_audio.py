@@ -1,0 +1,120 @@
+"""Audio loading (files, ark, pipes, segments) and the polyphase resampler."""
+
+import math
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from xtrans.data.audio import BadAudioError, load_waveform, read_audio
+from xtrans.data.kaldi_dir import Segment
+from xtrans.data.resample import resample
+
+
+def _sine(freq, rate, seconds, amplitude=0.5, phase=0.0):
+    t = np.arange(round(rate * seconds)) / rate
+    return amplitude * np.sin(2 * np.pi * freq * t + phase)
+
+
+@pytest.mark.parametrize("freq", [440.0, 1000.0, 3000.0])
+def test_upsample_8k_to_16k_sine_matches_analytic(freq):
+    x = _sine(freq, 8000, 1.0, amplitude=0.8)
+    y = resample(torch.tensor(x), 8000, 16000).numpy()
+    assert y.shape == (16000,)
+    reference = _sine(freq, 16000, 1.0, amplitude=0.8)
+    interior = slice(1600, -1600)  # away from the zero-padded ends
+    assert np.abs(y[interior] - reference[interior]).max() < 1e-5
+    # frequency and amplitude from the spectrum of the interior
+    seg = y[interior] * np.hanning(len(y[interior]))
+    spectrum = np.abs(np.fft.rfft(seg, n=1 << 18))
+    peak_hz = np.argmax(spectrum) * 16000 / (1 << 18)
+    assert peak_hz == pytest.approx(freq, abs=0.2)
+    rms = np.sqrt(np.mean(y[interior] ** 2))
+    assert rms == pytest.approx(0.8 / math.sqrt(2), rel=1e-4)
+
+
+def test_downsample_removes_content_above_new_nyquist():
+    x = _sine(1000, 16000, 1.0) + _sine(6000, 16000, 1.0)  # 6 kHz cannot exist at 8 kHz
+    y = resample(torch.tensor(x), 16000, 8000).numpy()
+    reference = _sine(1000, 8000, 1.0)
+    assert np.abs(y[800:-800] - reference[800:-800]).max() < 1e-5
+
+
+def test_resample_odd_ratio_and_batch_shape():
+    x = torch.tensor(np.stack([_sine(500, 44100, 0.5), _sine(700, 44100, 0.5)]))
+    y = resample(x, 44100, 16000)
+    assert y.shape == (2, math.ceil(x.shape[-1] * 16000 / 44100)) and y.dtype == torch.float64
+    reference = _sine(700, 16000, y.shape[-1] / 16000)
+    assert np.abs(y[1, 800:-800].numpy() - reference[800:-800]).max() < 1e-5
+
+
+def test_resample_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="orig_rate must be a positive integer"):
+        resample(torch.zeros(10), 0, 16000)
+    with pytest.raises(ValueError, match=r"rolloff must be in \(0, 1\]"):
+        resample(torch.zeros(10), 8000, 16000, rolloff=1.5)
+    with pytest.raises(ValueError, match="waveform must be floating point"):
+        resample(torch.zeros(10, dtype=torch.int16), 8000, 16000)
+    with pytest.raises(ValueError, match="round the sample rates"):
+        resample(torch.zeros(10), 16001, 16000)
+
+
+def test_read_wav_flac_stereo_and_downmix(tmp_path):
+    left, right = _sine(300, 8000, 0.5), _sine(300, 8000, 0.5, phase=np.pi / 3)
+    soundfile.write(tmp_path / "s.flac", np.stack([left, right], axis=1), 8000, subtype="PCM_16")
+    samples, rate = read_audio(str(tmp_path / "s.flac"))
+    assert rate == 8000 and samples.shape == (4000, 2) and samples.dtype == np.float32
+    wave = load_waveform(str(tmp_path / "s.flac"), sample_rate=16000)
+    expected = resample(torch.tensor((left + right) / 2), 8000, 16000).float()
+    assert wave.shape == (8000,) and torch.allclose(wave, expected, atol=1e-3)
+
+
+def test_read_segment_of_file_and_pipe(tmp_path):
+    x = np.arange(16000, dtype=np.int16)
+    soundfile.write(tmp_path / "r.wav", x, 16000, subtype="PCM_16")
+    segment = Segment("r", 0.25, 0.5)
+    samples, _ = read_audio(str(tmp_path / "r.wav"), segment=segment)
+    assert samples[:, 0].tolist() == (x[4000:8000] / 32768).astype(np.float32).tolist()
+    piped, rate = read_audio(f"cat {tmp_path / 'r.wav'} |", segment=segment)
+    assert rate == 16000 and np.array_equal(piped, samples)
+    tail, _ = read_audio(str(tmp_path / "r.wav"), segment=Segment("r", 0.75, None))
+    assert len(tail) == 4000
+
+
+def test_read_ark_wav_and_float_vector(tmp_path):
+    pcm = (np.arange(800) - 400).astype(np.int16)
+    floats = np.linspace(-1, 1, 320).astype(np.float32)
+    kaldiio.save_ark(str(tmp_path / "a.ark"), {"w": (8000, pcm)}, scp=str(tmp_path / "a.scp"))
+    kaldiio.save_ark(str(tmp_path / "b.ark"), {"f": floats}, scp=str(tmp_path / "b.scp"))
+    entry_w = (tmp_path / "a.scp").read_text().split()[1]
+    entry_f = (tmp_path / "b.scp").read_text().split()[1]
+    samples, rate = read_audio(entry_w)
+    assert rate == 8000 and np.array_equal(samples[:, 0], pcm / np.float32(32768))
+    samples, rate = read_audio(entry_f)
+    assert rate == 16000 and np.array_equal(samples[:, 0], floats)  # bare vectors: 16 kHz
+
+
+def test_bad_audio_errors_carry_utt_path_reason(tmp_path):
+    with pytest.raises(BadAudioError, match="'u1'.*file does not exist") as info:
+        read_audio(str(tmp_path / "missing.wav"), utt_id="u1")
+    assert info.value.utt_id == "u1" and info.value.path.endswith("missing.wav")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(BadAudioError, match="unreadable"):
+        read_audio(str(tmp_path / "empty.wav"), utt_id="u2")
+    soundfile.write(tmp_path / "t.wav", np.zeros(8000), 8000, subtype="PCM_16")
+    (tmp_path / "trunc.wav").write_bytes((tmp_path / "t.wav").read_bytes()[:1000])
+    with pytest.raises(BadAudioError, match="truncated WAV: header declares 16000 bytes"):
+        read_audio(str(tmp_path / "trunc.wav"), utt_id="u3")
+    with pytest.raises(BadAudioError, match="command exited with status 3"):
+        read_audio("exit 3 |", utt_id="u4")
+    with pytest.raises(BadAudioError, match="is not audio"):
+        read_audio("echo hello |", utt_id="u5")
+    with pytest.raises(BadAudioError, match="ark file does not exist"):
+        read_audio(str(tmp_path / "none.ark:12"), utt_id="u6")
+    with pytest.raises(BadAudioError, match="after the end of the recording"):
+        read_audio(str(tmp_path / "t.wav"), utt_id="u7", segment=Segment("t", 5.0, 6.0))
+    with pytest.raises(BadAudioError, match="empty wav.scp entry"):
+        read_audio("", utt_id="u8")
+

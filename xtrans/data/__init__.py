@@ -1,0 +1,2 @@
+"""Data side of xtrans: Kaldi data directories, audio loading and resampling, validation,
+audio formatting, batching by duration and the training dataset."""

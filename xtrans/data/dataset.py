@@ -1,0 +1,199 @@
+"""Torch dataset of (waveform, token targets) pairs from a data directory, and its collate.
+
+Shapes use the project legend: ``B`` batch, ``S`` waveform samples, ``U`` target tokens.
+
+Augmentation is seeded per item: item ``i`` in epoch ``e`` draws its speed factor and time
+masks from ``numpy.random.default_rng([seed, e, i])``, so it is the same whichever worker
+process loads it and whatever the batch order. Call :meth:`AsrDataset.set_epoch` before each
+epoch's ``DataLoader`` iterator is created (with ``persistent_workers=False``, the default, the
+workers receive the new epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from xtrans.data.audio import load_waveform
+from xtrans.data.augment import speed_perturb, time_mask
+from xtrans.data.kaldi_dir import DataDir, read_data_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Example:
+    """One utterance.
+
+    Attributes:
+        utt_id: the utterance id.
+        waveform: ``(S,)`` float32 at the dataset's rate, augmented if configured.
+        targets: ``(U,)`` int64 token ids (never the blank 0).
+    """
+
+    utt_id: str
+    waveform: torch.Tensor
+    targets: torch.Tensor
+
+
+@dataclasses.dataclass
+class Batch:
+    """A padded batch.
+
+    Attributes:
+        waveforms: ``(B, S)`` float32, zero padded after each utterance.
+        waveform_lengths: ``(B,)`` int64 samples per utterance.
+        targets: ``(B, U)`` int64, padded with 0 (the blank id; masked by ``target_lengths``).
+        target_lengths: ``(B,)`` int64 tokens per utterance.
+        utt_ids: the ``B`` utterance ids.
+    """
+
+    waveforms: torch.Tensor
+    waveform_lengths: torch.Tensor
+    targets: torch.Tensor
+    target_lengths: torch.Tensor
+    utt_ids: list[str]
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The batch with every tensor on ``device``."""
+        return Batch(
+            self.waveforms.to(device),
+            self.waveform_lengths.to(device),
+            self.targets.to(device),
+            self.target_lengths.to(device),
+            self.utt_ids,
+        )
+
+    def pin_memory(self) -> "Batch":
+        """Pinned copy (called by ``DataLoader(pin_memory=True)``)."""
+        return Batch(
+            self.waveforms.pin_memory(),
+            self.waveform_lengths.pin_memory(),
+            self.targets.pin_memory(),
+            self.target_lengths.pin_memory(),
+            self.utt_ids,
+        )
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    """Pad examples into a :class:`Batch` (order kept).
+
+    Raises:
+        ValueError: when ``examples`` is empty.
+    """
+    if not examples:
+        raise ValueError("examples must hold at least one Example, got none")
+    wave_lengths = torch.tensor([len(e.waveform) for e in examples], dtype=torch.int64)
+    target_lengths = torch.tensor([len(e.targets) for e in examples], dtype=torch.int64)
+    waveforms = torch.zeros(len(examples), int(wave_lengths.max()), dtype=torch.float32)
+    targets = torch.zeros(len(examples), int(target_lengths.max()), dtype=torch.int64)
+    for b, e in enumerate(examples):
+        waveforms[b, : len(e.waveform)] = e.waveform
+        targets[b, : len(e.targets)] = e.targets
+    return Batch(waveforms, wave_lengths, targets, target_lengths, [e.utt_id for e in examples])
+
+
+def utterance_durations(data: DataDir, sample_rate: int = 16000) -> list[float]:
+    """Seconds per utterance in ``data.utt_ids`` order, for :class:`DurationBatchSampler`.
+
+    Uses ``utt2num_samples`` (taken to be at ``sample_rate``, as ``prepare_audio`` writes it),
+    else ``utt2dur``.
+
+    Raises:
+        ValueError: when neither table covers every utterance.
+    """
+    for table, scale in ((data.utt2num_samples, 1.0 / sample_rate), (data.utt2dur, 1.0)):
+        if table is not None:
+            missing = [u for u in data.utt_ids if u not in table]
+            if not missing:
+                return [table[u] * scale for u in data.utt_ids]
+    raise ValueError(
+        "data needs utt2num_samples or utt2dur covering every utterance to batch by duration; "
+        "run python -m xtrans.bin.prepare_audio on it first"
+    )
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    """Utterances of a data directory as :class:`Example` s, indexed ``0..N-1`` in sorted id order.
+
+    Args:
+        data: a :class:`DataDir` or the path of one; needs ``text`` for every utterance.
+        tokenizer: text -> token ids (e.g. :class:`xtrans.tokenizer.Tokenizer`).
+        sample_rate: rate the waveforms are returned at (audio at other rates is resampled).
+        speed_factors: speed perturbation factors drawn uniformly per item, e.g.
+            ``(0.9, 1.0, 1.1)``; ``None`` disables it.
+        num_time_masks: spans zeroed per item (0 disables time masking).
+        time_mask_seconds: longest span, seconds.
+        seed: augmentation seed.
+
+    Raises:
+        ValueError: when ``data`` has no transcript for some utterance, or a speed factor is
+            not positive.
+    """
+
+    def __init__(
+        self,
+        data: DataDir | str | os.PathLike,
+        tokenizer: Callable[[str], Sequence[int]],
+        *,
+        sample_rate: int = 16000,
+        speed_factors: Sequence[float] | None = None,
+        num_time_masks: int = 0,
+        time_mask_seconds: float = 0.05,
+        seed: int = 0,
+    ):
+        self.data = data if isinstance(data, DataDir) else read_data_dir(data)
+        self.utt_ids = self.data.utt_ids
+        texts = self.data.text or {}
+        missing = [u for u in self.utt_ids if u not in texts]
+        if missing:
+            raise ValueError(
+                f"data has no transcript for {len(missing)} utterances (first: {missing[0]!r}); "
+                "clean it with python -m xtrans.bin.validate_data --clean-dir"
+            )
+        if speed_factors is not None and not all(f > 0 for f in speed_factors):
+            raise ValueError(f"speed_factors must all be positive, got {list(speed_factors)}")
+        if num_time_masks < 0 or time_mask_seconds < 0:
+            raise ValueError(
+                f"num_time_masks and time_mask_seconds must be >= 0, got {num_time_masks} "
+                f"and {time_mask_seconds}"
+            )
+        self.tokenizer = tokenizer
+        self.sample_rate = sample_rate
+        self.speed_factors = None if speed_factors is None else tuple(speed_factors)
+        self.num_time_masks = num_time_masks
+        self.time_mask_width = round(time_mask_seconds * sample_rate)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch``."""
+        self.epoch = epoch
+
+    def durations(self) -> list[float]:
+        """Seconds per item (before speed perturbation), for the batch sampler."""
+        return utterance_durations(self.data, self.sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def __getitem__(self, index: int) -> Example:
+        utt = self.utt_ids[index]
+        entry, segment = self.data.wav_entry(utt)
+        waveform = load_waveform(entry, utt_id=utt, segment=segment, sample_rate=self.sample_rate)
+        if self.speed_factors is not None or self.num_time_masks:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            if self.speed_factors is not None:
+                factor = self.speed_factors[int(rng.integers(len(self.speed_factors)))]
+                waveform = speed_perturb(waveform, factor, self.sample_rate)
+            if self.num_time_masks:
+                waveform = time_mask(
+                    waveform, rng, num_masks=self.num_time_masks, max_width=self.time_mask_width
+                )
+        targets = torch.tensor(list(self.tokenizer(self.data.text[utt])), dtype=torch.int64)
+        return Example(utt, waveform.to(torch.float32), targets)
