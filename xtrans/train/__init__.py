@@ -1,0 +1,1 @@
+"""Training: configs, run state, checkpoints, learning-rate schedule and the training loop."""
