@@ -1,0 +1,6 @@
+"""Test fixtures that build tiny models and tiny data (imported by the test suite and benchmarks).
+
+Modules:
+    pretrained_fixtures: random Hugging Face wav2vec2 models, fake fairseq checkpoints
+        (dict / Namespace / omegaconf DictConfig configs), hostile pickles.
+"""
