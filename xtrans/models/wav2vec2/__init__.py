@@ -7,15 +7,11 @@ from xtrans.models.wav2vec2.model import (
     normalize_waveform,
 )
 from xtrans.models.wav2vec2.presets import preset_kwargs, tiny, wav2vec2_base, xlsr_53
+from xtrans.models.wav2vec2.pretrained import CheckpointMismatchError, load_pretrained
+from xtrans.models.wav2vec2.safe_pickle import UnsafeCheckpointError
 
 __all__ = [
-    "StreamingNotSupportedError", "Wav2Vec2Encoder", "conv_output_lengths", "normalize_waveform",
-    "preset_kwargs", "tiny", "wav2vec2_base", "xlsr_53", "load_pretrained",
+    "CheckpointMismatchError", "StreamingNotSupportedError", "UnsafeCheckpointError", "Wav2Vec2Encoder",
+    "conv_output_lengths", "load_pretrained", "normalize_waveform", "preset_kwargs", "tiny",
+    "wav2vec2_base", "xlsr_53",
 ]
-
-
-def load_pretrained(path, **overrides):
-    """Loads a Hugging Face directory or a fairseq checkpoint; see :mod:`xtrans.models.wav2vec2.pretrained`."""
-    from xtrans.models.wav2vec2.pretrained import load_pretrained as _load
-
-    return _load(path, **overrides)
