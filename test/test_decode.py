@@ -1,0 +1,132 @@
+"""xtrans.bin.decode on a tiny saved checkpoint: the files it writes, simulated == real streaming
+hypotheses for the same configuration, decode.json timing, then score and RESULTS.md on its output."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from xtrans.bin.decode import main as decode_main
+from xtrans.bin.decode import percentile
+from xtrans.bin.score import main as score_main
+from xtrans.data.kaldi_dir import DataDir, read_data_dir, write_data_dir
+from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
+from xtrans.scoring.wer import read_text
+from xtrans.testing.shared_data import shared_data_dir
+from xtrans.tokenizer import train_tokenizer
+
+SENTENCES = ["zero one two", "three four five", "six seven eight nine", "one oh two"]
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory):
+    """exp/stage5/5a/best.pt (trainer format) + bpe.model beside it, and a data dir of 4 utterances
+    (real 8 kHz speech from ../shared/data/fsdd when present, else 16 kHz noise bursts)."""
+    root = tmp_path_factory.mktemp("decode")
+    run = root / "exp" / "stage5" / "5a"
+    tokenizer = train_tokenizer(SENTENCES, run / "bpe", vocab_size=20)
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm="cumulative",
+                                            conv_channels=32, embed_dim=64, num_layers=1, num_heads=4,
+                                            ffn_dim=128),
+                      predictor=PredictorConfig(kind="stateless", embed_dim=32, context_size=2), joiner_dim=32)
+    model = build_model(cfg, vocab_size=tokenizer.vocab_size)
+    with torch.no_grad():  # louder logits: clear-cut paths, a few tokens per utterance
+        model.joiner.output.weight.mul_(4.0)
+        model.joiner.output.bias[0] += 2.0
+    torch.save({"version": 1, "model": model.state_dict(), "arch": model.arch}, run / "best.pt")
+
+    data = root / "data" / "test"
+    fsdd = shared_data_dir("fsdd")
+    if fsdd is not None:
+        src = read_data_dir(fsdd)
+        utts = src.utt_ids[::700][:4]
+        write_data_dir(src.subset(utts), data)
+    else:
+        rng = np.random.default_rng(0)
+        wav_scp, text = {}, {}
+        for k in range(4):
+            path = root / f"u{k}.wav"
+            soundfile.write(path, (0.2 * rng.standard_normal(8000 + 3000 * k)).astype(np.float32), 16000)
+            wav_scp[f"u{k}"], text[f"u{k}"] = str(path), SENTENCES[k]
+        write_data_dir(DataDir(wav_scp=wav_scp, text=text), data)
+    return root
+
+
+def _decode(exp, tag, *extra):
+    outdir = exp / "exp" / "stage5" / "5a" / f"decode_{tag}"
+    rc = decode_main(["--model", str(exp / "exp" / "stage5" / "5a" / "best.pt"), "--data",
+                      str(exp / "data" / "test"), "--outdir", str(outdir), *extra])
+    assert rc == 0
+    return outdir
+
+
+def test_simulated_equals_streaming_and_files(exp):
+    chunk = ["--chunk_ms", "320", "--left_ms", "320", "--sinks", "4"]
+    sim = _decode(exp, "sim", "--mode", "simulated", *chunk)
+    stream = _decode(exp, "stream", "--mode", "streaming", *chunk, "--piece_ms", "100")
+    for d in (sim, stream):
+        for name in ("text", "hyp.trn", "ref", "ref.trn", "decode.json"):
+            assert (d / name).is_file(), f"{d / name} missing"
+    hyp_sim, hyp_stream = read_text(sim / "text"), read_text(stream / "text")
+    assert hyp_sim == hyp_stream
+    assert read_text(sim / "hyp.trn") == hyp_sim
+    refs = read_data_dir(exp / "data" / "test").text
+    assert read_text(sim / "ref") == refs and sorted(hyp_sim) == sorted(refs)
+    assert any(hyp_sim.values()), "the tiny model should emit some tokens"
+
+    info = json.loads((stream / "decode.json").read_text())
+    assert (info["stage"], info["variant"], info["mode"]) == (5, "a", "streaming")
+    assert (info["chunk_ms"], info["left_ms"], info["sinks"], info["pos_conv"]) == (320, 320, 4, "chunk")
+    assert info["num_utts"] == 4 and not info["failed"]
+    assert info["rtf"] == pytest.approx(info["processing_seconds"] / info["audio_seconds"])
+    assert set(info["utterances"]) == set(refs)
+    lat = info["latency_ms"]
+    assert lat["num_chunks"] >= 4 and 0 < lat["mean"] <= lat["max"] and lat["p95"] <= lat["max"]
+    assert json.loads((sim / "decode.json").read_text())["latency_ms"] is None
+
+
+def test_full_attention_beam_and_scoring(exp, capsys):
+    full = _decode(exp, "full_beam", "--search", "beam", "--beam", "3")
+    info = json.loads((full / "decode.json").read_text())
+    assert (info["chunk_ms"], info["left_ms"], info["search"], info["beam"]) == (None, None, "beam", 3)
+    assert score_main(["--decode_dir", str(full)]) == 0
+    wer = json.loads((full / "wer.json").read_text())
+    assert wer["N"] == sum(len(t.split()) for t in read_text(full / "ref").values())
+    assert wer["WER"] == pytest.approx(100 * (wer["S"] + wer["D"] + wer["I"]) / wer["N"])
+    assert (full / "result.txt").read_text().startswith("%WER")
+
+    out = exp / "RESULTS.md"
+    assert score_main(["--results", str(exp / "exp"), "--out", str(out)]) == 0
+    table = [line for line in out.read_text().splitlines() if line.startswith("| 5 ")]
+    assert len(table) >= 1 and any("beam 3" in row and "| full |" in row for row in table)
+    assert (exp / "plots" / "wer_vs_chunk.png").is_file()
+
+
+def test_errors(exp, capsys):
+    model = str(exp / "exp" / "stage5" / "5a" / "best.pt")
+    data = str(exp / "data" / "test")
+    assert decode_main(["--model", model, "--data", data, "--outdir", str(exp / "x"), "--mode", "streaming"]) == 2
+    assert "needs --chunk_ms" in capsys.readouterr().err
+    assert decode_main(["--model", str(exp / "nope.pt"), "--data", data, "--outdir", str(exp / "x")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert decode_main(["--model", model, "--data", str(exp / "nodata"), "--outdir", str(exp / "x")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_percentile_matches_numpy():
+    xs = [5.0, 1.0, 3.0, 2.0, 9.0, 4.0]
+    for q in (0, 50, 95, 100):
+        assert percentile(xs, q) == pytest.approx(np.percentile(xs, q))
+
+
+def test_parallel_jobs_give_the_same_hypotheses(exp):
+    """--nj 2 (spawned worker processes), real streaming fed one chunk per call."""
+    chunk = ["--chunk_ms", "320", "--left_ms", "320", "--sinks", "4"]
+    sim = _decode(exp, "sim_nj1", "--mode", "simulated", *chunk)
+    par = _decode(exp, "stream_nj2", "--mode", "streaming", *chunk, "--nj", "2")
+    assert read_text(par / "text") == read_text(sim / "text")
+    info = json.loads((par / "decode.json").read_text())
+    assert info["nj"] == 2 and info["piece_ms"] == 320 and len(info["utterances"]) == 4

@@ -1,0 +1,213 @@
+"""Speech2Text and the transcribe CLI on a saved tiny checkpoint and a tiny sentencepiece model:
+whole-file decoding agrees with real streaming (irregular pieces, 8 kHz stereo included), the
+checkpoint/tokenizer lookup, and the CLI's per-file errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from xtrans.bin.transcribe import main as transcribe_main
+from xtrans.data.audio import BadAudioError
+from xtrans.data.resample import resample
+from xtrans.inference import Speech2Text, TokenTable, _StreamingResampler
+from xtrans.masks import StreamingConfig
+from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
+from xtrans.tokenizer import train_tokenizer
+from xtrans.train.checkpoint import CheckpointError
+
+SENTENCES = ["a cat sat", "the cat sat at the mat", "that hat", "a mat", "the hat sat"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many tiny ops; intra-op threads on a busy 2-core box make each one cost milliseconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """exp/best.pt (trainer format: model + arch) with bpe.model next to it, and audio files."""
+    root = tmp_path_factory.mktemp("s2t")
+    exp = root / "exp"
+    tokenizer = train_tokenizer(SENTENCES, exp / "bpe", vocab_size=16)
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm="cumulative"),
+                      predictor=PredictorConfig(kind="lstm", embed_dim=32, hidden_dim=32, dropout=0.0),
+                      joiner_dim=32)
+    model = build_model(cfg, vocab_size=tokenizer.vocab_size)
+    with torch.no_grad():  # louder logits so that paths are clear-cut; a few tokens per utterance
+        model.joiner.output.weight.mul_(4.0)
+        model.joiner.output.bias[0] += 2.0
+    torch.save({"version": 1, "model": model.state_dict(), "arch": model.arch}, exp / "best.pt")
+    tokenizer.write_tokens(exp / "tokens.txt")
+    rng = np.random.default_rng(0)
+    audio = root / "audio"
+    audio.mkdir()
+    soundfile.write(audio / "a.wav", (0.3 * rng.standard_normal(24000)).astype(np.float32), 16000)
+    soundfile.write(audio / "b.flac", 0.3 * rng.uniform(-1, 1, (9000, 2)), 8000)  # 8 kHz stereo
+    soundfile.write(audio / "empty.wav", np.zeros(0, np.float32), 16000)
+    soundfile.write(audio / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (audio / "broken.wav").write_bytes(b"RIFF\x00\x00not a wave file at all")
+    return root
+
+
+def test_transcribe_and_stream_agree(workdir):
+    cfg = StreamingConfig(chunk_size=4, left_context=4, num_sinks=2)
+    for search in ("greedy", "beam"):
+        s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt", streaming=cfg, search=search)
+        for name in ("a.wav", "b.flac"):
+            path = workdir / "audio" / name
+            whole = s2t.transcribe(path)
+            assert whole.tokens, "the biased random model emits something"
+            assert len(whole.timestamps) == len(whole.tokens) == len(whole.pieces)
+            assert whole.timestamps == sorted(whole.timestamps)
+            samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+            session = s2t.stream()
+            start, partials = 0, []
+            for i, n in enumerate([1, 517, 3000, 77, 1280, 4096, 999] * 10):
+                if start >= len(samples):
+                    break
+                piece = samples[start:start + n]
+                partials.append(session.accept_waveform(piece if i % 2 else torch.from_numpy(piece), rate))
+                if search == "greedy":  # a partial result only grows
+                    assert whole.tokens[:len(session.result().tokens)] == session.result().tokens
+                start += n
+            final = session.finalize()
+            assert (final.tokens, final.timestamps, final.text) == (whole.tokens, whole.timestamps, whole.text)
+            assert final.score == pytest.approx(whole.score, abs=1e-3)
+            if search == "beam":
+                assert 1 <= len(final.nbest) <= 4 and final.nbest[0].tokens == final.tokens
+                assert [h.tokens for h in final.nbest] == [h.tokens for h in whole.nbest]
+
+
+def test_array_input_and_rates(workdir):
+    s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt", tokenizer=workdir / "exp" / "bpe.model")
+    samples, rate = soundfile.read(workdir / "audio" / "b.flac", dtype="float32")
+    from_file = s2t.transcribe(workdir / "audio" / "b.flac")
+    assert s2t.transcribe(samples, sample_rate=rate).tokens == from_file.tokens
+    mono16k = resample(torch.from_numpy(samples.mean(1)), rate, 16000)
+    assert s2t.transcribe(mono16k).tokens == from_file.tokens
+    pcm = (samples * 32767).astype(np.int16)  # integer PCM is scaled like soundfile does
+    assert s2t.transcribe(pcm, sample_rate=rate).text == s2t.transcribe(pcm / 32768.0, sample_rate=rate).text
+
+
+def test_streaming_resampler_matches_whole_resampling():
+    x = torch.randn(7001, generator=torch.Generator().manual_seed(0))
+    for rate in (8000, 22050, 44100, 48000):
+        r = _StreamingResampler(rate)
+        pieces = [r.accept(x[i:i + n]) for i, n in zip(range(0, 7001, 613), [613] * 12)] + [r.flush()]
+        torch.testing.assert_close(torch.cat(pieces), resample(x, rate, 16000), atol=1e-5, rtol=0)
+
+
+def test_token_table_decodes_like_tokenizer(workdir):
+    s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt")
+    table = TokenTable(workdir / "exp" / "tokens.txt")
+    ids = s2t.tokenizer.encode("the cat sat at the mat")
+    assert table.decode([0] + ids + [0]) == s2t.tokenizer.decode(ids) == "the cat sat at the mat"
+    assert table.vocab_size == s2t.tokenizer.vocab_size
+
+
+def test_errors(workdir, tmp_path):
+    exp = workdir / "exp"
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        Speech2Text.from_checkpoint(tmp_path / "missing.pt")
+    lone = tmp_path / "lone.pt"
+    lone.write_bytes((exp / "best.pt").read_bytes())
+    with pytest.raises(FileNotFoundError, match="tokenizer: none given"):
+        Speech2Text.from_checkpoint(lone)
+    torch.save({"model": {}}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="not a transducer checkpoint"):
+        Speech2Text.from_checkpoint(tmp_path / "bad.pt", tokenizer=exp / "bpe.model")
+    small = train_tokenizer(SENTENCES, tmp_path / "small", vocab_size=12)
+    with pytest.raises(ValueError, match="tokenizer: has 12 tokens, the model's vocabulary has 16"):
+        Speech2Text.from_checkpoint(exp / "best.pt", tokenizer=small)
+    with pytest.raises(ValueError, match="search: expected one of"):
+        Speech2Text.from_checkpoint(exp / "best.pt", search="viterbi")
+    with pytest.raises(ValueError, match="chunk_ms: left_ms/sinks need a chunk size"):
+        Speech2Text.from_checkpoint(exp / "best.pt", left_ms=640)
+    s2t = Speech2Text.from_checkpoint(exp / "best.pt")
+    with pytest.raises(BadAudioError, match="every sample is zero"):
+        s2t.transcribe(np.zeros(16000, np.float32))
+    with pytest.raises(BadAudioError, match="no samples"):
+        s2t.transcribe(np.zeros(0, np.float32))
+    with pytest.raises(BadAudioError, match="shorter than one encoder frame"):
+        s2t.transcribe(np.ones(100, np.float32))
+    with pytest.raises(ValueError, match=r"expected \(S,\) or channels-last \(S, C\)"):
+        s2t.transcribe(np.ones((2, 2, 100), np.float32))
+    with pytest.raises(ValueError, match="chunk_ms: streaming needs a chunk size"):
+        s2t.stream()
+    session = s2t.stream(chunk_ms=80, left_ms=80, sinks=2)
+    session.accept_waveform(np.ones((1000, 2), np.float32), 8000)
+    with pytest.raises(ValueError, match="this session's audio is at 8000 Hz, found 16000 Hz"):
+        session.accept_waveform(np.ones(10, np.float32), 16000)
+    with pytest.raises(ValueError, match="this session's audio has 2 channel"):
+        session.accept_waveform(np.ones(10, np.float32), 8000)
+    session.finalize()
+    with pytest.raises(ValueError, match="session: already finalized"):
+        session.accept_waveform(np.ones((10, 2), np.float32), 8000)
+
+
+def test_cli_reports_bad_files_and_carries_on(workdir, capsys):
+    audio = workdir / "audio"
+    files = [str(audio / n) for n in ("a.wav", "broken.wav", "b.flac", "empty.wav", "silent.wav")]
+    code = transcribe_main(["--model", str(workdir / "exp" / "best.pt"), "--streaming", "--chunk-ms", "80",
+                            "--left-ms", "80", "--sinks", "2", "--timestamps", *files])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [files[0], files[2]]
+    s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt", chunk_ms=80, left_ms=80, sinks=2)
+    for line, f in zip(lines, (files[0], files[2])):
+        _, text, times = line.split("\t")
+        result = s2t.transcribe(f)
+        assert text == result.text
+        assert times == " ".join(f"{p}@{t:.2f}" for p, t in zip(result.pieces, result.timestamps))
+    errors = [e for e in err.splitlines() if e.startswith("error: ")]
+    assert [e.split(": ")[1] for e in errors] == [files[1], files[3], files[4]]
+    assert "no samples" in errors[1] and "every sample is zero" in errors[2]
+    assert "3 of 5 file(s) failed" in err
+
+
+def test_cli_jsonl_beam_and_real_streaming(workdir, capsys):
+    args = ["--model", str(workdir / "exp" / "best.pt"), "--tokenizer", str(workdir / "exp" / "tokens.txt"),
+            "--streaming", "--chunk-ms", "80", "--left-ms", "80", "--search", "beam", "--jsonl",
+            str(workdir / "audio" / "a.wav")]
+    assert transcribe_main(args) == 0
+    masked = json.loads(capsys.readouterr().out)
+    assert transcribe_main(args + ["--real-streaming", "--piece-ms", "30"]) == 0
+    real = json.loads(capsys.readouterr().out)
+    assert masked["tokens"] == real["tokens"] and masked["tokens"]
+    assert len(masked["nbest"]) == 4 and "timestamps" not in masked
+
+
+def test_cli_as_module(workdir):
+    proc = subprocess.run([sys.executable, "-m", "xtrans.bin.transcribe", "--model", str(workdir / "exp" / "best.pt"),
+                           "--num-threads", "1", str(workdir / "audio" / "a.wav"), str(workdir / "audio" / "nope.wav")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(str(workdir / "audio" / "a.wav") + "\t")
+    assert "error: " + str(workdir / "audio" / "nope.wav") in proc.stderr
+
+
+def test_in_memory_model_and_streaming_check(workdir):
+    from xtrans.models.wav2vec2.model import StreamingNotSupportedError
+    from xtrans.tokenizer import Tokenizer
+    tokenizer = Tokenizer(workdir / "exp" / "bpe.model")
+    torch.manual_seed(1)
+    cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="full", waveform_norm="cumulative"),
+                      predictor=PredictorConfig(embed_dim=32), joiner_dim=32)
+    model = build_model(cfg, vocab_size=tokenizer.vocab_size)
+    s2t = Speech2Text(model, tokenizer, search="beam", beam=2, nbest=1)
+    result = s2t.transcribe(np.random.default_rng(0).standard_normal(8000).astype(np.float32))
+    assert len(result.nbest) == 1 and result.nbest[0].text == result.text
+    assert not model.training
+    with pytest.raises(StreamingNotSupportedError, match="pos_conv='full' looks 64 frames"):
+        Speech2Text(model, tokenizer, streaming=StreamingConfig(chunk_size=4))

@@ -1,0 +1,260 @@
+"""Decode a Kaldi data directory with a trained transducer (recipe stage 11).
+
+Usage::
+
+    python -m xtrans.bin.decode --model exp/stage5/5a/best.pt --data dump/test_clean \\
+        --outdir exp/stage5/5a/decode_test_clean_streaming_chunk640_left640_sinks4_greedy \\
+        [--tokenizer data/lang_bpe/bpe.model] --mode simulated|streaming \\
+        [--chunk_ms 640 --left_ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
+        [--nj 1 --num_threads 1] [--piece_ms 640] [--device cpu]
+
+Modes:
+    simulated   the masked full-utterance pass under the streaming rule (``Speech2Text.transcribe``);
+                without ``--chunk_ms`` it is plain full attention.
+    streaming   real chunk-by-chunk decoding (``Speech2Text.stream``): the audio is fed in pieces of
+                ``--piece_ms`` (default: one chunk) and every piece's processing time is measured.
+
+Writes into ``--outdir``:
+    text        hypotheses, Kaldi format (``<utt> <words>``); ``hyp.trn`` the same in sclite format
+    ref         the data directory's ``text`` for the decoded utterances; ``ref.trn``
+    decode.json the configuration (model, stage/variant, chunk/left ms, sinks, pos_conv, mode,
+                search), total audio and processing seconds, RTF = processing time / audio duration,
+                for ``streaming`` the per-chunk compute latency (mean, p95, max in ms), and per
+                utterance its duration, processing time and RTF.
+
+Score with ``python -m xtrans.bin.score --decode_dir OUTDIR``. A failed utterance (unreadable,
+silent, ...) is reported on stderr, gets an empty hypothesis and is listed under ``failed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+
+from xtrans.data.audio import BadAudioError, read_audio
+from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
+from xtrans.inference import Speech2Text
+from xtrans.scoring.results import DECODE_JSON, stage_variant
+from xtrans.scoring.wer import write_text, write_trn
+
+logger = logging.getLogger(__name__)
+
+MODES = ("simulated", "streaming")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m xtrans.bin.decode", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint (best.pt, average.pt, ckpt_step<N>.pt)")
+    p.add_argument("--data", required=True, help="Kaldi data directory (wav.scp, text)")
+    p.add_argument("--outdir", required=True, help="output folder (decode_<tag>)")
+    p.add_argument("--tokenizer", default=None,
+                   help="sentencepiece .model or tokens.txt (default: from the checkpoint)")
+    p.add_argument("--mode", choices=MODES, default="simulated")
+    p.add_argument("--chunk_ms", "--chunk-ms", type=float, default=None,
+                   help="chunk size (ms, multiple of 20); default full attention")
+    p.add_argument("--left_ms", "--left-ms", type=float, default=None, help="left context (ms); default unlimited")
+    p.add_argument("--sinks", type=int, default=0, help="attention-sink frames")
+    p.add_argument("--search", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--beam", type=int, default=4, help="beam size of modified beam search")
+    p.add_argument("--max_symbols", "--max-symbols", type=int, default=3, help="greedy: most tokens per frame")
+    p.add_argument("--piece_ms", "--piece-ms", type=float, default=None,
+                   help="streaming: audio per call (ms); default one chunk")
+    p.add_argument("--nj", type=int, default=1, help="parallel decoding processes")
+    p.add_argument("--num_threads", "--num-threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+# ---------------------------------------------------------------------------- one utterance
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation, as ``numpy.percentile``."""
+    xs = sorted(values)
+    if not xs:
+        return math.nan
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def decode_simulated(s2t: Speech2Text, samples, rate: int) -> Tuple[str, Dict[str, Any]]:
+    """One utterance by the masked full pass; returns the text and its timing."""
+    start = time.perf_counter()
+    text = s2t.transcribe(samples, sample_rate=rate).text
+    return text, {"seconds": time.perf_counter() - start}
+
+
+def decode_streaming(s2t: Speech2Text, samples, rate: int, piece_ms: float) -> Tuple[str, Dict[str, Any]]:
+    """One utterance through a real streaming session, ``piece_ms`` of audio per call.
+
+    The timing holds the total processing time and the compute time of every call that completed
+    at least one chunk (divided among the chunks it completed; ``finalize`` counts as one chunk).
+    """
+    s2t.load_audio(samples, rate)  # the checks of transcribe (silent, too short, ...)
+    session = s2t.stream()
+    C = session.streaming.chunk_size
+    step = max(1, int(round(rate * piece_ms / 1000)))
+    chunk_ms: List[float] = []
+    total = 0.0
+    for begin in range(0, samples.shape[0], step):
+        before = session.encoder_state.num_frames
+        t0 = time.perf_counter()
+        session.accept_waveform(samples[begin:begin + step], rate)
+        dt = time.perf_counter() - t0
+        total += dt
+        chunks = (session.encoder_state.num_frames - before) // C
+        if chunks:
+            chunk_ms += [1000.0 * dt / chunks] * chunks
+    t0 = time.perf_counter()
+    text = session.finalize().text
+    dt = time.perf_counter() - t0
+    total += dt
+    chunk_ms.append(1000.0 * dt)
+    return text, {"seconds": total, "chunk_ms": chunk_ms}
+
+
+# ---------------------------------------------------------------------------- a job
+
+_WORKER: Dict[str, Any] = {}
+
+
+def _load(args: argparse.Namespace) -> Speech2Text:
+    torch.set_num_threads(args.num_threads)
+    return Speech2Text.from_checkpoint(
+        args.model, args.tokenizer, args.device, chunk_ms=args.chunk_ms, left_ms=args.left_ms,
+        sinks=args.sinks, search=args.search, beam=args.beam, max_symbols=args.max_symbols)
+
+
+def _init_worker(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _WORKER["s2t"] = _load(args)
+    _WORKER["args"] = args
+
+
+def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry: str, segment
+                     ) -> Dict[str, Any]:
+    """Decodes one utterance; returns ``{"utt", "text", "duration", "seconds", ...}`` or, on bad
+    audio, ``{"utt", "text": "", "error": reason}``."""
+    try:
+        samples, rate = read_audio(entry, utt_id=utt, segment=segment)
+        if args.mode == "simulated":
+            text, timing = decode_simulated(s2t, samples, rate)
+        else:
+            text, timing = decode_streaming(s2t, samples, rate, args.piece_ms or args.chunk_ms)
+    except BadAudioError as err:
+        return {"utt": utt, "text": "", "error": err.reason}
+    return {"utt": utt, "text": text, "duration": samples.shape[0] / rate, **timing}
+
+
+def _worker_decode(item: Tuple[str, str, Any]) -> Dict[str, Any]:
+    return decode_utterance(_WORKER["s2t"], _WORKER["args"], *item)
+
+
+def run(args: argparse.Namespace, data: DataDir, s2t: Speech2Text) -> List[Dict[str, Any]]:
+    """Decodes every utterance of ``data`` (in ``args.nj`` processes); records in utterance order."""
+    items = [(utt, *data.wav_entry(utt)) for utt in data.utt_ids]
+    bar = tqdm(total=len(items), desc=f"decode ({args.mode})", unit="utt", file=sys.stderr,
+               disable=len(items) < 2)
+    records = []
+    if args.nj > 1:
+        import multiprocessing
+        with ProcessPoolExecutor(args.nj, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(args,)) as pool:
+            for rec in pool.map(_worker_decode, items, chunksize=max(1, len(items) // (4 * args.nj))):
+                records.append(rec)
+                bar.update()
+    else:
+        for item in items:
+            records.append(decode_utterance(s2t, args, *item))
+            bar.update()
+    bar.close()
+    return records
+
+
+def summarise(args: argparse.Namespace, s2t: Speech2Text, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The contents of ``decode.json``."""
+    ok = [r for r in records if "error" not in r]
+    audio = sum(r["duration"] for r in ok)
+    seconds = sum(r["seconds"] for r in ok)
+    stage, variant = stage_variant(args.model)
+    cfg = s2t.streaming
+    arch = s2t.model.arch or {}
+    info: Dict[str, Any] = {
+        "model": str(args.model), "data": str(args.data), "tokenizer": args.tokenizer,
+        "stage": stage, "variant": variant, "mode": args.mode,
+        "chunk_ms": None if cfg is None or cfg.chunk_size is None else cfg.chunk_size * 20,
+        "left_ms": None if cfg is None or cfg.left_context is None else cfg.left_context * 20,
+        "sinks": 0 if cfg is None else cfg.num_sinks,
+        "pos_conv": (arch.get("encoder") or {}).get("pos_conv"),
+        "search": args.search, "beam": args.beam if args.search == "beam" else None,
+        "device": str(s2t.device), "num_threads": args.num_threads, "nj": args.nj,
+        "num_utts": len(records), "failed": {r["utt"]: r["error"] for r in records if "error" in r},
+        "audio_seconds": audio, "processing_seconds": seconds,
+        "rtf": seconds / audio if audio > 0 else None, "latency_ms": None,
+    }
+    if args.mode == "streaming":
+        lat = [x for r in ok for x in r["chunk_ms"]]
+        info["piece_ms"] = args.piece_ms or args.chunk_ms
+        info["latency_ms"] = {"mean": sum(lat) / len(lat) if lat else None, "p95": percentile(lat, 95) if lat else None,
+                              "max": max(lat) if lat else None, "num_chunks": len(lat)}
+    info["utterances"] = {r["utt"]: {"duration": r["duration"], "seconds": r["seconds"],
+                                     "rtf": r["seconds"] / r["duration"] if r["duration"] else None}
+                          for r in ok}
+    return info
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.nj < 1 or args.num_threads < 1:
+        print("error: --nj and --num_threads: expected >= 1", file=sys.stderr)
+        return 2
+    if args.mode == "streaming" and args.chunk_ms is None:
+        print("error: --mode streaming needs --chunk_ms (full attention cannot stream)", file=sys.stderr)
+        return 2
+    if args.piece_ms is not None and args.piece_ms <= 0:
+        print(f"error: --piece_ms: expected > 0, found {args.piece_ms}", file=sys.stderr)
+        return 2
+    try:
+        data = read_data_dir(args.data)
+        s2t = _load(args)
+    except (ValueError, FileNotFoundError, DataDirError) as err:  # CheckpointError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    outdir = Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    records = run(args, data, s2t)
+    for r in records:
+        if "error" in r:
+            tqdm.write(f"error: {r['utt']}: {r['error']}", file=sys.stderr)
+    hyps = [(r["utt"], r["text"]) for r in records]
+    write_text(hyps, outdir / "text")
+    write_trn(hyps, outdir / "hyp.trn")
+    if data.text is not None:
+        refs = [(u, data.text[u]) for u, _ in hyps if u in data.text]
+        write_text(refs, outdir / "ref")
+        write_trn(refs, outdir / "ref.trn")
+    else:
+        logger.warning("%s has no text: no ref written, nothing to score", args.data)
+    info = summarise(args, s2t, records)
+    (outdir / DECODE_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    lat = info["latency_ms"]
+    print(f"decoded {len(records)} utterances ({info['audio_seconds']:.1f} s of audio) into {outdir}: "
+          f"RTF {info['rtf'] if info['rtf'] is not None else float('nan'):.3f}"
+          + (f", chunk latency mean {lat['mean']:.1f} ms p95 {lat['p95']:.1f} ms" if lat and lat["mean"] else ""))
+    return 1 if info["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

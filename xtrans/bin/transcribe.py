@@ -1,0 +1,126 @@
+"""Transcribe audio files with a trained xtrans transducer.
+
+Usage::
+
+    python -m xtrans.bin.transcribe --model exp/stage5/best.pt [--tokenizer bpe.model] \\
+        [--streaming --chunk-ms 640 --left-ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
+        [--timestamps] [--jsonl] FILE...
+
+Reads WAV/FLAC/... at any sample rate, mono or multi-channel. Prints one line per file to
+stdout: ``<file>\\t<text>`` (with ``--timestamps`` a third column ``piece@seconds ...``), or one
+JSON object per line with ``--jsonl``. A file that cannot be decoded (unreadable, empty, silent,
+shorter than 25 ms) gets a one-line error on stderr and the others carry on; the exit status is
+1 when any file failed.
+
+``--streaming`` decodes under the streaming rule: by default as a masked full pass (what the
+model computes in streaming, in one go); ``--real-streaming`` feeds the audio chunk by chunk
+through the streaming encoder instead (same result, for checking and latency work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+import torch
+from tqdm import tqdm
+
+from xtrans.data.audio import BadAudioError, read_audio
+from xtrans.inference import Speech2Text, Transcription
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m xtrans.bin.transcribe", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, ...)")
+    p.add_argument("--model", required=True, help="checkpoint (best.pt, average.pt, ckpt_step<N>.pt)")
+    p.add_argument("--tokenizer", default=None,
+                   help="sentencepiece .model or tokens.txt (default: from the checkpoint, or "
+                        "bpe.model / tokens.txt next to it)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--streaming", action="store_true", help="decode under the streaming rule below")
+    p.add_argument("--real-streaming", action="store_true",
+                   help="with --streaming: feed the audio chunk by chunk through the streaming encoder")
+    p.add_argument("--chunk-ms", type=float, default=640.0, help="chunk size (ms, multiple of 20)")
+    p.add_argument("--left-ms", type=float, default=None, help="left context (ms); default unlimited")
+    p.add_argument("--sinks", type=int, default=0, help="attention-sink frames")
+    p.add_argument("--search", choices=("greedy", "beam"), default="greedy")
+    p.add_argument("--beam", type=int, default=4, help="beam size of modified beam search")
+    p.add_argument("--max-symbols", type=int, default=3, help="greedy: most tokens per frame")
+    p.add_argument("--nbest", type=int, default=None, help="beam: hypotheses in the JSON output")
+    p.add_argument("--timestamps", action="store_true", help="add token start times (s)")
+    p.add_argument("--jsonl", action="store_true", help="one JSON object per file")
+    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--piece-ms", type=float, default=100.0, help="--real-streaming: audio per call (ms)")
+    return p
+
+
+def format_line(path: str, result: Transcription, timestamps: bool, jsonl: bool) -> str:
+    """One output line for ``path``."""
+    if jsonl:
+        record = {"file": path, **result.to_dict()}
+        if not result.nbest:
+            record.pop("nbest")
+        if not timestamps:
+            record.pop("timestamps")
+            for alt in record.get("nbest", []):
+                alt.pop("timestamps")
+        return json.dumps(record, ensure_ascii=False)
+    line = f"{path}\t{result.text}"
+    if timestamps:
+        line += "\t" + " ".join(f"{p}@{t:.2f}" for p, t in zip(result.pieces, result.timestamps))
+    return line
+
+
+def stream_file(s2t: Speech2Text, path: str, piece_ms: float) -> Transcription:
+    """Decodes a file through a real streaming session, ``piece_ms`` of audio per call."""
+    samples, rate = read_audio(path)
+    session = s2t.stream()
+    step = max(1, int(rate * piece_ms / 1000))
+    for start in range(0, samples.shape[0], step):
+        session.accept_waveform(samples[start:start + step], rate)
+    return session.finalize()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    if args.real_streaming and not args.streaming:
+        print("error: --real-streaming needs --streaming", file=sys.stderr)
+        return 2
+    try:
+        s2t = Speech2Text.from_checkpoint(
+            args.model, args.tokenizer, args.device,
+            chunk_ms=args.chunk_ms if args.streaming else None,
+            left_ms=args.left_ms if args.streaming else None, sinks=args.sinks if args.streaming else 0,
+            search=args.search, beam=args.beam, max_symbols=args.max_symbols, nbest=args.nbest)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    bar = tqdm(args.files, desc="transcribe", unit="file", file=sys.stderr, disable=len(args.files) < 2)
+    for path in bar:
+        try:
+            if args.real_streaming:
+                s2t.load_audio(path)  # the same checks as transcribe (empty, silent, ...)
+                result = stream_file(s2t, path, args.piece_ms)
+            else:
+                result = s2t.transcribe(path)
+        except BadAudioError as err:
+            failed += 1
+            tqdm.write(f"error: {path}: {err.reason}", file=sys.stderr)
+            continue
+        tqdm.write(format_line(path, result, args.timestamps, args.jsonl), file=sys.stdout)
+    bar.close()
+    if failed:
+        print(f"{failed} of {len(args.files)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
