@@ -14,7 +14,9 @@ Streaming (Kumar et al., 2025): every part that mixes frames in time obeys the c
 attention through :func:`xtrans.masks.chunk_attention_mask`; the positional convolution through
 ``pos_conv`` (``full | chunk | causal | none``); waveform normalisation through
 ``waveform_norm`` (``cumulative`` is streaming-safe). The per-frame CNN in "layer_norm" mode
-is streamable as is; "group_norm" normalises over the whole utterance and refuses streaming.
+is streamable as is; "group_norm" normalises over the whole utterance and refuses streaming;
+"cumulative_norm" is its causal version (running per-channel statistics of the first conv, see
+:mod:`xtrans.models.wav2vec2.frontend_norm`): streamable, and it keeps the energy contour.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from xtrans.masks import StreamingConfig, chunk_attention_mask, key_padding_mask
+from xtrans.models.wav2vec2.frontend_norm import CumulativeChannelNorm
 
 logger = logging.getLogger(__name__)
 
-EXTRACTOR_MODES = ("layer_norm", "group_norm")
+EXTRACTOR_MODES = ("layer_norm", "group_norm", "cumulative_norm")
 POS_CONV_MODES = ("full", "chunk", "causal", "none")
 WAVEFORM_NORMS = ("none", "utterance", "cumulative")
 
@@ -87,7 +90,8 @@ def normalize_waveform(waveform: torch.Tensor, lengths: torch.Tensor, mode: str,
 
 
 class ConvLayer(nn.Module):
-    """One CNN layer: Conv1d, optional norm (per-frame LayerNorm or utterance GroupNorm), GELU."""
+    """One CNN layer: Conv1d, optional norm (per-frame LayerNorm, utterance GroupNorm or causal
+    per-channel :class:`CumulativeChannelNorm`), GELU."""
 
     def __init__(self, *, in_channels: int, out_channels: int, kernel: int, stride: int,
                  bias: bool, norm: str):
@@ -98,10 +102,12 @@ class ConvLayer(nn.Module):
             self.norm = nn.LayerNorm(out_channels)
         elif norm == "group":
             self.norm = nn.GroupNorm(out_channels, out_channels, affine=True)
+        elif norm == "cumulative":
+            self.norm = CumulativeChannelNorm(out_channels)
         elif norm == "none":
             self.norm = None
         else:
-            raise ValueError(f"norm: expected 'layer', 'group' or 'none', found {norm!r}")
+            raise ValueError(f"norm: expected 'layer', 'group', 'cumulative' or 'none', found {norm!r}")
 
     def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, C_in, S') -> (B, C_out, S''); ``lengths`` (frames after this conv) for group norm."""
@@ -110,6 +116,8 @@ class ConvLayer(nn.Module):
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         elif self.norm_kind == "group":
             x = self._masked_group_norm(x, lengths)
+        elif self.norm_kind == "cumulative":
+            x = self.norm(x)  # causal: padding after an utterance never reaches its valid positions
         return F.gelu(x)
 
     def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
@@ -135,7 +143,8 @@ class FeatureExtractor(nn.Module):
         self.conv_layers_spec = tuple(tuple(c) for c in conv_layers)
         layers, in_ch = [], 1
         for i, (ch, kernel, stride) in enumerate(self.conv_layers_spec):
-            norm = "layer" if mode == "layer_norm" else ("group" if i == 0 else "none")
+            first = {"group_norm": "group", "cumulative_norm": "cumulative"}.get(mode, "layer")
+            norm = "layer" if mode == "layer_norm" else (first if i == 0 else "none")
             layers.append(ConvLayer(in_channels=in_ch, out_channels=ch, kernel=kernel, stride=stride,
                                     bias=conv_bias, norm=norm))
             in_ch = ch
@@ -336,8 +345,10 @@ class Wav2Vec2Encoder(nn.Module):
 
     Args:
         conv_layers: (channels, kernel, stride) per CNN layer.
-        extractor_mode: ``layer_norm`` (XLSR-53, per-frame, streamable) or ``group_norm``
-            (wav2vec2-base, per-utterance, not streamable).
+        extractor_mode: ``layer_norm`` (XLSR-53, per-frame, streamable), ``group_norm``
+            (wav2vec2-base, per-utterance, not streamable) or ``cumulative_norm`` (conv 1
+            normalised per channel with running statistics over time; causal, streamable; see
+            :class:`~xtrans.models.wav2vec2.frontend_norm.CumulativeChannelNorm`).
         conv_bias: bias in the CNN convolutions.
         embed_dim: ``D``.
         num_layers: transformer layers.
