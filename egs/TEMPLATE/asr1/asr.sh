@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The shared XLSR-Transducer recipe (ESPnet's asr.sh convention): every egs/<corpus>/asr1/run.sh
+# sets its corpus options and calls this script; stage 1 runs the corpus's local/data.sh.
+#
+#   1 data preparation (local/data.sh)       7 training stage 2 (chunks; variants 2a-2d)
+#   2 audio formatting (16 kHz ark/scp)      8 training stage 3 (left context; 3a-3c)
+#   3 BPE (sentencepiece, blank = 0)         9 training stage 4 (multi-chunk)
+#   4 pretrained encoder import             10 training stage 5 (attention sinks; 5a-5b)
+#   5 data statistics and checks            11 decoding (simulated and chunk-by-chunk streaming)
+#   6 training stage 1 (full attention)     12 scoring: WER, RTF, latency, RESULTS.md, plots
+#
+# All work is done by `python -m xtrans.bin.*`; hyperparameters live in conf/*.yaml.
+set -euo pipefail
+
+log() {
+  local fname=${BASH_SOURCE[1]##*/}
+  echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+stage=1                 # first stage to run
+stop_stage=12           # last stage to run
+ngpu=0                  # GPUs for training (0 = CPU); honours CUDA_VISIBLE_DEVICES
+nj=2                    # parallel jobs for audio formatting and decoding
+debug=false             # a small subset of the data and a few updates per stage, to test a setup
+debug_utts=60           # utterances per set in --debug mode
+debug_updates=4         # updates per training stage in --debug mode
+resume=                 # checkpoint to resume the selected training stage from (e.g. exp/stage2/2b/ckpt_step200.pt)
+train_set=train         # data/<train_set> (written by local/data.sh)
+dev_set=dev             # data/<dev_set>
+test_sets=test          # data/<set> decoded in stage 11 (space separated)
+local_data_opts=        # options passed to local/data.sh
+bpe_size=64             # vocabulary size including blank
+bpe_type=bpe            # bpe or unigram
+text_normalizer=upper   # text normalisation before BPE (see xtrans.tokenizer)
+pretrained=             # encoder to import: HF directory, fairseq .pt or hub name; empty = random preset
+encoder_preset=tiny     # preset of a random encoder (without --pretrained)
+encoder_opts=           # encoder options for stage 4, e.g. "pos_conv=full num_layers=4"
+train_stages="1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"   # training stages/variants to run
+decode_model=best.pt    # checkpoint decoded in stage 11 (best.pt or average.pt)
+decode_opts=            # extra options of xtrans.bin.decode
+train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
+help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
+
+. utils/parse_options.sh
+
+if [ $# -ne 0 ]; then
+  log "unexpected arguments: $*"; exit 1
+fi
+
+# Stage <-> training stage: exp/stage<N>/<variant>/, started from the named earlier stage.
+declare -A INIT_OF=( [1]=pretrained [2]=1 [3]=2b [4]=3b [5]=3a )
+
+exp_dir_of() {  # variant (1, 2a, ...) -> its experiment directory
+  local v=$1 n=${1:0:1}
+  if [ "$v" = "$n" ]; then echo "exp/stage${n}"; else echo "exp/stage${n}/${v}"; fi
+}
+
+variants_of() {  # training stage number -> its selected variants
+  local n=$1 v out=""
+  for v in $train_stages; do [ "${v:0:1}" = "$n" ] && out="$out $v"; done
+  echo $out
+}
+
+dump=dump
+sets="$train_set $dev_set $test_sets"
+if "$debug"; then
+  log "debug mode: $debug_utts utterances per set, $debug_updates updates per training stage"
+  dump=dump_debug
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log "stage 1: data preparation (local/data.sh $local_data_opts)"
+  local/data.sh $local_data_opts
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log "stage 2: audio formatting: 16 kHz mono, kaldiio ark/scp under $dump/"
+  for x in $sets; do
+    src=data/$x
+    if "$debug"; then
+      python -m xtrans.bin.subset_data --n "$debug_utts" data/$x data/${x}_debug
+      src=data/${x}_debug
+    fi
+    python -m xtrans.bin.prepare_audio --nj "$nj" "$src" "$dump/$x"
+  done
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log "stage 3: BPE (sentencepiece $bpe_type, $bpe_size tokens including blank)"
+  python -m xtrans.bin.train_bpe --vocab-size "$bpe_size" --model-type "$bpe_type" \
+    --normalizer "$text_normalizer" "$dump/$train_set/text" data/lang_bpe
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  if [ -n "$pretrained" ]; then
+    log "stage 4: importing the pretrained encoder $pretrained"
+    python -m xtrans.bin.import_encoder --pretrained "$pretrained" ${encoder_opts:+--set $encoder_opts} \
+      --out exp/pretrained/encoder.pt
+  else
+    log "stage 4: no pretrained encoder given: a randomly initialised '$encoder_preset' encoder"
+    python -m xtrans.bin.import_encoder --preset "$encoder_preset" ${encoder_opts:+--set $encoder_opts} \
+      --out exp/pretrained/encoder.pt
+  fi
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "stage 5: data statistics and checks; bad training/dev utterances are dropped into $dump/<set>_clean"
+  for x in $train_set $dev_set; do
+    python -m xtrans.bin.validate_data --bpe-model data/lang_bpe/bpe.model --clean-dir "$dump/${x}_clean" "$dump/$x"
+  done
+  for x in $test_sets; do  # test sets are decoded whole: problems are reported, not dropped
+    python -m xtrans.bin.validate_data --bpe-model data/lang_bpe/bpe.model "$dump/$x" || true
+  done
+fi
+
+for n in 1 2 3 4 5; do
+  s=$((n + 5))
+  if [ "$stage" -le "$s" ] && [ "$stop_stage" -ge "$s" ]; then
+    variants=$(variants_of "$n")
+    [ -n "$variants" ] || { log "stage $s: training stage $n not selected (--train_stages)"; continue; }
+    mkdir -p "exp/stage${n}"
+    for v in $variants; do
+      init_of=${INIT_OF[$n]}
+      if [ "$init_of" = pretrained ]; then init=exp/pretrained/encoder.pt; else init=$(exp_dir_of "$init_of")/best.pt; fi
+      outdir=$(exp_dir_of "$v")
+      opts="--set data.train_dir=$dump/${train_set}_clean data.dev_dir=$dump/${dev_set}_clean data.tokenizer=data/lang_bpe/bpe.model"
+      if "$debug"; then
+        opts="$opts training.max_updates=$debug_updates checkpoint.save_interval_updates=$debug_updates"
+      fi
+      resume_opt=
+      if [ -n "$resume" ]; then resume_opt="--resume $resume"; fi
+      log "stage $s: training stage $v from $init -> $outdir (follow: tail -f exp/stage${n}/train.log)"
+      python -m xtrans.bin.train --config "conf/train_stage${v}.yaml" --init "$init" --outdir "$outdir" \
+        --stage_log "exp/stage${n}/train.log" --ngpu "$ngpu" $resume_opt $train_opts $opts
+    done
+  fi
+done
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
+  log "stage 11: decoding ($test_sets) with $decode_model of every trained model"
+  for v in $train_stages; do
+    dir=$(exp_dir_of "$v")
+    [ -f "$dir/$decode_model" ] || { log "skip $v: no $dir/$decode_model"; continue; }
+    python -m xtrans.bin.decode_plan --train_config "conf/train_stage${v}.yaml" \
+        --decode_config conf/decode.yaml > "$dir/decode_plan.txt"
+    while read -r tag args; do
+      for x in $test_sets; do
+        out="$dir/decode_${x}_${tag}"
+        log "decoding $x with $v: $tag"
+        python -m xtrans.bin.decode --model "$dir/$decode_model" --data "$dump/$x" --outdir "$out" \
+          --tokenizer data/lang_bpe/bpe.model --nj "$nj" $args $decode_opts < /dev/null
+        python -m xtrans.bin.score --decode_dir "$out" < /dev/null
+      done
+    done < "$dir/decode_plan.txt"
+  done
+fi
+
+if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
+  log "stage 12: scoring: RESULTS.md and plots"
+  python -m xtrans.bin.score --results exp --out RESULTS.md --plots_dir exp/plots
+  cat RESULTS.md
+fi
+
+log "done (stages $stage-$stop_stage)"
