@@ -1,11 +1,10 @@
 """The data validator reports every bad utterance with its reason and writes a clean copy."""
 
-import kaldiio
-import numpy as np
 import pytest
 import soundfile
 
 from xtrans.data.kaldi_dir import read_data_dir
+from xtrans.testing.data_fixtures import RATE, make_messy_data_dir, speech
 from xtrans.data.validate import (
     REPORT_FILE,
     encoder_frames,
@@ -13,65 +12,12 @@ from xtrans.data.validate import (
     write_clean_data_dir,
 )
 
-RATE = 16000
-
-
-def _speech(seconds, rate=RATE, channels=1, seed=0):
-    rng = np.random.default_rng(seed)
-    x = 0.1 * rng.standard_normal((round(seconds * rate), channels))
-    return x[:, 0] if channels == 1 else x
 
 
 @pytest.fixture
 def messy_dir(tmp_path):
     """A data dir with one problem per utterance (and two good ones)."""
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    soundfile.write(audio / "good1.wav", _speech(1.0), RATE, subtype="PCM_16")
-    soundfile.write(audio / "good2.flac", _speech(0.5, seed=1), RATE)
-    (audio / "empty.wav").write_bytes(b"")
-    soundfile.write(audio / "full.wav", _speech(1.0, seed=2), RATE, subtype="PCM_16")
-    (audio / "trunc.wav").write_bytes((audio / "full.wav").read_bytes()[:2000])
-    soundfile.write(audio / "stereo8k.wav", _speech(1.0, rate=8000, channels=2), 8000)
-    soundfile.write(audio / "zeros.wav", np.zeros(RATE), RATE, subtype="PCM_16")
-    soundfile.write(audio / "short.wav", _speech(0.1, seed=3), RATE, subtype="PCM_16")
-    soundfile.write(audio / "notext.wav", _speech(0.5, seed=4), RATE, subtype="PCM_16")
-    kaldiio.save_ark(
-        str(audio / "nan.ark"), {"nan": np.full(RATE, np.nan, dtype=np.float32)},
-        scp=str(audio / "nan.scp"),
-    )
-    nan_entry = (audio / "nan.scp").read_text().split()[1]
-    d = tmp_path / "data"
-    d.mkdir()
-    wav_scp = {
-        "good1": audio / "good1.wav",
-        "good2": audio / "good2.flac",
-        "empty": audio / "empty.wav",
-        "trunc": audio / "trunc.wav",
-        "stereo8k": audio / "stereo8k.wav",
-        "zeros": audio / "zeros.wav",
-        "short": audio / "short.wav",
-        "notext": audio / "notext.wav",
-        "nan": nan_entry,
-    }
-    lines = [f"{k} {v}\n" for k, v in sorted(wav_scp.items())]
-    lines[0], lines[1] = lines[1], lines[0]  # unsorted
-    (d / "wav.scp").write_text("".join(lines))
-    text = {
-        "good1": "HELLO WORLD",
-        "good2": "HI",
-        "empty": "X",
-        "trunc": "X",
-        "stereo8k": "X",
-        "zeros": "X",
-        "short": "A LONG SENTENCE FOR A TENTH OF A SECOND",  # 0.1 s = 4 frames
-        "nan": "X",
-        "ghost": "NO AUDIO FOR THIS ONE",  # missing-id line
-        "good3": "",
-    }
-    (d / "text").write_text("".join(f"{k} {v}\n" for k, v in sorted(text.items())))
-    (d / "utt2spk").write_text("".join(f"{k} spk\n" for k in sorted(wav_scp)))
-    return d
+    return make_messy_data_dir(tmp_path)
 
 
 def test_report_lists_every_bad_utterance_with_reason(messy_dir):
@@ -166,7 +112,7 @@ def test_cli_exit_status_and_clean_dir(messy_dir, tmp_path, capsys):
 
 
 def test_segments_duplicates_and_length_mismatch(tmp_path):
-    soundfile.write(tmp_path / "rec.wav", _speech(2.0), RATE, subtype="PCM_16")
+    soundfile.write(tmp_path / "rec.wav", speech(2.0), RATE, subtype="PCM_16")
     d = tmp_path / "d"
     d.mkdir()
     (d / "wav.scp").write_text(f"rec {tmp_path / 'rec.wav'}\n")
