@@ -1,17 +1,23 @@
 """Recipe stage 4: the encoder a recipe starts from, as an encoder-only file.
 
-    # a published model: Hugging Face directory, fairseq .pt, or a hub name when online
-    python -m xtrans.bin.import_encoder --pretrained /path/xlsr_53_56k.pt --out exp/pretrained/encoder.pt
-    # no pretrained weights (the embedded demo): a randomly initialised preset, seeded
-    python -m xtrans.bin.import_encoder --preset tiny --set waveform_norm=cumulative --out exp/pretrained/encoder.pt
+    # the encoder of training stage 1's config, with a published model's weights (Hugging Face
+    # directory, fairseq .pt, or a hub name when online)
+    python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml \
+        --pretrained /path/xlsr_53_56k.pt --out exp/pretrained/encoder.pt
+    # no pretrained weights (the embedded demo): the config's preset, randomly initialised (seeded)
+    python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml --out exp/pretrained/encoder.pt
+    # without a config: a preset and options
+    python -m xtrans.bin.import_encoder --preset tiny --set pos_conv=chunk --out encoder.pt
 
-The file holds ``{"encoder": state_dict, "arch": encoder keyword arguments, "source": ...}``;
+With ``--config``, the architecture is the config's ``model.encoder`` section (the single source
+of truth for the recipe), so the file fits the model that stage 1 builds. The file holds ``{"encoder": state_dict, "arch": encoder keyword arguments, "source": ...}``;
 ``python -m xtrans.bin.train --init`` loads it into the encoder of stage 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -19,13 +25,17 @@ from pathlib import Path
 import torch
 import yaml
 
+from xtrans.config import ConfigError, load_config
+from xtrans.models.config import build_encoder
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder, load_pretrained, preset_kwargs
+from xtrans.train.config import TrainConfig
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="a training config whose model.encoder section to build")
     p.add_argument("--pretrained", default=None, help="HF directory, fairseq checkpoint or hub name")
-    p.add_argument("--preset", default="tiny", help="preset for a random encoder (without --pretrained)")
+    p.add_argument("--preset", default="tiny", help="preset for a random encoder (without --config/--pretrained)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="encoder options (YAML values), e.g. pos_conv=chunk num_layers=4")
     p.add_argument("--seed", type=int, default=0, help="seed of a random initialisation")
@@ -44,14 +54,23 @@ def main(argv=None) -> int:
         value = yaml.safe_load(value)
         overrides[key] = tuple(tuple(v) for v in value) if key == "conv_layers" else value
     try:
-        if args.pretrained:
+        if args.config:
+            if overrides:
+                raise ValueError("--set: give encoder options in the config's model.encoder section instead")
+            cfg = load_config(args.config, TrainConfig).model.encoder
+            if args.pretrained:
+                cfg = dataclasses.replace(cfg, pretrained=args.pretrained)
+            torch.manual_seed(args.seed)
+            encoder = build_encoder(cfg)
+            source = cfg.pretrained or f"random:{cfg.preset}:seed{args.seed}"
+        elif args.pretrained:
             encoder = load_pretrained(args.pretrained, **overrides)
             source = args.pretrained
         else:
             torch.manual_seed(args.seed)
             encoder = Wav2Vec2Encoder(**preset_kwargs(args.preset, **overrides))
             source = f"random:{args.preset}:seed{args.seed}"
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConfigError) as err:
         print(f"import_encoder: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)

@@ -32,11 +32,10 @@ local_data_opts=        # options passed to local/data.sh
 bpe_size=64             # vocabulary size including blank
 bpe_type=bpe            # bpe or unigram
 text_normalizer=upper   # text normalisation before BPE (see xtrans.tokenizer)
-pretrained=             # encoder to import: HF directory, fairseq .pt or hub name; empty = random preset
-encoder_preset=tiny     # preset of a random encoder (without --pretrained)
-encoder_opts=           # encoder options for stage 4, e.g. "pos_conv=full num_layers=4"
+pretrained=             # encoder to import: HF directory, fairseq .pt or hub name; empty = random init
 train_stages="1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"   # training stages/variants to run
 decode_model=best.pt    # checkpoint decoded in stage 11 (best.pt or average.pt)
+decode_config=conf/decode.yaml   # searches, modes and chunk sizes of stage 11
 decode_opts=            # extra options of xtrans.bin.decode
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
 help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
@@ -92,15 +91,14 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  # the architecture is conf/train_stage1.yaml's model.encoder section
   if [ -n "$pretrained" ]; then
     log "stage 4: importing the pretrained encoder $pretrained"
-    python -m xtrans.bin.import_encoder --pretrained "$pretrained" ${encoder_opts:+--set $encoder_opts} \
-      --out exp/pretrained/encoder.pt
   else
-    log "stage 4: no pretrained encoder given: a randomly initialised '$encoder_preset' encoder"
-    python -m xtrans.bin.import_encoder --preset "$encoder_preset" ${encoder_opts:+--set $encoder_opts} \
-      --out exp/pretrained/encoder.pt
+    log "stage 4: no pretrained encoder given: the encoder of conf/train_stage1.yaml, randomly initialised"
   fi
+  python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml ${pretrained:+--pretrained "$pretrained"} \
+    --out exp/pretrained/encoder.pt
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -122,6 +120,10 @@ for n in 1 2 3 4 5; do
     for v in $variants; do
       init_of=${INIT_OF[$n]}
       if [ "$init_of" = pretrained ]; then init=exp/pretrained/encoder.pt; else init=$(exp_dir_of "$init_of")/best.pt; fi
+      if [ ! -e "$init" ]; then
+        log "stage $s: training stage $v starts from $init, which does not exist: run stage 4 / stage ${init_of} first (--train_stages)"
+        exit 1
+      fi
       outdir=$(exp_dir_of "$v")
       opts="--set data.train_dir=$dump/${train_set}_clean data.dev_dir=$dump/${dev_set}_clean data.tokenizer=data/lang_bpe/bpe.model"
       if "$debug"; then
@@ -142,7 +144,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
     dir=$(exp_dir_of "$v")
     [ -f "$dir/$decode_model" ] || { log "skip $v: no $dir/$decode_model"; continue; }
     python -m xtrans.bin.decode_plan --train_config "conf/train_stage${v}.yaml" \
-        --decode_config conf/decode.yaml > "$dir/decode_plan.txt"
+        --decode_config "$decode_config" > "$dir/decode_plan.txt"
     while read -r tag args; do
       for x in $test_sets; do
         out="$dir/decode_${x}_${tag}"

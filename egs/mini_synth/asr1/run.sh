@@ -13,6 +13,5 @@ cd "$(dirname "$0")"
   --local_data_opts "--num_train 3000 --num_dev 150 --num_test 150" \
   --bpe_size 48 \
   --text_normalizer upper \
-  --encoder_preset mini \
   --test_sets test \
   "$@"

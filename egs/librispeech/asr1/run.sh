@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# LibriSpeech with the XLSR-53 encoder (GPU sizes: bf16, duration batching, DDP over --ngpu).
+#   ./run.sh --stage 1 --stop_stage 3                          data and BPE
+#   ./run.sh --stage 4 --stop_stage 4 --pretrained /path/xlsr_53_56k.pt   (or an HF directory / hub name)
+#   ./run.sh --stage 6 --stop_stage 10 --ngpu 4                training stages 1-5
+#   ./run.sh --local_data_opts "--librispeech_dir /data/LibriSpeech_root"   use a local copy
+# Options: ./run.sh --help.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./path.sh
+
+./asr.sh \
+  --local_data_opts "--train_parts train-clean-100" \
+  --train_set train \
+  --dev_set dev_clean \
+  --test_sets "test_clean test_other dev_other" \
+  --bpe_size 500 \
+  --bpe_type unigram \
+  --text_normalizer upper \
+  --pretrained facebook/wav2vec2-large-xlsr-53 \
+  --nj 8 \
+  "$@"
