@@ -37,7 +37,7 @@ def test_stage_conf_loads_and_matches_the_stage_table(corpus_name, stage):
     enc = cfg.model.encoder
     assert enc.pos_conv == ("full" if stage == "1" else "chunk")
     assert enc.waveform_norm == "cumulative"
-    assert enc.preset == ("tiny" if corpus_name == "mini_synth" else "xlsr_53")
+    assert enc.preset == ("mini" if corpus_name == "mini_synth" else "xlsr_53")
     if stage == "4":
         mc = cfg.mask.multi_chunk
         assert mc.chunk_range == (16, 64) and mc.left_context == 64
