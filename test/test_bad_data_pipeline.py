@@ -1,8 +1,6 @@
 """Bad data end to end (recipe stages 2, 5 and 6): a messy corpus is formatted, checked, cleaned
 and trained on without a crash, and the report names every bad utterance with its reason."""
 
-import pytest
-
 from xtrans.config import from_dict
 from xtrans.data.kaldi_dir import read_data_dir
 from xtrans.data.prepare import prepare_audio

@@ -19,15 +19,6 @@ TOL = 1e-4
 LAYOUTS = ["xlsr", "base"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models run faster on one thread (and do not fight a busy machine's other jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=LAYOUTS)
 def hf_model(request):
     return random_hf_model(request.param, seed=LAYOUTS.index(request.param))

@@ -23,15 +23,6 @@ from xtrans.train.checkpoint import CheckpointError
 SENTENCES = ["a cat sat", "the cat sat at the mat", "that hat", "a mat", "the hat sat"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many tiny ops; intra-op threads on a busy 2-core box make each one cost milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """exp/best.pt (trainer format: model + arch) with bpe.model next to it, and audio files."""

@@ -28,14 +28,6 @@ from xtrans.testing.pretrained_fixtures import (  # noqa: E402
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=["xlsr", "base"])
 def hf_model(request):
     return random_hf_model(request.param, seed=10 + (request.param == "base"))

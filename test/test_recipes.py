@@ -95,7 +95,8 @@ def test_librispeech_stages_1_to_5(tmp_path):
     recipe = copy_egs(tmp_path) / "librispeech" / "asr1"
     parts = ["train-clean-100", "dev-clean", "dev-other", "test-clean", "test-other"]
     make_librispeech_tree(tmp_path / "ls", parts)
-    hf_dir = save_hf_dir(random_hf_model("xlsr"), tmp_path / "hf_xlsr", do_normalize=True)
+    hf_model = random_hf_model("xlsr")
+    hf_dir = save_hf_dir(hf_model, tmp_path / "hf_xlsr", do_normalize=True)
     run(recipe, "--stage", "1", "--stop_stage", "5", "--nj", "1", "--bpe_size", "40", "--bpe_type", "bpe",
         "--pretrained", str(hf_dir),
         "--local_data_opts", f"--librispeech_dir {tmp_path / 'ls'} --train_parts train-clean-100 "
@@ -108,4 +109,7 @@ def test_librispeech_stages_1_to_5(tmp_path):
     assert "<blk> 0" in (recipe / "data" / "lang_bpe" / "tokens.txt").read_text()
     import torch
     enc = torch.load(recipe / "exp" / "pretrained" / "encoder.pt", weights_only=True)
-    assert enc["arch"]["embed_dim"] == 64 and enc["arch"]["waveform_norm"] == "utterance"
+    # the pretrained weights, under the stage-1 config's streaming-safe options
+    assert enc["arch"]["embed_dim"] == 64 and enc["arch"]["waveform_norm"] == "cumulative"
+    assert torch.equal(enc["encoder"]["feature_projection.projection.weight"],
+                       hf_model.state_dict()["feature_projection.projection.weight"])

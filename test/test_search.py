@@ -15,15 +15,6 @@ from xtrans.streaming import StreamingEncoder
 D = 96  # the tiny encoder's dimension
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Search runs many tiny ops; with intra-op threads on a busy 2-core box each op can cost ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(kind="stateless", vocab_size=12, seed=0):
     torch.manual_seed(seed)
     cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm="cumulative"),

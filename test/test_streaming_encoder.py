@@ -55,16 +55,6 @@ def load_speech(num_utts: int, offset: int = 0) -> torch.Tensor:
     return F.interpolate(wave[None, None], scale_factor=2, mode="linear", align_corners=False)[0, 0]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's ops are too small to gain from threads; on a busy 2-core machine a second
-    intra-op thread makes this module several times slower (OpenMP threads wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def speech() -> torch.Tensor:
     """About 7 s of real speech at 16 kHz, (1, S)."""

@@ -7,10 +7,8 @@ import sys
 import pytest
 import torch
 
-from xtrans.config import from_dict
 from xtrans.testing.train_fixtures import make_tiny_corpus, tiny_train_config, write_yaml
 from xtrans.train.checkpoint import average_state_dicts, load_checkpoint
-from xtrans.train.config import TrainConfig
 from xtrans.train.scheduler import WarmupDecayScheduler, lr_factor
 
 
