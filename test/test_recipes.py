@@ -69,6 +69,11 @@ def test_mini_synth_all_stages_debug(tmp_path):
     assert all(len(wers) == 1 for wers in by_config.values()), by_config
     assert (recipe / "exp" / "plots" / "wer_vs_chunk.png").exists()
     assert (recipe / "exp" / "plots" / "training_curves.png").exists()
+    # --resume: a variant's own checkpoint continues it exactly, and only it
+    run(recipe, "--stage", "7", "--stop_stage", "7", "--debug", "true", "--debug_updates", "3",
+        "--train_stages", "2a 2b", "--resume", "exp/stage2/2b/ckpt_step2.pt", "--train_opts", "--no_progress")
+    log = (recipe / "exp" / "stage2" / "train.log").read_text()
+    assert "resumed from exp/stage2/2b/ckpt_step2.pt at update 2" in log and "[2a]" not in log
 
 
 def make_librispeech_tree(root: Path, parts, utts_per_part: int = 8, seed: int = 0) -> None:

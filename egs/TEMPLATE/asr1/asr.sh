@@ -24,7 +24,7 @@ nj=2                    # parallel jobs for audio formatting and decoding
 debug=false             # a small subset of the data and a few updates per stage, to test a setup
 debug_utts=60           # utterances per set in --debug mode
 debug_updates=4         # updates per training stage in --debug mode
-resume=                 # checkpoint to resume the selected training stage from (e.g. exp/stage2/2b/ckpt_step200.pt)
+resume=                 # checkpoint for the selected training stage: one of its own continues exactly (--resume), another stage's becomes its starting model (--init)
 train_set=train         # data/<train_set> (written by local/data.sh)
 dev_set=dev             # data/<dev_set>
 test_sets=test          # data/<set> decoded in stage 11 (space separated)
@@ -120,17 +120,23 @@ for n in 1 2 3 4 5; do
     for v in $variants; do
       init_of=${INIT_OF[$n]}
       if [ "$init_of" = pretrained ]; then init=exp/pretrained/encoder.pt; else init=$(exp_dir_of "$init_of")/best.pt; fi
-      if [ ! -e "$init" ]; then
-        log "stage $s: training stage $v starts from $init, which does not exist: run stage 4 / stage ${init_of} first (--train_stages)"
-        exit 1
-      fi
       outdir=$(exp_dir_of "$v")
       opts="--set data.train_dir=$dump/${train_set}_clean data.dev_dir=$dump/${dev_set}_clean data.tokenizer=data/lang_bpe/bpe.model"
       if "$debug"; then
         opts="$opts training.max_updates=$debug_updates checkpoint.save_interval_updates=$debug_updates"
       fi
       resume_opt=
-      if [ -n "$resume" ]; then resume_opt="--resume $resume"; fi
+      if [ -n "$resume" ]; then
+        case "$resume" in
+          "$outdir"/*) resume_opt="--resume $resume" ;;      # this variant's own checkpoint: continue exactly
+          "exp/stage${n}"/*) log "stage $s: skipping $v (--resume names another variant)"; continue ;;
+          *) init=$resume ;;                               # another stage's model: start from it
+        esac
+      fi
+      if [ ! -e "$init" ]; then
+        log "stage $s: training stage $v starts from $init, which does not exist: run stage 4 / stage ${init_of} first (--train_stages)"
+        exit 1
+      fi
       log "stage $s: training stage $v from $init -> $outdir (follow: tail -f exp/stage${n}/train.log)"
       python -m xtrans.bin.train --config "conf/train_stage${v}.yaml" --init "$init" --outdir "$outdir" \
         --stage_log "exp/stage${n}/train.log" --ngpu "$ngpu" $resume_opt $train_opts $opts
