@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from xtrans.search.greedy import check_chunk
-from xtrans.search.hypothesis import Hypothesis, PredictorState, select_state, where_state
+from xtrans.search.hypothesis import Hypothesis, PredictorState, initial_prediction, select_state, where_state
 
 
 @dataclass
@@ -101,12 +101,11 @@ class ModifiedBeamSearch:
         """``batch_size`` streams, each with one empty hypothesis of score 0 at frame 0."""
         if device is None:
             device = next(self.model.parameters()).device
-        predictor, joiner = self.model.predictor, self.model.joiner
-        state = predictor.init_state(batch_size, device)
+        state, proj = initial_prediction(self.model, batch_size, device)
         return BeamState(
             stream=torch.arange(batch_size, device=device), tokens=[()] * batch_size,
             timestamps=[()] * batch_size, scores=torch.zeros(batch_size, dtype=torch.float64, device=device),
-            predictor_state=state, predictor_proj=joiner.predictor_proj(predictor.output(state)),
+            predictor_state=state, predictor_proj=proj,
             num_frames=torch.zeros(batch_size, dtype=torch.long, device=device))
 
     @torch.no_grad()

@@ -27,7 +27,7 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
-from xtrans.search.hypothesis import Hypothesis, PredictorState, where_state
+from xtrans.search.hypothesis import Hypothesis, PredictorState, initial_prediction, where_state
 
 
 @dataclass
@@ -93,10 +93,9 @@ class GreedySearch:
         """The state of ``batch_size`` empty streams (nothing emitted, frame 0)."""
         if device is None:
             device = next(self.model.parameters()).device
-        predictor, joiner = self.model.predictor, self.model.joiner
-        state = predictor.init_state(batch_size, device)
+        state, proj = initial_prediction(self.model, batch_size, device)
         return GreedyState(
-            predictor_state=state, predictor_proj=joiner.predictor_proj(predictor.output(state)),
+            predictor_state=state, predictor_proj=proj,
             tokens=[[] for _ in range(batch_size)], timestamps=[[] for _ in range(batch_size)],
             scores=torch.zeros(batch_size, dtype=torch.float64, device=device),
             num_frames=torch.zeros(batch_size, dtype=torch.long, device=device))

@@ -13,7 +13,7 @@ reorder and blend those states along their batch dimension.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Union
+from typing import List, NamedTuple, Tuple, Union
 
 import torch
 
@@ -42,6 +42,13 @@ class Hypothesis:
     def times_s(self) -> List[float]:
         """Token emission times in seconds (frame index x 20 ms)."""
         return [t * FRAME_MS / 1000.0 for t in self.timestamps]
+
+
+def initial_prediction(model, batch_size: int, device) -> Tuple[PredictorState, torch.Tensor]:
+    """The prediction network's start state for ``batch_size`` hypotheses and its joiner
+    projection (B, J): what every search begins from (nothing emitted yet)."""
+    state = model.predictor.init_state(batch_size, device)
+    return state, model.joiner.predictor_proj(model.predictor.output(state))
 
 
 def _batch_dim(state: NamedTuple) -> int:
