@@ -30,14 +30,14 @@ def conf_path(corpus_name, stage):
     return ROOT / "egs" / corpus_name / "asr1" / "conf" / f"train_stage{stage}.yaml"
 
 
-@pytest.mark.parametrize("corpus_name", ["mini_synth", "librispeech"])
+@pytest.mark.parametrize("corpus_name", ["mini_synth", "fsdd", "librispeech"])
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_conf_loads_and_matches_the_stage_table(corpus_name, stage):
     cfg = load_config(conf_path(corpus_name, stage), TrainConfig)
     enc = cfg.model.encoder
     assert enc.pos_conv == ("full" if stage == "1" else "chunk")
     assert enc.waveform_norm == "cumulative"
-    assert enc.preset == ("mini" if corpus_name == "mini_synth" else "xlsr_53")
+    assert enc.preset == ("xlsr_53" if corpus_name == "librispeech" else "mini")
     if stage == "4":
         mc = cfg.mask.multi_chunk
         assert mc.chunk_range == (16, 64) and mc.left_context == 64

@@ -61,7 +61,7 @@ variants_of() {  # training stage number -> its selected variants
 }
 
 dump=dump
-sets="$train_set $dev_set $test_sets"
+sets=$(printf "%s\n" $train_set $dev_set $test_sets | awk '!seen[$0]++' | tr "\n" " ")  # each set once
 if "$debug"; then
   log "debug mode: $debug_utts utterances per set, $debug_updates updates per training stage"
   dump=dump_debug
