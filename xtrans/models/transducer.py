@@ -35,7 +35,7 @@ class TransducerOutput:
     Attributes:
         loss: the training objective (RNN-T + ctc_weight * CTC).
         rnnt: the RNN-T negative log-likelihood per utterance, (B,), detached.
-        ctc: the CTC loss (mean) or None.
+        ctc: the CTC negative log-likelihood, averaged over the utterances (not per token), or None.
         encoder_lengths: frames per utterance (B,).
     """
 
@@ -113,7 +113,7 @@ class Transducer(nn.Module):
             log_probs = F.log_softmax(self.ctc_head(enc).float(), dim=-1).transpose(0, 1)  # (T, B, V)
             ctc = F.ctc_loss(log_probs, targets, enc_lengths, target_lengths, blank=self.blank,
                              reduction="none", zero_infinity=True)
-            ctc = (ctc / target_lengths.clamp(min=1)).mean()
+            ctc = ctc.mean()  # per utterance, like the RNN-T term, so ctc_weight compares like with like
             loss = loss + self.ctc_weight * ctc
         return TransducerOutput(loss=loss, rnnt=nll.detach(), ctc=ctc, encoder_lengths=enc_lengths)
 
