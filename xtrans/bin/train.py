@@ -100,7 +100,7 @@ def setup_logging(outdir: Path, stage_log: Optional[str], rank: int) -> None:
         return
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [outdir / "train.log"]
-    if stage_log is not None:
+    if stage_log is not None and Path(stage_log).resolve() != paths[0].resolve():  # stage 1: the same file
         Path(stage_log).parent.mkdir(parents=True, exist_ok=True)
         paths.append(Path(stage_log))
     for path in paths:
