@@ -53,6 +53,7 @@ def test_mini_synth_all_stages_debug(tmp_path):
         assert re.search(rf"stage {n}:", proc.stdout), f"stage {n} did not run"
     # the stage logs follow every variant; best models chain from stage to stage
     assert "[2b]" in (recipe / "exp" / "stage2" / "train.log").read_text()
+    assert (recipe / "exp" / "stage1" / "train.log").read_text().count("INFO command:") == 1  # not written twice
     for d in ["stage1", "stage2/2b", "stage3/3a", "stage3/3b", "stage4", "stage5/5a"]:
         assert (recipe / "exp" / d / "best.pt").exists(), d
     assert "from exp/stage3/3b/best.pt" in (recipe / "exp" / "stage4" / "train.log").read_text()
