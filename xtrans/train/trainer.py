@@ -389,13 +389,14 @@ class Trainer:
 
     def _batch_word_errors(self, batch: Batch, streaming: Optional[StreamingConfig]):
         """Word errors and reference words of a dev batch by greedy search (xtrans.search.greedy)."""
-        from xtrans.train.wer import greedy_hypotheses, word_errors
+        from xtrans.scoring.wer import align
+        from xtrans.train.wer import greedy_hypotheses
 
         hyps = greedy_hypotheses(self.model, batch.waveforms, batch.waveform_lengths, streaming)
         errors = words = 0
         for b, hyp in enumerate(hyps):
             ref = self.tokenizer.decode(batch.targets[b, : int(batch.target_lengths[b])].tolist()).split()
-            errors += word_errors(ref, self.tokenizer.decode(hyp).split())
+            errors += align(ref, self.tokenizer.decode(hyp).split()).counts.errors
             words += len(ref)
         return errors, words
 

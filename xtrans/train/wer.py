@@ -1,23 +1,13 @@
-"""Dev WER during training: greedy search (``xtrans.search.greedy``, imported lazily) and edit distance."""
+"""Dev WER during training: greedy hypotheses (``xtrans.search.greedy``, imported lazily);
+the word errors come from :func:`xtrans.scoring.wer.align`."""
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 
 from xtrans.masks import StreamingConfig
-
-
-def word_errors(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Levenshtein distance (substitutions + deletions + insertions) between word sequences."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
 
 
 @torch.no_grad()
