@@ -58,6 +58,11 @@ def plot_wer_vs_chunk(rows: Sequence[ResultRow], out: Union[str, os.PathLike]) -
     ax.set_xlabel("chunk size (ms)")
     ax.set_ylabel("WER (%)")
     ax.set_title("WER against chunk size")
+    return _finish(fig, ax, out)
+
+
+def _finish(fig, ax, out: Union[str, os.PathLike]) -> Path:
+    """Grid, legend and layout of a plot, then the PNG at ``out`` (folders made as needed)."""
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -121,10 +126,4 @@ def plot_training_curves(exp_dir: Union[str, os.PathLike], out: Union[str, os.Pa
     ax.set_xlabel("update")
     ax.set_ylabel("training loss")
     ax.set_title("Training curves")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return out
+    return _finish(fig, ax, out)
