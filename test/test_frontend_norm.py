@@ -5,7 +5,7 @@ import torch
 
 from xtrans.masks import StreamingConfig
 from xtrans.models.wav2vec2 import StreamingNotSupportedError, Wav2Vec2Encoder
-from xtrans.models.wav2vec2.frontend_norm import CumulativeChannelNorm
+from xtrans.models.wav2vec2.frontend_norm import CumulativeChannelNorm, MaskedBatchNorm
 from xtrans.models.wav2vec2.model import XLSR_CONV_LAYERS
 from xtrans.models.wav2vec2.presets import mini, preset_kwargs
 
@@ -132,7 +132,7 @@ def test_group_norm_still_refuses_streaming():
 
 def test_unknown_extractor_mode_names_the_choices():
     with pytest.raises(ValueError, match="cumulative_norm"):
-        small_encoder("batch_norm")
+        small_encoder("spectral_norm")
 
 
 def test_mini_preset():
@@ -145,3 +145,61 @@ def test_mini_preset():
     with torch.no_grad():
         out, lengths = enc(torch.randn(1, 16000) * 0.1)
     assert out.shape == (1, 49, 192) and int(lengths[0]) == 49
+
+
+def test_batch_norm_training_statistics_skip_padding():
+    torch.manual_seed(4)
+    norm = MaskedBatchNorm(3).train()
+    x = torch.randn(2, 3, 10) * 2 + 1
+    x[1, :, 6:] = 50.0  # padding: must not enter the statistics
+    y = norm(x, torch.tensor([10, 6]))
+    valid = torch.cat([x[0], x[1, :, :6]], dim=1)  # (C, 16)
+    mean, var = valid.mean(1), valid.var(1, unbiased=False)
+    ref = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + 1e-5)
+    torch.testing.assert_close(y[0], ref[0])
+    torch.testing.assert_close(y[1, :, :6], ref[1, :, :6])
+    torch.testing.assert_close(norm.running_mean, 0.1 * mean)
+    torch.testing.assert_close(norm.running_var, 0.9 + 0.1 * valid.var(1, unbiased=True))
+
+
+def test_batch_norm_evaluation_is_a_fixed_per_position_map():
+    norm = MaskedBatchNorm(2).eval()
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.tensor([1.0, -2.0]))
+        norm.running_var.copy_(torch.tensor([4.0, 0.25]))
+    x = torch.randn(3, 2, 7)
+    y = norm(x, torch.tensor([7, 3, 1]))
+    ref = (x - norm.running_mean[None, :, None]) / torch.sqrt(norm.running_var[None, :, None] + 1e-5)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(norm(x[:, :, 2:5]), y[:, :, 2:5])  # no position reads another
+
+
+def test_batch_norm_bad_input_shape_is_refused():
+    with pytest.raises(ValueError, match=r"x: expected \(B, 4, N\)"):
+        MaskedBatchNorm(4)(torch.zeros(2, 5, 10))
+
+
+def test_batch_norm_encoder_streams_exactly():
+    """In evaluation, the batch_norm front end chunk by chunk equals the masked full pass."""
+    from xtrans.streaming import StreamingEncoder
+    enc = small_encoder("batch_norm").train()
+    torch.manual_seed(5)
+    with torch.no_grad():  # running statistics that differ from the init
+        for _ in range(3):
+            enc(torch.randn(2, 9000) * 0.3, torch.tensor([9000, 7000]))
+    enc.eval()
+    assert float(enc.feature_extractor.conv_layers[0].norm.running_var.sub(1).abs().max()) > 1e-3
+    cfg = StreamingConfig(chunk_size=4, left_context=8, num_sinks=1)
+    x = torch.randn(1, 20000) * 0.2
+    with torch.no_grad():
+        full, lengths = enc(x, None, streaming=cfg)
+        streamer = StreamingEncoder(enc, cfg)
+        state, pieces = streamer.init_state(1), []
+        for start in range(0, 20000, 3333):
+            frames, _, state = streamer.forward_chunk(x[:, start:start + 3333], state)
+            pieces.append(frames)
+        frames, _, state = streamer.finalize(state)
+        pieces.append(frames)
+    streamed = torch.cat(pieces, 1)
+    assert streamed.shape[1] == int(lengths[0])
+    torch.testing.assert_close(streamed, full, rtol=1e-5, atol=1e-5)

@@ -20,6 +20,8 @@ class EncoderConfig:
             ``None`` = random initialisation from ``preset``.
         pos_conv: ``full | chunk | causal | none`` (None = the preset's / checkpoint's).
         waveform_norm: ``none | utterance | cumulative`` (None = the preset's / checkpoint's).
+        extractor_mode: ``layer_norm | group_norm | cumulative_norm | batch_norm`` (None = the
+            preset's); see :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`.
         conv_channels: channels of every CNN layer (None = the preset's).
         embed_dim, num_layers, num_heads, ffn_dim: transformer size (None = the preset's).
         dropout, attention_dropout, activation_dropout, layer_drop: regularisation.
@@ -30,6 +32,7 @@ class EncoderConfig:
     pretrained: Optional[str] = None
     pos_conv: Optional[str] = None
     waveform_norm: Optional[str] = None
+    extractor_mode: Optional[str] = None
     conv_channels: Optional[int] = None
     embed_dim: Optional[int] = None
     num_layers: Optional[int] = None
@@ -43,7 +46,7 @@ class EncoderConfig:
 
     def overrides(self) -> dict:
         """Encoder keyword arguments set by this config (``None`` fields left to the preset)."""
-        out = {k: getattr(self, k) for k in ("pos_conv", "waveform_norm", "embed_dim", "num_layers",
+        out = {k: getattr(self, k) for k in ("pos_conv", "waveform_norm", "extractor_mode", "embed_dim", "num_layers",
                                              "num_heads", "ffn_dim") if getattr(self, k) is not None}
         out.update(dropout=self.dropout, attention_dropout=self.attention_dropout,
                    activation_dropout=self.activation_dropout, layer_drop=self.layer_drop,

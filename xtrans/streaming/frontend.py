@@ -7,7 +7,8 @@ whole stack reads samples ``[320 t, 320 t + 400)`` (XLSR strides), so after ``S`
 front end has produced ``(S - 400) // 320 + 1`` frames, as the full pass does.
 
 Streamable per-position operations need no state (per-frame LayerNorm of the ``layer_norm``
-extractor, GELU, the projection). Causal running statistics carry their sums: the
+extractor, the fixed statistics of the ``batch_norm`` extractor in evaluation, GELU, the
+projection). Causal running statistics carry their sums: the
 ``cumulative`` waveform normalisation (count, sum, sum of squares of the samples) and the
 ``cumulative_norm`` extractor's first layer (its own ``init_state``/``forward_chunk``).
 The ``group_norm`` extractor is refused by ``Wav2Vec2Encoder.check_streaming``.
@@ -26,7 +27,7 @@ from xtrans.models.wav2vec2.model import StreamingNotSupportedError, Wav2Vec2Enc
 CUMULATIVE_NORM_EPS = 1e-5
 """The ``eps`` of :func:`xtrans.models.wav2vec2.normalize_waveform` in ``cumulative`` mode."""
 
-STREAMABLE_CONV_NORMS = ("layer", "none", "cumulative")
+STREAMABLE_CONV_NORMS = ("layer", "none", "cumulative", "batch")
 
 
 @dataclass(frozen=True)
