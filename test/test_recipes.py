@@ -45,7 +45,7 @@ def test_mini_synth_all_stages_debug(tmp_path):
     recipe = copy_egs(tmp_path) / "mini_synth" / "asr1"
     (recipe / "conf" / "decode_test.yaml").write_text(
         "searches: [greedy]\nmodes: [simulated, streaming]\nmulti_chunk_ms: [640]\n")
-    proc = run(recipe, "--debug", "true", "--debug_utts", "12", "--debug_updates", "2",
+    proc = run(recipe, "--debug", "true", "--debug_utts", "12", "--debug_updates", "2", "--bpe_size", "40",
                "--train_stages", "1 2b 3a 3b 4 5a", "--decode_config", "conf/decode_test.yaml",
                "--train_opts", "--no_progress",
                "--local_data_opts", "--num_train 24 --num_dev 6 --num_test 6")
