@@ -46,8 +46,8 @@ class EncoderConfig:
 
     def overrides(self) -> dict:
         """Encoder keyword arguments set by this config (``None`` fields left to the preset)."""
-        out = {k: getattr(self, k) for k in ("pos_conv", "waveform_norm", "extractor_mode", "embed_dim", "num_layers",
-                                             "num_heads", "ffn_dim") if getattr(self, k) is not None}
+        out = {k: getattr(self, k) for k in ("pos_conv", "waveform_norm", "extractor_mode", "embed_dim",
+                                             "num_layers", "num_heads", "ffn_dim") if getattr(self, k) is not None}
         out.update(dropout=self.dropout, attention_dropout=self.attention_dropout,
                    activation_dropout=self.activation_dropout, layer_drop=self.layer_drop,
                    freeze_feature_extractor=self.freeze_feature_extractor)

@@ -18,7 +18,7 @@ is streamable as is; "group_norm" normalises over the whole utterance and refuse
 "cumulative_norm" is its causal version (running per-channel statistics of the first conv, see
 :mod:`xtrans.models.wav2vec2.frontend_norm`): streamable, and it keeps the energy contour;
 "batch_norm" normalises the first conv per channel with batch statistics in training and fixed
-(running) statistics at inference: stateless, streamable, and the fastest to train from scratch.
+(running) statistics at inference: stateless, streamable, and the cheapest per training update.
 """
 
 from __future__ import annotations
