@@ -1,6 +1,6 @@
 """From-scratch front-end study: how fast each CNN normalisation leaves the all-blank plateau.
 
-Trains the demo's small transducer (XLSR strides with 64 CNN channels, D=192, 4 pre-LN layers,
+Trains the demo's small transducer (the ``mini`` encoder preset with the chosen front end,
 stateless predictor, auxiliary CTC) from random weights on a prepared corpus, once per
 ``--extractors`` entry, with the same batches in the same order, and measures greedy-search
 WER on a held-out set every ``--eval_every`` seconds of training (evaluation time excluded).
@@ -34,7 +34,8 @@ import torch
 
 from xtrans.data.dataset import AsrDataset, Example, collate
 from xtrans.models.transducer import build_transducer
-from xtrans.models.wav2vec2.model import XLSR_CONV_LAYERS, Wav2Vec2Encoder
+from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
+from xtrans.models.wav2vec2.presets import preset_kwargs
 from xtrans.scoring.wer import align
 from xtrans.search.greedy import greedy_search
 from xtrans.tokenizer import Tokenizer
@@ -102,9 +103,7 @@ def run_one(args: argparse.Namespace, extractor: str) -> dict:
     recipe = Path(args.recipe)
     tokenizer = Tokenizer(recipe / "data/lang_bpe/bpe.model")
     train, test = load(recipe, args.train, tokenizer), load(recipe, args.test, tokenizer)
-    arch = dict(conv_layers=tuple((64, k, s) for _, k, s in XLSR_CONV_LAYERS), extractor_mode=extractor,
-                embed_dim=192, num_layers=4, num_heads=4, ffn_dim=768, pos_conv=args.pos_conv,
-                waveform_norm="none")
+    arch = preset_kwargs("mini", extractor_mode=extractor, pos_conv=args.pos_conv, waveform_norm="none")
     model = build_transducer(encoder=Wav2Vec2Encoder(**arch), vocab_size=tokenizer.vocab_size,
                              predictor=dict(kind="stateless", embed_dim=64, context_size=2), joiner_dim=128,
                              ctc_weight=args.ctc_weight, encoder_kwargs=arch)

@@ -35,6 +35,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from xtrans.masks import key_padding_mask
+
 
 @dataclass(frozen=True)
 class CumulativeNormState:
@@ -162,7 +164,7 @@ class MaskedBatchNorm(nn.BatchNorm1d):
             raise ValueError(f"x: expected (B, {self.num_features}, N), found shape {tuple(x.shape)}")
         if not self.training or lengths is None:
             return super().forward(x)
-        valid = (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None])[:, None, :]  # (B, 1, N)
+        valid = key_padding_mask(lengths, x.shape[2])[:, None, :]  # (B, 1, N)
         n = valid.sum().clamp(min=1)
         mean = (x * valid).sum((0, 2)) / n
         var = (((x - mean[None, :, None]) * valid) ** 2).sum((0, 2)) / n
