@@ -130,3 +130,40 @@ def test_parallel_jobs_give_the_same_hypotheses(exp):
     assert read_text(par / "text") == read_text(sim / "text")
     info = json.loads((par / "decode.json").read_text())
     assert info["nj"] == 2 and info["piece_ms"] == 320 and len(info["utterances"]) == 4
+
+
+def test_plan_decodes_every_line_in_one_process(exp, capsys):
+    """--plan: one output folder per line, each equal to the single-configuration run, and scored;
+    command-line options override the lines'; a malformed plan is refused before any decoding."""
+    model = str(exp / "exp" / "stage5" / "5a" / "best.pt")
+    data = str(exp / "data" / "test")
+    plan = exp / "plan.txt"
+    plan.write_text("sim_c320 --mode simulated --chunk_ms 320 --left_ms 320 --sinks 4\n"
+                    "\n# a comment\n"
+                    "str_c320 --mode streaming --chunk_ms 320 --left_ms 320 --sinks 4\n"
+                    "full_beam --search beam --beam 2\n")
+    outdir = exp / "plan_out"
+    assert decode_main(["--model", model, "--data", data, "--outdir", str(outdir), "--plan", str(plan),
+                        "--nj", "2", "--beam", "3"]) == 0
+    assert sorted(p.name for p in outdir.iterdir()) == ["decode_test_full_beam", "decode_test_sim_c320",
+                                                        "decode_test_str_c320"]
+    single = _decode(exp, "single_sim_c320", "--mode", "simulated", "--chunk_ms", "320", "--left_ms", "320",
+                     "--sinks", "4")
+    for tag in ("sim_c320", "str_c320"):
+        assert read_text(outdir / f"decode_test_{tag}" / "text") == read_text(single / "text")
+    sim = json.loads((outdir / "decode_test_sim_c320" / "decode.json").read_text())
+    stream = json.loads((outdir / "decode_test_str_c320" / "decode.json").read_text())
+    beam = json.loads((outdir / "decode_test_full_beam" / "decode.json").read_text())
+    assert (sim["mode"], sim["chunk_ms"], sim["sinks"]) == ("simulated", 320, 4)
+    assert stream["mode"] == "streaming" and stream["latency_ms"]["num_chunks"] >= 4
+    assert (beam["search"], beam["beam"], beam["chunk_ms"]) == ("beam", 3, None)  # --beam 3 overrides the line
+    for tag in ("sim_c320", "str_c320", "full_beam"):
+        assert (outdir / f"decode_test_{tag}" / "wer.json").is_file()
+    assert "decoding" in capsys.readouterr().out
+
+    plan.write_text("ok --mode simulated\nbad --mode streaming\n")  # streaming needs --chunk_ms
+    assert decode_main(["--model", model, "--data", data, "--outdir", str(exp / "bad"), "--plan", str(plan)]) == 2
+    assert "plan line bad" in capsys.readouterr().err and not (exp / "bad").exists()
+    plan.write_text("same --mode simulated\nsame --search beam\n")
+    assert decode_main(["--model", model, "--data", data, "--outdir", str(exp / "bad"), "--plan", str(plan)]) == 2
+    assert "expected a new '<tag> <options>' line" in capsys.readouterr().err

@@ -24,6 +24,17 @@ Writes into ``--outdir``:
 
 Score with ``python -m xtrans.bin.score --decode_dir OUTDIR``. A failed utterance (unreadable,
 silent, ...) is reported on stderr, gets an empty hypothesis and is listed under ``failed``.
+
+Several configurations in one process (recipe stage 11)::
+
+    python -m xtrans.bin.decode --model exp/stage4/best.pt --data dump/test --outdir exp/stage4 \
+        --plan exp/stage4/decode_plan.txt [--nj 2]
+
+``--plan`` reads lines ``<tag> <options>`` (as printed by ``xtrans.bin.decode_plan``); options given
+on the command line apply to every line and override the line's (``--beam 8`` decodes every beam
+configuration with beam 8). Each line's output goes to ``<outdir>/decode_<data name>_<tag>`` and
+is scored there (``wer.json``, ``result.txt``) when the data has a ``text``. Python, the model and
+the ``--nj`` worker processes start once, not once per configuration.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -44,7 +56,7 @@ from tqdm import tqdm
 from xtrans.data.audio import BadAudioError, read_audio
 from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
 from xtrans.inference import Speech2Text
-from xtrans.scoring.results import DECODE_JSON, stage_variant
+from xtrans.scoring.results import DECODE_JSON, score_decode_dir, stage_variant
 from xtrans.scoring.wer import write_text, write_trn
 
 logger = logging.getLogger(__name__)
@@ -73,6 +85,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nj", type=int, default=1, help="parallel decoding processes")
     p.add_argument("--num_threads", "--num-threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--plan", default=None,
+                   help="file of '<tag> <options>' lines: decode (and score) every configuration into "
+                        "<outdir>/decode_<data name>_<tag>")
     return p
 
 
@@ -126,7 +141,13 @@ def decode_streaming(s2t: Speech2Text, samples, rate: int, piece_ms: float) -> T
 
 # ---------------------------------------------------------------------------- a job
 
-_WORKER: Dict[str, Any] = {}
+_WORKER: Dict[Tuple, Speech2Text] = {}
+"""A worker process's model, keyed by :func:`_load_key` (one configuration at a time)."""
+
+
+def _load_key(args: argparse.Namespace) -> Tuple:
+    return (args.model, args.tokenizer, args.device, args.chunk_ms, args.left_ms, args.sinks, args.search,
+            args.beam, args.max_symbols, args.num_threads)
 
 
 def _load(args: argparse.Namespace) -> Speech2Text:
@@ -136,10 +157,8 @@ def _load(args: argparse.Namespace) -> Speech2Text:
         sinks=args.sinks, search=args.search, beam=args.beam, max_symbols=args.max_symbols)
 
 
-def _init_worker(args: argparse.Namespace) -> None:
+def _init_worker() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _WORKER["s2t"] = _load(args)
-    _WORKER["args"] = args
 
 
 def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry: str, segment
@@ -157,23 +176,34 @@ def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry
     return {"utt": utt, "text": text, "duration": samples.shape[0] / rate, **timing}
 
 
-def _worker_decode(item: Tuple[str, str, Any]) -> Dict[str, Any]:
-    return decode_utterance(_WORKER["s2t"], _WORKER["args"], *item)
+def _worker_decode(job: Tuple[argparse.Namespace, str, str, Any]) -> Dict[str, Any]:
+    args, *item = job
+    key = _load_key(args)
+    if key not in _WORKER:
+        _WORKER.clear()
+        _WORKER[key] = _load(args)
+    return decode_utterance(_WORKER[key], args, *item)
 
 
-def run(args: argparse.Namespace, data: DataDir, s2t: Speech2Text) -> List[Dict[str, Any]]:
-    """Decodes every utterance of ``data`` (in ``args.nj`` processes); records in utterance order."""
+def worker_pool(nj: int) -> ProcessPoolExecutor:
+    """``nj`` spawned decoding processes; they load each configuration's model once, on first use."""
+    import multiprocessing
+    return ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+
+
+def run(args: argparse.Namespace, data: DataDir, s2t: Speech2Text,
+        pool: Optional[ProcessPoolExecutor] = None) -> List[Dict[str, Any]]:
+    """Decodes every utterance of ``data`` (in ``pool``'s processes when given, else here);
+    records in utterance order."""
     items = [(utt, *data.wav_entry(utt)) for utt in data.utt_ids]
     bar = tqdm(total=len(items), desc=f"decode ({args.mode})", unit="utt", file=sys.stderr,
                disable=len(items) < 2)
     records = []
-    if args.nj > 1:
-        import multiprocessing
-        with ProcessPoolExecutor(args.nj, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(args,)) as pool:
-            for rec in pool.map(_worker_decode, items, chunksize=max(1, len(items) // (4 * args.nj))):
-                records.append(rec)
-                bar.update()
+    if pool is not None:
+        jobs = [(args, *item) for item in items]
+        for rec in pool.map(_worker_decode, jobs, chunksize=max(1, len(items) // (4 * args.nj))):
+            records.append(rec)
+            bar.update()
     else:
         for item in items:
             records.append(decode_utterance(s2t, args, *item))
@@ -214,27 +244,23 @@ def summarise(args: argparse.Namespace, s2t: Speech2Text, records: List[Dict[str
     return info
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def check_args(args: argparse.Namespace) -> Optional[str]:
+    """The error message for inconsistent options, or None."""
     if args.nj < 1 or args.num_threads < 1:
-        print("error: --nj and --num_threads: expected >= 1", file=sys.stderr)
-        return 2
+        return "--nj and --num_threads: expected >= 1"
     if args.mode == "streaming" and args.chunk_ms is None:
-        print("error: --mode streaming needs --chunk_ms (full attention cannot stream)", file=sys.stderr)
-        return 2
+        return "--mode streaming needs --chunk_ms (full attention cannot stream)"
     if args.piece_ms is not None and args.piece_ms <= 0:
-        print(f"error: --piece_ms: expected > 0, found {args.piece_ms}", file=sys.stderr)
-        return 2
-    try:
-        data = read_data_dir(args.data)
-        s2t = _load(args)
-    except (ValueError, FileNotFoundError, DataDirError) as err:  # CheckpointError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return f"--piece_ms: expected > 0, found {args.piece_ms}"
+    return None
+
+
+def decode_dir(args: argparse.Namespace, data: DataDir, s2t: Speech2Text,
+               pool: Optional[ProcessPoolExecutor] = None) -> Dict[str, Any]:
+    """Decodes ``data`` with one configuration and writes ``args.outdir``; returns ``decode.json``'s contents."""
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    records = run(args, data, s2t)
+    records = run(args, data, s2t, pool)
     for r in records:
         if "error" in r:
             tqdm.write(f"error: {r['utt']}: {r['error']}", file=sys.stderr)
@@ -252,8 +278,66 @@ def main(argv: Optional[List[str]] = None) -> int:
     lat = info["latency_ms"]
     print(f"decoded {len(records)} utterances ({info['audio_seconds']:.1f} s of audio) into {outdir}: "
           f"RTF {info['rtf'] if info['rtf'] is not None else float('nan'):.3f}"
-          + (f", chunk latency mean {lat['mean']:.1f} ms p95 {lat['p95']:.1f} ms" if lat and lat["mean"] else ""))
-    return 1 if info["failed"] else 0
+          + (f", chunk latency mean {lat['mean']:.1f} ms p95 {lat['p95']:.1f} ms" if lat and lat["mean"] else ""),
+          flush=True)
+    return info
+
+
+def read_plan(path: str | Path) -> List[Tuple[str, List[str]]]:
+    """``<tag> <options>`` lines (blank lines and ``#`` comments skipped) -> [(tag, option words)].
+
+    Raises:
+        ValueError: for a tag that is not a plain folder-name word, or a repeated tag.
+    """
+    plan: List[Tuple[str, List[str]]] = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        tag = words[0]
+        if tag.startswith("-") or "/" in tag or tag in {t for t, _ in plan}:
+            raise ValueError(f"{path}:{n}: expected a new '<tag> <options>' line, found {line.strip()!r}")
+        plan.append((tag, words[1:]))
+    return plan
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    jobs = [(None, args)]
+    try:
+        if args.plan:
+            jobs = []
+            for tag, words in read_plan(args.plan):
+                job = parser.parse_args(words + argv)  # the command line's options override the line's
+                job.outdir = str(Path(args.outdir) / f"decode_{Path(args.data).name}_{tag}")
+                jobs.append((tag, job))
+        for tag, job in jobs:
+            error = check_args(job)
+            if error:
+                print(f"error: {f'plan line {tag}: ' if tag else ''}{error}", file=sys.stderr)
+                return 2
+        data = read_data_dir(args.data)
+        models = [_load(job) for _, job in jobs]  # every configuration is checked before decoding starts
+    except (ValueError, FileNotFoundError, DataDirError) as err:  # CheckpointError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = False
+    pool = worker_pool(args.nj) if args.nj > 1 else None
+    try:
+        for (tag, job), s2t in zip(jobs, models):
+            if tag is not None:
+                print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} decoding {args.data}: {tag}", flush=True)
+            info = decode_dir(job, data, s2t, pool)
+            failed |= bool(info["failed"])
+            if tag is not None and data.text is not None and score_decode_dir(job.outdir) is not None:
+                print(Path(job.outdir, "result.txt").read_text(encoding="utf-8").split("\n\n")[0], flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
