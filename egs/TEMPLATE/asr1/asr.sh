@@ -5,7 +5,8 @@
 #   1 data preparation (local/data.sh)       7 training stage 2 (chunks; variants 2a-2d)
 #   2 audio formatting (16 kHz ark/scp)      8 training stage 3 (left context; 3a-3c)
 #   3 BPE (sentencepiece, blank = 0)         9 training stage 4 (multi-chunk)
-#   4 pretrained encoder import             10 training stage 5 (attention sinks; 5a-5b)
+#   4 pretrained encoder import (or a random 10 training stage 5 (attention sinks; 5a-5b)
+#     one, its CNN fitted to log-mel)
 #   5 data statistics and checks            11 decoding (simulated and chunk-by-chunk streaming)
 #   6 training stage 1 (full attention)     12 scoring: WER, RTF, latency, RESULTS.md, plots
 #
@@ -33,6 +34,7 @@ bpe_size=64             # vocabulary size including blank
 bpe_type=bpe            # bpe or unigram
 text_normalizer=upper   # text normalisation before BPE (see xtrans.tokenizer)
 pretrained=             # encoder to import: HF directory, fairseq .pt or hub name; empty = random init
+frontend_config=        # with a random encoder: fit its CNN to log-mel features first (e.g. conf/pretrain_frontend.yaml)
 train_stages="1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"   # training stages/variants to run
 decode_model=best.pt    # checkpoint decoded in stage 11 (best.pt or average.pt)
 decode_config=conf/decode.yaml   # searches, modes and chunk sizes of stage 11
@@ -99,6 +101,13 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   fi
   python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml ${pretrained:+--pretrained "$pretrained"} \
     --out exp/pretrained/encoder.pt
+  if [ -z "$pretrained" ] && [ -n "$frontend_config" ]; then
+    log "stage 4: fitting the random encoder's CNN to log-mel features ($frontend_config; curve: exp/pretrained/frontend_pretrain.png)"
+    opts=
+    if "$debug"; then opts="--set max_updates=$debug_updates stats_batches=2"; fi
+    python -m xtrans.bin.pretrain_frontend --config "$frontend_config" --encoder exp/pretrained/encoder.pt \
+      --train_dir "$dump/$train_set" --dev_dir "$dump/$dev_set" $opts
+  fi
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
@@ -151,15 +160,12 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
     [ -f "$dir/$decode_model" ] || { log "skip $v: no $dir/$decode_model"; continue; }
     python -m xtrans.bin.decode_plan --train_config "conf/train_stage${v}.yaml" \
         --decode_config "$decode_config" > "$dir/decode_plan.txt"
-    while read -r tag args; do
-      for x in $test_sets; do
-        out="$dir/decode_${x}_${tag}"
-        log "decoding $x with $v: $tag"
-        python -m xtrans.bin.decode --model "$dir/$decode_model" --data "$dump/$x" --outdir "$out" \
-          --tokenizer data/lang_bpe/bpe.model --nj "$nj" $args $decode_opts < /dev/null
-        python -m xtrans.bin.score --decode_dir "$out" < /dev/null
-      done
-    done < "$dir/decode_plan.txt"
+    for x in $test_sets; do
+      # one process per model and test set: every line of the plan -> $dir/decode_${x}_<tag>, scored
+      log "decoding $x with $v: $(wc -l < "$dir/decode_plan.txt") configurations ($dir/decode_plan.txt)"
+      python -m xtrans.bin.decode --model "$dir/$decode_model" --data "$dump/$x" --outdir "$dir" \
+        --plan "$dir/decode_plan.txt" --tokenizer data/lang_bpe/bpe.model --nj "$nj" $decode_opts < /dev/null
+    done
   done
 fi
 

@@ -375,7 +375,8 @@ class Wav2Vec2Encoder(nn.Module):
         attention_dropout: on attention weights.
         activation_dropout: inside the feed-forward block.
         layer_drop: probability of skipping a whole layer per training batch.
-        freeze_feature_extractor: no gradient into the CNN (run under ``no_grad``).
+        freeze_feature_extractor: no gradient into the CNN (run under ``no_grad``), and the CNN
+            stays in evaluation mode, so a ``batch_norm`` front end keeps its running statistics.
     """
 
     def __init__(self, *, conv_layers: Sequence[Tuple[int, int, int]] = XLSR_CONV_LAYERS,
@@ -419,6 +420,13 @@ class Wav2Vec2Encoder(nn.Module):
             for _ in range(num_layers))
         if freeze_feature_extractor:
             self.feature_extractor.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Wav2Vec2Encoder":
+        """As :meth:`torch.nn.Module.train`, except that a frozen CNN stays in evaluation mode."""
+        super().train(mode)
+        if self.freeze_feature_extractor:
+            self.feature_extractor.eval()
+        return self
 
     @property
     def pos_conv_mode(self) -> str:
