@@ -66,3 +66,11 @@ def test_model_config_builds_a_transducer(tmp_path):
         from_dict(ModelConfig, {"predictor": {"kind": "gru"}})
     with pytest.raises(ValueError, match="preset: expected one of"):
         build_model(ModelConfig(encoder=EncoderConfig(preset="huge")), vocab_size=5)
+
+
+def test_positional_conv_size_is_configurable_for_random_encoders_only():
+    cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="causal", pos_conv_kernel=16, pos_conv_groups=4))
+    conv = build_model(cfg, vocab_size=5).encoder.pos_conv
+    assert conv.kernel == 16 and conv.conv.groups == 4 and conv.history == 15
+    with pytest.raises(ValueError, match="pos_conv_kernel: cannot change the positional convolution"):
+        build_model(ModelConfig(encoder=EncoderConfig(pretrained="some/dir", pos_conv_kernel=16)), vocab_size=5)

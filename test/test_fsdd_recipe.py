@@ -203,7 +203,8 @@ def test_download_extracts_the_release_layout(tmp_path):
 def test_recipe_confs_load_with_the_mini_preset(stage):
     cfg = load_config(REPO / "egs" / "fsdd" / "asr1" / "conf" / f"train_stage{stage}.yaml", TrainConfig)
     assert cfg.model.encoder.preset == "mini"
-    assert cfg.model.encoder.pos_conv == ("full" if stage == "1" else "chunk")
+    enc = cfg.model.encoder
+    assert (enc.pos_conv, enc.extractor_mode, enc.freeze_feature_extractor) == ("causal", "batch_norm", True)
 
 
 def _run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
@@ -237,8 +238,12 @@ def test_recipe_stages_1_to_5_on_the_shared_fsdd_copy(tmp_path):
         assert all(2 <= len(t.split()) <= 6 for t in data.text.values())
     assert not (recipe / "data" / "test").exists()  # the shared copy has no test takes 0-4
     # stages 2-5: run.sh sees data/ without data/test and checks and formats dev in its place
-    proc = _run(recipe, "--stage", "2", "--stop_stage", "5", "--nj", "1")
+    (recipe / "conf" / "pretrain_test.yaml").write_text(  # stage 4's front-end fit, 3 updates
+        (recipe / "conf" / "pretrain_frontend.yaml").read_text().replace("max_updates: 600", "max_updates: 3")
+        .replace("stats_batches: 20", "stats_batches: 2"))
+    proc = _run(recipe, "--stage", "2", "--stop_stage", "5", "--nj", "1", "--frontend_config", "conf/pretrain_test.yaml")
     assert "stage 5:" in proc.stdout
+    assert "CNN fitted to 40 log-mel filters in 3 updates" in proc.stdout
     for name in ["train", "dev", "train_clean", "dev_clean"]:
         assert (recipe / "dump" / name / "wav.scp").exists(), name
     assert not (recipe / "dump" / "test").exists()

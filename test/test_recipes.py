@@ -51,6 +51,8 @@ def test_mini_synth_all_stages_debug(tmp_path):
                "--local_data_opts", "--num_train 24 --num_dev 6 --num_test 6")
     for n in range(1, 13):
         assert re.search(rf"stage {n}:", proc.stdout), f"stage {n} did not run"
+    assert "CNN fitted to 80 log-mel filters in 2 updates" in proc.stdout  # stage 4, conf/pretrain_frontend.yaml
+    assert (recipe / "exp" / "pretrained" / "frontend_pretrain.png").exists()
     # the stage logs follow every variant; best models chain from stage to stage
     assert "[2b]" in (recipe / "exp" / "stage2" / "train.log").read_text()
     assert (recipe / "exp" / "stage1" / "train.log").read_text().count("INFO command:") == 1  # not written twice

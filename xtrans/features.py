@@ -56,7 +56,7 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 20.
 
 
 def log_mel(waveform: torch.Tensor, *, n_mels: int = 80, window: int = 400, hop: int = 320,
-            sample_rate: int = 16000, floor: float = 1e-6) -> torch.Tensor:
+            sample_rate: int = 16000, f_max: float | None = None, floor: float = 1e-6) -> torch.Tensor:
     """Log-mel energies of every complete ``window`` of samples, ``hop`` apart.
 
     Args:
@@ -65,6 +65,7 @@ def log_mel(waveform: torch.Tensor, *, n_mels: int = 80, window: int = 400, hop:
         window: samples per frame (the DFT size; Hann window).
         hop: samples between frames.
         sample_rate: Hz.
+        f_max: top of the highest filter (default: Nyquist), e.g. 4000 for audio upsampled from 8 kHz.
         floor: added to the filter energies before the log.
 
     Returns:
@@ -80,5 +81,5 @@ def log_mel(waveform: torch.Tensor, *, n_mels: int = 80, window: int = 400, hop:
     spec = torch.stft(waveform, n_fft=window, hop_length=hop, window=torch.hann_window(window, device=waveform.device),
                       center=False, return_complex=True)                       # (B, N/2+1, T)
     power = spec.abs().square().transpose(1, 2)                                # (B, T, N/2+1)
-    fb = mel_filterbank(n_mels, window, sample_rate).to(waveform.device)
+    fb = mel_filterbank(n_mels, window, sample_rate, f_max=f_max).to(waveform.device)
     return torch.log(power @ fb + floor)                                       # (B, T, n_mels)

@@ -19,6 +19,8 @@ class EncoderConfig:
         pretrained: a Hugging Face directory or fairseq ``.pt`` to import (recipe stage 4);
             ``None`` = random initialisation from ``preset``.
         pos_conv: ``full | chunk | causal | none`` (None = the preset's / checkpoint's).
+        pos_conv_kernel, pos_conv_groups: the positional convolution's kernel (frames, even) and
+            groups (None = the preset's; a pretrained checkpoint fixes them).
         waveform_norm: ``none | utterance | cumulative`` (None = the preset's / checkpoint's).
         extractor_mode: ``layer_norm | group_norm | cumulative_norm | batch_norm`` (None = the
             preset's); see :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`.
@@ -31,6 +33,8 @@ class EncoderConfig:
     preset: str = "tiny"
     pretrained: Optional[str] = None
     pos_conv: Optional[str] = None
+    pos_conv_kernel: Optional[int] = None
+    pos_conv_groups: Optional[int] = None
     waveform_norm: Optional[str] = None
     extractor_mode: Optional[str] = None
     conv_channels: Optional[int] = None
@@ -46,8 +50,9 @@ class EncoderConfig:
 
     def overrides(self) -> dict:
         """Encoder keyword arguments set by this config (``None`` fields left to the preset)."""
-        out = {k: getattr(self, k) for k in ("pos_conv", "waveform_norm", "extractor_mode", "embed_dim",
-                                             "num_layers", "num_heads", "ffn_dim") if getattr(self, k) is not None}
+        out = {k: getattr(self, k) for k in ("pos_conv", "pos_conv_kernel", "pos_conv_groups", "waveform_norm",
+                                             "extractor_mode", "embed_dim", "num_layers", "num_heads", "ffn_dim")
+               if getattr(self, k) is not None}
         out.update(dropout=self.dropout, attention_dropout=self.attention_dropout,
                    activation_dropout=self.activation_dropout, layer_drop=self.layer_drop,
                    freeze_feature_extractor=self.freeze_feature_extractor)
@@ -94,6 +99,9 @@ def build_encoder(cfg: EncoderConfig) -> Wav2Vec2Encoder:
         from xtrans.models.wav2vec2 import load_pretrained
         if cfg.conv_channels is not None:
             raise ValueError("conv_channels: cannot change the CNN of a pretrained encoder")
+        for name in ("pos_conv_kernel", "pos_conv_groups"):
+            if getattr(cfg, name) is not None:
+                raise ValueError(f"{name}: cannot change the positional convolution of a pretrained encoder")
         return load_pretrained(cfg.pretrained, **overrides)
     kwargs = preset_kwargs(cfg.preset, **overrides)
     if cfg.conv_channels is not None:

@@ -54,6 +54,7 @@ class FrontendPretrainConfig:
         warmup_updates: linear warm-up updates, then constant.
         grad_clip: gradient-norm clip.
         n_mels: mel filters of the target.
+        f_max: top of the highest filter in Hz (None = Nyquist); 4000 for audio upsampled from 8 kHz.
         stats_batches: batches used to estimate the targets' mean and standard deviation.
         seed: batch order seed.
     """
@@ -66,6 +67,7 @@ class FrontendPretrainConfig:
     warmup_updates: int = 50
     grad_clip: float = 5.0
     n_mels: int = 80
+    f_max: Optional[float] = None
     stats_batches: int = 20
     seed: int = 0
 
@@ -106,9 +108,11 @@ def waveform_batches(data: DataDir, max_seconds: float, *, num_buckets: int = 5,
 class LogMelTarget:
     """Standardised log-mel targets framed like ``encoder``'s CNN, with the encoder's waveform norm."""
 
-    def __init__(self, encoder: Wav2Vec2Encoder, n_mels: int, sample_rate: int = 16000):
+    def __init__(self, encoder: Wav2Vec2Encoder, n_mels: int, sample_rate: int = 16000,
+                 f_max: Optional[float] = None):
         self.encoder = encoder
         self.n_mels = n_mels
+        self.f_max = f_max
         self.sample_rate = sample_rate
         self.mean = torch.zeros(n_mels)
         self.std = torch.ones(n_mels)
@@ -118,14 +122,15 @@ class LogMelTarget:
         fe = self.encoder.feature_extractor
         x = normalize_waveform(waveform, lengths, self.encoder.waveform_norm)
         feats = log_mel(x, n_mels=self.n_mels, window=fe.receptive_field, hop=fe.stride,
-                        sample_rate=self.sample_rate)
+                        sample_rate=self.sample_rate, f_max=self.f_max)
         frames = torch.minimum(self.encoder.output_lengths(lengths), torch.tensor(feats.shape[1]))
         return feats, key_padding_mask(frames, feats.shape[1])
 
     def fit(self, batches: List[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Mean and standard deviation per filter over the valid frames of ``batches``."""
+        """Mean and standard deviation per filter over the valid frames of ``batches`` (a filter that
+        barely varies, e.g. above the band of upsampled audio, is not amplified: std >= 0.1)."""
         frames = torch.cat([feats[valid] for feats, valid in (self.raw(w, n) for w, n in batches)])
-        self.mean, self.std = frames.mean(0), frames.std(0).clamp(min=1e-3)
+        self.mean, self.std = frames.mean(0), frames.std(0).clamp(min=0.1)
 
     def __call__(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, valid = self.raw(waveform, lengths)
@@ -164,7 +169,7 @@ def pretrain_frontend(encoder: Wav2Vec2Encoder, data: DataDir, cfg: FrontendPret
     torch.manual_seed(cfg.seed)
     fe = encoder.feature_extractor
     batches = waveform_batches(data, cfg.max_seconds, num_buckets=cfg.num_buckets, seed=cfg.seed)
-    target = LogMelTarget(encoder, cfg.n_mels)
+    target = LogMelTarget(encoder, cfg.n_mels, f_max=cfg.f_max)
     target.fit([next(batches) for _ in range(cfg.stats_batches)])
     head = nn.Linear(fe.conv_layers_spec[-1][0], cfg.n_mels)
     params = list(fe.parameters()) + list(head.parameters())

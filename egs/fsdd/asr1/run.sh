@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real human speech on a CPU: connected digit strings made from the Free Spoken Digit Dataset
 # (6 speakers, 8 kHz -> 16 kHz; CC BY-SA 4.0, see local/data.sh). A small streamable encoder
-# (preset "mini") is trained from scratch through all five stages.
+# (preset "mini") is trained from scratch through all five stages, as in egs/mini_synth: stage 4
+# fits its CNN to log-mel features (conf/pretrain_frontend.yaml), then the CNN stays frozen.
 #   ./run.sh                       all 12 stages
 #   ./run.sh --debug true          a few utterances and updates per stage, to test the setup
 #   ./run.sh --local_data_opts "--fsdd_dir /data/fsdd --num_train 4000"   (replaces the defaults below)
@@ -28,6 +29,7 @@ fi
 ./asr.sh \
   --local_data_opts "$data_opts" \
   --bpe_size 32 \
+  --frontend_config conf/pretrain_frontend.yaml \
   --text_normalizer upper \
   --test_sets "$test_sets" \
   "$@"
