@@ -61,14 +61,17 @@ def load_encoder(path: str | os.PathLike) -> tuple[Wav2Vec2Encoder, dict]:
     return encoder, obj
 
 
-def plot_curve(history: list, path: Path) -> None:
+def plot_curve(history: list, path: Path, dev_loss: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["update"] for h in history], [h["loss"] for h in history], lw=1)
+    ax.plot([h["update"] for h in history], [h["loss"] for h in history], lw=1, label="training batches")
+    if dev_loss is not None:
+        ax.plot([history[-1]["update"]], [dev_loss], "o", color="C3", label=f"held-out data: {dev_loss:.3f}")
+    ax.legend(loc="upper right")
     ax.set_xlabel("update")
     ax.set_ylabel("MSE (standardised log-mel)")
     ax.set_ylim(0, max(1.2, min(3.0, max(h["loss"] for h in history))))
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
               "train_loss_last20": train_loss, "dev_dir": args.dev_dir, "dev_loss": result.dev_loss,
               "history": result.history}
     (out.parent / "frontend_pretrain.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    plot_curve(result.history, out.parent / "frontend_pretrain.png")
+    plot_curve(result.history, out.parent / "frontend_pretrain.png", result.dev_loss)
     dev_text = "" if result.dev_loss is None else f", dev {result.dev_loss:.3f}"
     print(f"{out}: CNN fitted to {cfg.n_mels} log-mel filters in {cfg.max_updates} updates ({seconds:.0f} s); "
           f"MSE on standardised targets: training {train_loss:.3f}{dev_text} (1.0 = predicting the mean)")
