@@ -54,9 +54,7 @@ def load_encoder(path: str | os.PathLike) -> tuple[Wav2Vec2Encoder, dict]:
     if not isinstance(obj, dict) or not {"encoder", "arch"} <= set(obj):
         raise ValueError(f"{path}: expected an encoder-only file of xtrans.bin.import_encoder "
                          f"(keys 'encoder' and 'arch'), found {sorted(obj) if isinstance(obj, dict) else type(obj)}")
-    arch = dict(obj["arch"])
-    arch["conv_layers"] = tuple(tuple(c) for c in arch["conv_layers"])
-    encoder = Wav2Vec2Encoder(**arch)
+    encoder = Wav2Vec2Encoder(**obj["arch"])
     encoder.load_state_dict(obj["encoder"])
     return encoder, obj
 

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from xtrans.data.audio import load_waveform
-from xtrans.data.dataset import utterance_durations
+from xtrans.data.dataset import Example, collate, utterance_durations
 from xtrans.data.kaldi_dir import DataDir
 from xtrans.data.sampler import DurationBatchSampler
 from xtrans.features import log_mel
@@ -83,30 +83,31 @@ class FrontendPretrainConfig:
 
 
 def waveform_batches(data: DataDir, max_seconds: float, *, num_buckets: int = 5, seed: int = 0,
-                     sample_rate: int = 16000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                     sample_rate: int = 16000, waveform_norm: str = "none"
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless duration-bucketed batches ``(waveforms (B, S) zero-padded, lengths (B,))``, reshuffled
-    every epoch."""
+    every epoch, normalised by ``waveform_norm`` (:func:`normalize_waveform`) as the CNN sees them."""
     durations = utterance_durations(data, sample_rate)
     sampler = DurationBatchSampler(durations, max_seconds, num_buckets=num_buckets, seed=seed)
+    no_targets = torch.zeros(0, dtype=torch.int64)
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
         for indices in sampler:
-            waves = []
+            examples = []
             for i in indices:
                 utt = data.utt_ids[i]
                 entry, segment = data.wav_entry(utt)
-                waves.append(load_waveform(entry, utt_id=utt, segment=segment, sample_rate=sample_rate))
-            lengths = torch.tensor([w.shape[0] for w in waves])
-            batch = torch.zeros(len(waves), int(lengths.max()))
-            for j, w in enumerate(waves):
-                batch[j, :w.shape[0]] = w
-            yield batch, lengths
+                wave = load_waveform(entry, utt_id=utt, segment=segment, sample_rate=sample_rate)
+                examples.append(Example(utt, wave, no_targets))
+            batch = collate(examples)
+            yield normalize_waveform(batch.waveforms, batch.waveform_lengths, waveform_norm), batch.waveform_lengths
         epoch += 1
 
 
 class LogMelTarget:
-    """Standardised log-mel targets framed like ``encoder``'s CNN, with the encoder's waveform norm."""
+    """Standardised log-mel targets framed like ``encoder``'s CNN, computed from the CNN's input
+    (the waveform after the encoder's waveform normalisation)."""
 
     def __init__(self, encoder: Wav2Vec2Encoder, n_mels: int, sample_rate: int = 16000,
                  f_max: Optional[float] = None):
@@ -120,8 +121,7 @@ class LogMelTarget:
     def raw(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S), (B,) -> unstandardised targets (B, T, n_mels) and the valid-frame mask (B, T)."""
         fe = self.encoder.feature_extractor
-        x = normalize_waveform(waveform, lengths, self.encoder.waveform_norm)
-        feats = log_mel(x, n_mels=self.n_mels, window=fe.receptive_field, hop=fe.stride,
+        feats = log_mel(waveform, n_mels=self.n_mels, window=fe.receptive_field, hop=fe.stride,
                         sample_rate=self.sample_rate, f_max=self.f_max)
         frames = torch.minimum(self.encoder.output_lengths(lengths), torch.tensor(feats.shape[1]))
         return feats, key_padding_mask(frames, feats.shape[1])
@@ -168,7 +168,8 @@ def pretrain_frontend(encoder: Wav2Vec2Encoder, data: DataDir, cfg: FrontendPret
     """
     torch.manual_seed(cfg.seed)
     fe = encoder.feature_extractor
-    batches = waveform_batches(data, cfg.max_seconds, num_buckets=cfg.num_buckets, seed=cfg.seed)
+    batches = waveform_batches(data, cfg.max_seconds, num_buckets=cfg.num_buckets, seed=cfg.seed,
+                               waveform_norm=encoder.waveform_norm)
     target = LogMelTarget(encoder, cfg.n_mels, f_max=cfg.f_max)
     target.fit([next(batches) for _ in range(cfg.stats_batches)])
     head = nn.Linear(fe.conv_layers_spec[-1][0], cfg.n_mels)
@@ -194,7 +195,8 @@ def pretrain_frontend(encoder: Wav2Vec2Encoder, data: DataDir, cfg: FrontendPret
         dev_loss = None
         if dev is not None:
             fe.eval()
-            held_out = waveform_batches(dev, cfg.max_seconds, num_buckets=1, seed=0)
+            held_out = waveform_batches(dev, cfg.max_seconds, num_buckets=1, seed=0,
+                                        waveform_norm=encoder.waveform_norm)
             with torch.no_grad():
                 dev_loss = sum(float(frontend_loss(encoder, head, target, *next(held_out)))
                                for _ in range(dev_batches)) / dev_batches
@@ -211,10 +213,10 @@ def pretrain_frontend(encoder: Wav2Vec2Encoder, data: DataDir, cfg: FrontendPret
 
 def frontend_loss(encoder: Wav2Vec2Encoder, head: nn.Module, target: LogMelTarget, waveform: torch.Tensor,
                   lengths: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of ``head(cnn(waveform))`` against the targets over the valid frames."""
+    """Mean squared error of ``head(cnn(waveform))`` against the targets over the valid frames;
+    ``waveform`` is the CNN's input (already normalised, as :func:`waveform_batches` yields it)."""
     goal, valid = target(waveform, lengths)                                      # (B, T, n_mels), (B, T)
-    x = normalize_waveform(waveform, lengths, encoder.waveform_norm)
-    feats, _ = encoder.feature_extractor(x, lengths)                             # (B, T', C)
+    feats, _ = encoder.feature_extractor(waveform, lengths)                      # (B, T', C)
     T = min(feats.shape[1], goal.shape[1])
     valid = valid[:, :T]
     return F.mse_loss(head(feats[:, :T])[valid], goal[:, :T][valid])
