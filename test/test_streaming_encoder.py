@@ -112,6 +112,8 @@ def test_stream_equals_masked_full_pass(speech, pos_conv, chunk, left, sinks):
     ("causal", "none", {"extractor_mode": "cumulative_norm"}),  # running per-channel CNN norm
     ("causal", "none", {"extractor_mode": "batch_norm", "pos_conv_kernel": 16,  # the demo's layout:
                         "pos_conv_groups": 96, "freeze_feature_extractor": True}),  # depthwise, short
+    ("causal", "cumulative", {"extractor_mode": "batch_norm", "pos_conv_kernel": 32,  # the level-invariant
+                              "freeze_feature_extractor": True}),  # demo layout (waveform at any level)
 ])
 @pytest.mark.parametrize("chunk,left,sinks", [(4, 6, 9), (8, 0, 0), (16, 16, 20)])
 def test_other_layouts_and_edge_rules(speech, pos_conv, waveform_norm, extra, chunk, left, sinks):

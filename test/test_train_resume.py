@@ -19,10 +19,11 @@ K = 8  # updates; the interrupted run dies after update K/2
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     corpus = make_tiny_corpus(root / "data", num_train=16, num_dev=3)
-    # multi-chunk draws, dropout and layer drop make every random generator matter;
-    # accum_grad=2 and K=8 cross an epoch boundary
+    # multi-chunk draws, dropout, layer drop and gain perturbation make every random generator
+    # matter; accum_grad=2 and K=8 cross an epoch boundary
     cfg = tiny_train_config(
         corpus,
+        data={"gain_db": [-35.0, 10.0]},
         model={"encoder": {"num_layers": 2, "dropout": 0.1, "layer_drop": 0.3}},
         mask={"multi_chunk": {"chunk_sizes": [8, 16, 32], "left_context": 16}},
         optim={"accum_grad": 2},

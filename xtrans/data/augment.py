@@ -1,11 +1,13 @@
-"""Waveform augmentation for training: speed perturbation and time masking.
+"""Waveform augmentation for training: speed perturbation, time masking and gain.
 
-Both are pure functions of their inputs and a ``numpy.random.Generator``, so an augmented
+All are pure functions of their inputs and a ``numpy.random.Generator``, so an augmented
 utterance is reproducible from the seed that made the generator (see
 :class:`xtrans.data.dataset.AsrDataset`, which seeds one per ``(seed, epoch, index)``).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -72,3 +74,27 @@ def time_mask(
         start = int(generator.integers(0, length - width + 1))
         out[..., start:start + width] = 0.0
     return out
+
+
+def apply_gain(waveform: torch.Tensor, gain_db: float) -> torch.Tensor:
+    """Scale the waveform by ``gain_db`` decibels, saturating at full scale like a real input.
+
+    ``y = clamp(x * 10 ** (gain_db / 20), -1, 1)``: a gain above 0 dB clips the samples it
+    pushes past full scale (+-1.0), as a microphone preamplifier or an ADC would, instead of
+    producing values no recording can hold. Used for gain perturbation in training
+    (:class:`xtrans.data.dataset.AsrDataset`, ``data.gain_db``) and for the level-robustness
+    table (``python -m xtrans.bin.level_robustness``), so both see the same scaled copies.
+
+    Args:
+        waveform: float samples in ``[-1, 1]``, any shape; not modified.
+        gain_db: gain in dB (``-20`` = 10x quieter in amplitude, ``+6`` = about 2x louder).
+
+    Returns:
+        the scaled (and, above full scale, clipped) copy, same shape and dtype.
+
+    Raises:
+        ValueError: when ``gain_db`` is not a finite number.
+    """
+    if not math.isfinite(gain_db):
+        raise ValueError(f"gain_db: expected a finite number of dB, found {gain_db}")
+    return (waveform * 10.0 ** (gain_db / 20.0)).clamp(-1.0, 1.0)

@@ -2,8 +2,8 @@
 
 Shapes use the project legend: ``B`` batch, ``S`` waveform samples, ``U`` target tokens.
 
-Augmentation is seeded per item: item ``i`` in epoch ``e`` draws its speed factor and time
-masks from ``numpy.random.default_rng([seed, e, i])``, so it is the same whichever worker
+Augmentation is seeded per item: item ``i`` in epoch ``e`` draws its speed factor, time masks
+and gain from ``numpy.random.default_rng([seed, e, i])``, so it is the same whichever worker
 process loads it and whatever the batch order. Call :meth:`AsrDataset.set_epoch` before each
 epoch's ``DataLoader`` iterator is created (with ``persistent_workers=False``, the default, the
 workers receive the new epoch).
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from xtrans.data.audio import load_waveform
-from xtrans.data.augment import speed_perturb, time_mask
+from xtrans.data.augment import apply_gain, speed_perturb, time_mask
 from xtrans.data.kaldi_dir import DataDir, read_data_dir
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,18 @@ def utterance_durations(data: DataDir, sample_rate: int = 16000) -> list[float]:
     )
 
 
+def check_gain_range(gain_db: Sequence[float]) -> None:
+    """Checks a gain-perturbation range ``(low, high)`` in dB.
+
+    Raises:
+        ValueError: unless it is two finite numbers with ``low <= high``.
+    """
+    if len(gain_db) != 2 or not all(isinstance(g, (int, float)) and np.isfinite(g) for g in gain_db):
+        raise ValueError(f"gain_db: expected two finite numbers [low, high] in dB, found {list(gain_db)}")
+    if gain_db[0] > gain_db[1]:
+        raise ValueError(f"gain_db: expected low <= high, found [{gain_db[0]}, {gain_db[1]}]")
+
+
 class AsrDataset(torch.utils.data.Dataset):
     """Utterances of a data directory as :class:`Example` s, indexed ``0..N-1`` in sorted id order.
 
@@ -129,11 +141,15 @@ class AsrDataset(torch.utils.data.Dataset):
             ``(0.9, 1.0, 1.1)``; ``None`` disables it.
         num_time_masks: spans zeroed per item (0 disables time masking).
         time_mask_seconds: longest span, seconds.
+        gain_db: ``(low, high)``: each item is scaled by a gain drawn uniformly in
+            ``[low, high]`` dB and saturated at full scale (:func:`~xtrans.data.augment.apply_gain`),
+            before anything else the model does to it (waveform normalisation included), so that
+            training sees other microphone levels; ``None`` disables it.
         seed: augmentation seed.
 
     Raises:
-        ValueError: when ``data`` has no transcript for some utterance, or a speed factor is
-            not positive.
+        ValueError: when ``data`` has no transcript for some utterance, a speed factor is
+            not positive, or ``gain_db`` is not an ordered pair of finite numbers.
     """
 
     def __init__(
@@ -145,6 +161,7 @@ class AsrDataset(torch.utils.data.Dataset):
         speed_factors: Sequence[float] | None = None,
         num_time_masks: int = 0,
         time_mask_seconds: float = 0.05,
+        gain_db: tuple[float, float] | None = None,
         seed: int = 0,
     ):
         self.data = data if isinstance(data, DataDir) else read_data_dir(data)
@@ -163,11 +180,14 @@ class AsrDataset(torch.utils.data.Dataset):
                 f"num_time_masks and time_mask_seconds must be >= 0, got {num_time_masks} "
                 f"and {time_mask_seconds}"
             )
+        if gain_db is not None:
+            check_gain_range(gain_db)
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
         self.speed_factors = None if speed_factors is None else tuple(speed_factors)
         self.num_time_masks = num_time_masks
         self.time_mask_width = round(time_mask_seconds * sample_rate)
+        self.gain_db = None if gain_db is None else (float(gain_db[0]), float(gain_db[1]))
         self.seed = seed
         self.epoch = 0
 
@@ -186,7 +206,7 @@ class AsrDataset(torch.utils.data.Dataset):
         utt = self.utt_ids[index]
         entry, segment = self.data.wav_entry(utt)
         waveform = load_waveform(entry, utt_id=utt, segment=segment, sample_rate=self.sample_rate)
-        if self.speed_factors is not None or self.num_time_masks:
+        if self.speed_factors is not None or self.num_time_masks or self.gain_db is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             if self.speed_factors is not None:
                 factor = self.speed_factors[int(rng.integers(len(self.speed_factors)))]
@@ -195,5 +215,7 @@ class AsrDataset(torch.utils.data.Dataset):
                 waveform = time_mask(
                     waveform, rng, num_masks=self.num_time_masks, max_width=self.time_mask_width
                 )
+            if self.gain_db is not None:  # drawn last: the other draws stay what they were without it
+                waveform = apply_gain(waveform, float(rng.uniform(*self.gain_db)))
         targets = torch.tensor(list(self.tokenizer(self.data.text[utt])), dtype=torch.int64)
         return Example(utt, waveform.to(torch.float32), targets)

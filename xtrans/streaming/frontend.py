@@ -22,10 +22,7 @@ from typing import Any, List, Optional, Tuple
 
 import torch
 
-from xtrans.models.wav2vec2.model import StreamingNotSupportedError, Wav2Vec2Encoder
-
-CUMULATIVE_NORM_EPS = 1e-5
-"""The ``eps`` of :func:`xtrans.models.wav2vec2.normalize_waveform` in ``cumulative`` mode."""
+from xtrans.models.wav2vec2.model import StreamingNotSupportedError, Wav2Vec2Encoder, cumulative_normalize
 
 STREAMABLE_CONV_NORMS = ("layer", "none", "cumulative", "batch")
 
@@ -119,13 +116,7 @@ class StreamingFrontend:
         x = x.masked_fill(~valid, 0.0)
         if self.encoder.waveform_norm == "none" or x.shape[1] == 0:
             return x, state.wave_sum, state.wave_sq_sum
-        # cumulative: sample n normalised with the mean/variance of samples 0..n (float64)
-        x64 = x.double()
-        total = state.wave_sum[:, None] + x64.cumsum(1)
-        total_sq = state.wave_sq_sum[:, None] + (x64 * x64).cumsum(1)
-        count = torch.arange(state.num_samples + 1, state.num_samples + x.shape[1] + 1,
-                             device=x.device, dtype=torch.float64)[None, :]
-        mean = total / count
-        var = (total_sq / count - mean * mean).clamp(min=0.0)
-        y = ((x64 - mean) / torch.sqrt(var + CUMULATIVE_NORM_EPS)).to(x.dtype).masked_fill(~valid, 0.0)
-        return y, total[:, -1], total_sq[:, -1]
+        # the full pass's own computation, with the sums carried over (count = samples so far)
+        count = torch.tensor(float(state.num_samples), dtype=torch.float64, device=x.device)
+        y, _, total, total_sq = cumulative_normalize(x, count, state.wave_sum, state.wave_sq_sum)
+        return y.masked_fill(~valid, 0.0), total, total_sq

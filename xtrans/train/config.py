@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from xtrans.data.dataset import check_gain_range
 from xtrans.masks import MultiChunkConfig, StreamingConfig
 from xtrans.models.config import ModelConfig
 
@@ -39,6 +40,9 @@ class DataConfig:
         sample_rate: model input rate in Hz.
         speed_factors: speed perturbation factors (``None`` = off).
         num_time_masks: waveform time masks per utterance (0 = off).
+        gain_db: gain perturbation ``[low, high]`` in dB, drawn uniformly per utterance and
+            applied before any normalisation, saturating at full scale (``None`` = off); e.g.
+            ``[-35, 10]`` trains for microphones from 35 dB quieter to 10 dB louder.
     """
 
     train_dir: str = "data/train"
@@ -52,8 +56,11 @@ class DataConfig:
     sample_rate: int = 16000
     speed_factors: Optional[Tuple[float, ...]] = None
     num_time_masks: int = 0
+    gain_db: Optional[Tuple[float, float]] = None
 
     def __post_init__(self):
+        if self.gain_db is not None:
+            check_gain_range(self.gain_db)
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds: expected > 0, found {self.max_seconds}")
         if self.num_workers < 0:

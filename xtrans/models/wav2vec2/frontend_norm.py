@@ -37,6 +37,11 @@ from torch import nn
 
 from xtrans.masks import key_padding_mask
 
+CUMULATIVE_EPS = 1e-12
+"""Variance floor of the running (cumulative) normalisations: far below the signal of the quietest
+real recording (16-bit quantisation noise is about -101 dBFS, a variance of 8e-11), so that they
+divide out the input level at any gain instead of flattening quiet inputs towards zero."""
+
 
 @dataclass(frozen=True)
 class CumulativeNormState:
@@ -68,7 +73,7 @@ class CumulativeChannelNorm(nn.Module):
         affine: learn a per-channel scale ``gamma`` (init 1) and shift ``beta`` (init 0).
     """
 
-    def __init__(self, num_channels: int, *, eps: float = 1e-5, affine: bool = True):
+    def __init__(self, num_channels: int, *, eps: float = CUMULATIVE_EPS, affine: bool = True):
         super().__init__()
         self.num_channels = num_channels
         self.eps = eps
@@ -177,4 +182,4 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         return y * self.weight[None, :, None] + self.bias[None, :, None]
 
 
-__all__ = ["CumulativeChannelNorm", "CumulativeNormState", "MaskedBatchNorm", "cumulative_norm_state_size"]
+__all__ = ["CUMULATIVE_EPS", "CumulativeChannelNorm", "CumulativeNormState", "MaskedBatchNorm", "cumulative_norm_state_size"]

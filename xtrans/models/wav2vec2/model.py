@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xtrans.masks import StreamingConfig, chunk_attention_mask, key_padding_mask
-from xtrans.models.wav2vec2.frontend_norm import CumulativeChannelNorm, MaskedBatchNorm
+from xtrans.models.wav2vec2.frontend_norm import CUMULATIVE_EPS, CumulativeChannelNorm, MaskedBatchNorm
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +60,54 @@ def conv_output_lengths(lengths: torch.Tensor, conv_layers: Sequence[Tuple[int, 
     return out.clamp(min=0)
 
 
-def normalize_waveform(waveform: torch.Tensor, lengths: torch.Tensor, mode: str,
-                       eps: float = 1e-5) -> torch.Tensor:
+def cumulative_normalize(x: torch.Tensor, count: torch.Tensor, total: torch.Tensor, total_sq: torch.Tensor,
+                         eps: float = CUMULATIVE_EPS
+                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``cumulative`` waveform normalisation of the next samples, given the sums of all earlier ones.
+
+    Sample ``n`` is normalised with the mean and variance of samples ``0..n`` of its utterance::
+
+        m_n = (1/(n+1)) sum_{k<=n} x_k,    v_n = (1/(n+1)) sum_{k<=n} x_k^2 - m_n^2
+        y_n = (x_n - m_n) / sqrt(v_n + eps)
+
+    Nothing after ``n`` is read, so the full pass (all sums zero, all samples at once) and the
+    streaming pass (sums carried from chunk to chunk) are the same computation. Scaling the input
+    by any gain ``g`` leaves ``y`` unchanged (up to ``eps``): the level of the microphone is
+    divided out while the energy contour (speech against the silence before it) is kept, as a
+    ratio to the running level. Sums are accumulated in float64.
+
+    Args:
+        x: (B, m) new samples, zero where a stream has no sample.
+        count: (B,) or a scalar: samples before these (float64).
+        total: (B,) float64 sum of those samples.
+        total_sq: (B,) float64 sum of their squares.
+        eps: variance floor (:data:`CUMULATIVE_EPS`).
+
+    Returns:
+        ``y`` (B, m) in ``x.dtype``, and the count, sum and sum of squares after the ``m`` samples.
+    """
+    x64 = x.double()
+    sums = total[:, None] + x64.cumsum(1)
+    sums_sq = total_sq[:, None] + (x64 * x64).cumsum(1)
+    counts = count.reshape(-1, 1) + torch.arange(1, x.shape[1] + 1, device=x.device, dtype=torch.float64)
+    mean = sums / counts
+    var = (sums_sq / counts - mean * mean).clamp(min=0.0)
+    y = ((x64 - mean) / torch.sqrt(var + eps)).to(x.dtype)
+    if x.shape[1] == 0:
+        return y, count, total, total_sq
+    return y, counts[:, -1], sums[:, -1], sums_sq[:, -1]
+
+
+def normalize_waveform(waveform: torch.Tensor, lengths: torch.Tensor, mode: str) -> torch.Tensor:
     """Waveform normalisation, (B, S) -> (B, S); samples past ``lengths`` become zero.
 
     Modes:
         ``none``: unchanged (padding zeroed).
-        ``utterance``: ``(x - mean) / sqrt(var + eps)`` over each utterance's valid samples, as
+        ``utterance``: ``(x - mean) / sqrt(var + 1e-7)`` over each utterance's valid samples, as
             the published XLSR models expect; reads the whole utterance, so not streamable.
         ``cumulative``: sample ``n`` is normalised with the mean and variance of samples
-            ``0..n`` (running statistics, accumulated in float64): causal, hence exactly
-            streamable with three running sums carried between chunks.
+            ``0..n`` (:func:`cumulative_normalize`): causal, hence exactly streamable with three
+            running sums carried between chunks, and invariant to the input level.
     """
     valid = key_padding_mask(lengths, waveform.shape[1])
     x = waveform.masked_fill(~valid, 0.0)
@@ -82,12 +119,9 @@ def normalize_waveform(waveform: torch.Tensor, lengths: torch.Tensor, mode: str,
         var = ((x - mean).masked_fill(~valid, 0.0) ** 2).sum(1, keepdim=True) / n
         return ((x - mean) / torch.sqrt(var + 1e-7)).masked_fill(~valid, 0.0)
     if mode == "cumulative":
-        x64 = x.double()
-        count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=torch.float64)[None, :]
-        mean = x64.cumsum(1) / count
-        var = ((x64 * x64).cumsum(1) / count - mean * mean).clamp(min=0.0)
-        y = (x64 - mean) / torch.sqrt(var + eps)
-        return y.to(x.dtype).masked_fill(~valid, 0.0)
+        zeros = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        y, _, _, _ = cumulative_normalize(x, zeros, zeros, zeros)
+        return y.masked_fill(~valid, 0.0)
     raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {mode!r}")
 
 
