@@ -12,7 +12,7 @@ import soundfile
 import torch
 
 from xtrans.bin.transcribe import main as transcribe_main
-from xtrans.data.audio import BadAudioError
+from xtrans.data.audio import BadAudioError, peak_dbfs
 from xtrans.data.resample import resample
 from xtrans.inference import Speech2Text, TokenTable, _StreamingResampler
 from xtrans.masks import StreamingConfig
@@ -165,6 +165,36 @@ def test_cli_reports_bad_files_and_carries_on(workdir, capsys):
     assert [e.split(": ")[1] for e in errors] == [files[1], files[3], files[4]]
     assert "no samples" in errors[1] and "every sample is zero" in errors[2]
     assert "3 of 5 file(s) failed" in err
+
+
+def test_peak_dbfs():
+    assert peak_dbfs(np.array([[0.25, -0.5], [0.1, 0.0]], np.float32)) == pytest.approx(20 * np.log10(0.5))
+    assert peak_dbfs(torch.tensor([1.0, -0.3])) == 0.0
+    assert peak_dbfs(np.zeros(100, np.float32)) == float("-inf") == peak_dbfs(np.zeros((0, 1)))
+
+
+def test_cli_warns_about_quiet_files(workdir, tmp_path, capsys):
+    """A peak below -50 dBFS (digital silence included) gets a warning naming the file and its
+    peak level; the file is still decoded and the exit status is unchanged."""
+    quiet = tmp_path / "quiet.wav"
+    x = 0.3 * np.random.default_rng(1).standard_normal(16000)
+    x *= 10 ** (-60 / 20) / np.abs(x).max()  # peak exactly -60 dBFS
+    soundfile.write(quiet, x.astype(np.float32), 16000, subtype="FLOAT")
+    model = ["--model", str(workdir / "exp" / "best.pt")]
+    normal = str(workdir / "audio" / "a.wav")
+    assert transcribe_main(model + [normal, str(quiet)]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[0] for line in out.splitlines()] == [normal, str(quiet)]
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: {quiet}: peak level -60.0 dBFS is below -50 dBFS (very quiet input); "
+                        "check the microphone or recording level"]
+    assert transcribe_main(model + [normal]) == 0
+    assert "warning" not in capsys.readouterr().err
+    silent = str(workdir / "audio" / "silent.wav")
+    assert transcribe_main(model + [silent]) == 1  # still an error, as before
+    err = capsys.readouterr().err
+    assert f"warning: {silent}: peak level -inf dBFS is below -50 dBFS (digital silence)" in err
+    assert f"error: {silent}: every sample is zero" in err
 
 
 def test_cli_jsonl_beam_and_real_streaming(workdir, capsys):

@@ -7,6 +7,7 @@
   tiny Hugging Face model as the pretrained encoder.
 """
 
+import json
 import os
 import re
 import shutil
@@ -61,7 +62,8 @@ def test_mini_synth_all_stages_debug(tmp_path):
     assert "from exp/stage3/3b/best.pt" in (recipe / "exp" / "stage4" / "train.log").read_text()
     assert "from exp/stage3/3a/best.pt" in (recipe / "exp" / "stage5" / "train.log").read_text()
     results = (recipe / "RESULTS.md").read_text()
-    rows = [line for line in results.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    decodings, _, level_section = results.partition("## Level robustness")
+    rows = [line for line in decodings.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 11, results  # stage 1: 1; 2b, 3a, 3b, 4 (at 640 ms), 5a: simulated + streaming
     # real chunk-by-chunk streaming reproduces the masked full pass: same WER per configuration
     by_config = {}
@@ -71,6 +73,17 @@ def test_mini_synth_all_stages_debug(tmp_path):
         by_config.setdefault(key, set()).add(cells[9])
     assert all(len(wers) == 1 for wers in by_config.values()), by_config
     assert (recipe / "exp" / "plots" / "wer_vs_chunk.png").exists()
+    # stage 12's level robustness: models 1 and 5a at every gain; at 0 dB the WER of their stage-11 decoding
+    level = json.loads((recipe / "exp" / "level_robustness.json").read_text())
+    assert level["gains"] == [-30, -20, -10, 0, 6] and [m["tag"] for m in level["models"]] == ["stage1", "stage5a"]
+    assert all(sorted(m["wer"], key=float) == ["-30", "-20", "-10", "0", "6"] for m in level["models"])
+    for m, (stage, variant) in zip(level["models"], [("1", "-"), ("5", "a")]):
+        simulated = [row for row in rows if re.match(rf"\| {stage} \| {variant} \| .*\| simulated \| greedy \|", row)]
+        assert len(simulated) == 1, rows
+        assert simulated[0].split("|")[10].strip() == f"{m['wer']['0']['wer']:.2f}"
+    assert level["models"][0]["streaming"]["chunk_ms"] is None and level["models"][1]["streaming"]["chunk_ms"]
+    assert "| stage5a |" in level_section and "![level robustness](exp/plots/level_robustness.png)" in level_section
+    assert (recipe / "exp" / "plots" / "level_robustness.png").exists()
     assert (recipe / "exp" / "plots" / "training_curves.png").exists()
     # --resume: a variant's own checkpoint continues it exactly, and only it
     run(recipe, "--stage", "7", "--stop_stage", "7", "--debug", "true", "--debug_updates", "3",

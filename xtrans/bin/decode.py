@@ -54,6 +54,7 @@ import torch
 from tqdm import tqdm
 
 from xtrans.data.audio import BadAudioError, read_audio
+from xtrans.data.augment import apply_gain
 from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
 from xtrans.inference import Speech2Text
 from xtrans.scoring.results import DECODE_JSON, score_decode_dir, stage_variant
@@ -161,12 +162,19 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry: str, segment
-                     ) -> Dict[str, Any]:
+def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry: str, segment,
+                     gain_db: Optional[float] = None) -> Dict[str, Any]:
     """Decodes one utterance; returns ``{"utt", "text", "duration", "seconds", ...}`` or, on bad
-    audio, ``{"utt", "text": "", "error": reason}``."""
+    audio, ``{"utt", "text": "", "error": reason}``.
+
+    ``gain_db`` (``None`` = as recorded) scales the samples first with
+    :func:`xtrans.data.augment.apply_gain` (clipped at full scale), for
+    ``python -m xtrans.bin.level_robustness``.
+    """
     try:
         samples, rate = read_audio(entry, utt_id=utt, segment=segment)
+        if gain_db is not None:
+            samples = apply_gain(torch.tensor(samples), gain_db).numpy()
         if args.mode == "simulated":
             text, timing = decode_simulated(s2t, samples, rate)
         else:
@@ -191,13 +199,15 @@ def worker_pool(nj: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
 
 
-def run(args: argparse.Namespace, data: DataDir, s2t: Speech2Text,
-        pool: Optional[ProcessPoolExecutor] = None) -> List[Dict[str, Any]]:
-    """Decodes every utterance of ``data`` (in ``pool``'s processes when given, else here);
-    records in utterance order."""
-    items = [(utt, *data.wav_entry(utt)) for utt in data.utt_ids]
+def run(args: argparse.Namespace, data: DataDir, s2t: Optional[Speech2Text],
+        pool: Optional[ProcessPoolExecutor] = None, *, gain_db: Optional[float] = None,
+        progress: bool = True) -> List[Dict[str, Any]]:
+    """Decodes every utterance of ``data`` (in ``pool``'s processes when given, else here with
+    ``s2t``), each scaled by ``gain_db`` when given (see :func:`decode_utterance`); records in
+    utterance order. ``progress=False`` hides the per-utterance progress bar."""
+    items = [(utt, *data.wav_entry(utt), gain_db) for utt in data.utt_ids]
     bar = tqdm(total=len(items), desc=f"decode ({args.mode})", unit="utt", file=sys.stderr,
-               disable=len(items) < 2)
+               disable=not progress or len(items) < 2)
     records = []
     if pool is not None:
         jobs = [(args, *item) for item in items]

@@ -10,7 +10,9 @@ Reads WAV/FLAC/... at any sample rate, mono or multi-channel. Prints one line pe
 stdout: ``<file>\\t<text>`` (with ``--timestamps`` a third column ``piece@seconds ...``), or one
 JSON object per line with ``--jsonl``. A file that cannot be decoded (unreadable, empty, silent,
 shorter than 25 ms) gets a one-line error on stderr and the others carry on; the exit status is
-1 when any file failed.
+1 when any file failed. A file whose peak is below -50 dBFS (digital silence included) gets a
+warning on stderr naming its peak level (a muted or far too quiet microphone?); it is still
+decoded and the exit status does not change.
 
 ``--streaming`` decodes under the streaming rule: by default as a masked full pass (what the
 model computes in streaming, in one go); ``--real-streaming`` feeds the audio chunk by chunk
@@ -28,8 +30,11 @@ from typing import List, Optional
 import torch
 from tqdm import tqdm
 
-from xtrans.data.audio import BadAudioError, read_audio
+from xtrans.data.audio import BadAudioError, peak_dbfs, read_audio
 from xtrans.inference import Speech2Text, Transcription
+
+QUIET_PEAK_DBFS = -50.0
+"""A file whose peak level is below this (dBFS) gets a warning."""
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -75,9 +80,25 @@ def format_line(path: str, result: Transcription, timestamps: bool, jsonl: bool)
     return line
 
 
-def stream_file(s2t: Speech2Text, path: str, piece_ms: float) -> Transcription:
-    """Decodes a file through a real streaming session, ``piece_ms`` of audio per call."""
-    samples, rate = read_audio(path)
+def quiet_warning(path: str, samples, threshold_dbfs: float = QUIET_PEAK_DBFS) -> Optional[str]:
+    """The warning for a file whose peak level is below ``threshold_dbfs`` (digital silence
+    included), else None; None also for a file without samples (that is an error instead)."""
+    if samples.size == 0:
+        return None
+    peak = peak_dbfs(samples)
+    if not peak < threshold_dbfs:  # NaN samples are an error, not a level
+        return None
+    what = "digital silence" if peak == float("-inf") else "very quiet input"
+    return (f"warning: {path}: peak level {peak:.1f} dBFS is below {threshold_dbfs:g} dBFS ({what}); "
+            "check the microphone or recording level")
+
+
+def stream_file(s2t: Speech2Text, path: str, piece_ms: float, audio=None) -> Transcription:
+    """Decodes a file through a real streaming session, ``piece_ms`` of audio per call.
+
+    ``audio``: the file's ``(samples, rate)`` when already read (see :func:`read_audio`).
+    """
+    samples, rate = audio if audio is not None else read_audio(path)
     session = s2t.stream()
     step = max(1, int(rate * piece_ms / 1000))
     for start in range(0, samples.shape[0], step):
@@ -106,11 +127,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     bar = tqdm(args.files, desc="transcribe", unit="file", file=sys.stderr, disable=len(args.files) < 2)
     for path in bar:
         try:
+            samples, rate = read_audio(path)
+            warning = quiet_warning(path, samples)
+            if warning:
+                tqdm.write(warning, file=sys.stderr)
             if args.real_streaming:
-                s2t.load_audio(path)  # the same checks as transcribe (empty, silent, ...)
-                result = stream_file(s2t, path, args.piece_ms)
+                s2t.load_audio(samples, rate)  # the same checks as transcribe (empty, silent, ...)
+                result = stream_file(s2t, path, args.piece_ms, (samples, rate))
             else:
-                result = s2t.transcribe(path)
+                result = s2t.transcribe(samples, rate)
         except BadAudioError as err:
             failed += 1
             tqdm.write(f"error: {path}: {err.reason}", file=sys.stderr)

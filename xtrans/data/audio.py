@@ -207,6 +207,17 @@ def to_mono(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.mean(dim=1) if x.ndim == 2 else x
 
 
+def peak_dbfs(samples: np.ndarray | torch.Tensor) -> float:
+    """The peak level of float samples in dB relative to full scale (1.0).
+
+    ``20 * log10(max |x|)`` over every sample and channel: 0 dBFS is full scale, -6 dBFS half
+    of it; digital silence (all zero) and no samples give ``-inf``.
+    """
+    x = np.abs(np.asarray(samples, dtype=np.float64))
+    peak = float(x.max()) if x.size else 0.0
+    return 20.0 * float(np.log10(peak)) if peak > 0 else float("-inf")
+
+
 def load_waveform(
     entry: str,
     *,

@@ -1,4 +1,4 @@
-"""PNG plots of an experiment: WER against chunk size, and training curves.
+"""PNG plots of an experiment: WER against chunk size, WER against input gain, and training curves.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas, never through
 ``pyplot``, so library code neither needs a display nor changes the global backend.
@@ -11,11 +11,12 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from xtrans.scoring.level import gain_key
 from xtrans.scoring.results import ResultRow, stage_variant
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,33 @@ def plot_wer_vs_chunk(rows: Sequence[ResultRow], out: Union[str, os.PathLike]) -
     ax.set_xlabel("chunk size (ms)")
     ax.set_ylabel("WER (%)")
     ax.set_title("WER against chunk size")
+    return _finish(fig, ax, out)
+
+
+def plot_level_robustness(report: Mapping[str, Any], out: Union[str, os.PathLike]) -> Optional[Path]:
+    """WER (%) against input gain (dB), one line per model of a level-robustness report
+    (:mod:`xtrans.scoring.level`); 0 dB, the recording as it is, is marked by a vertical line.
+
+    Returns:
+        the PNG path, or None when no model has a finite WER.
+    """
+    lines = []
+    for m in report["models"]:
+        points = [(float(g), m["wer"][gain_key(g)]["wer"]) for g in report["gains"] if gain_key(g) in m["wer"]]
+        points = [(g, w) for g, w in sorted(points) if math.isfinite(w)]
+        if points:
+            lines.append((f"{m['tag']} ({m['streaming']['description']})", points))
+    if not lines:
+        return None
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for label, points in lines:
+        ax.plot([g for g, _ in points], [w for _, w in points], marker="o", label=label)
+    ax.axvline(0.0, color="gray", linewidth=0.8, linestyle=":")
+    ax.set_xticks(sorted({float(g) for g in report["gains"]}))
+    ax.set_xlabel("input gain (dB, 0 = as recorded)")
+    ax.set_ylabel("WER (%)")
+    ax.set_title("WER against input level")
     return _finish(fig, ax, out)
 
 

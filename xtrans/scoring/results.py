@@ -163,8 +163,10 @@ def format_table(rows: Sequence[ResultRow], relative_to: Optional[Path] = None) 
 
 
 def write_results_md(rows: Sequence[ResultRow], out: Union[str, os.PathLike],
-                     plots: Sequence[Union[str, os.PathLike]] = (), title: str = "Results") -> Path:
-    """Writes ``RESULTS.md``: the table of ``rows`` and links to ``plots`` (paths relative to it)."""
+                     plots: Sequence[Union[str, os.PathLike]] = (), title: str = "Results",
+                     sections: Sequence[str] = ()) -> Path:
+    """Writes ``RESULTS.md``: the table of ``rows``, links to ``plots`` (paths relative to it), then
+    further Markdown ``sections`` (e.g. :func:`xtrans.scoring.level.results_section`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = [f"# {title}\n",
@@ -176,5 +178,6 @@ def write_results_md(rows: Sequence[ResultRow], out: Union[str, os.PathLike],
     for p in plots:
         rel = os.path.relpath(p, out.parent)
         text.append(f"![{Path(p).stem}]({rel})\n")
+    text += list(sections)
     out.write_text("\n".join(text), encoding="utf-8")
     return out

@@ -8,7 +8,8 @@
 #   4 pretrained encoder import (or a random 10 training stage 5 (attention sinks; 5a-5b)
 #     one, its CNN fitted to log-mel)
 #   5 data statistics and checks            11 decoding (simulated and chunk-by-chunk streaming)
-#   6 training stage 1 (full attention)     12 scoring: WER, RTF, latency, RESULTS.md, plots
+#   6 training stage 1 (full attention)     12 scoring: WER, RTF, latency, level robustness,
+#                                              RESULTS.md, plots
 #
 # All work is done by `python -m xtrans.bin.*`; hyperparameters live in conf/*.yaml.
 set -euo pipefail
@@ -39,6 +40,7 @@ train_stages="1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"   # training stages/variants to ru
 decode_model=best.pt    # checkpoint decoded in stage 11 (best.pt or average.pt)
 decode_config=conf/decode.yaml   # searches, modes and chunk sizes of stage 11
 decode_opts=            # extra options of xtrans.bin.decode
+level_gains=-30,-20,-10,0,6   # input gains (dB) of the level-robustness table in stage 12
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
 help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
 
@@ -170,6 +172,25 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
 fi
 
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
+  # level robustness: WER at input gains of the full-attention (1) and attention-sink (5a) models,
+  # each under its training mask, on the first test set (with --debug its small subset)
+  # -> exp/level_robustness.json, exp/plots/level_robustness.png and a section of RESULTS.md
+  level_models=
+  for v in 1 5a; do
+    dir=$(exp_dir_of "$v")
+    if [ -f "$dir/$decode_model" ]; then
+      level_models="$level_models --model stage$v=$dir/$decode_model"
+    else
+      log "stage 12: level robustness: skip $v (no $dir/$decode_model)"
+    fi
+  done
+  if [ -n "$level_models" ]; then
+    test_set=${test_sets%% *}
+    log "stage 12: level robustness on $test_set at $level_gains dB:$level_models"
+    python -m xtrans.bin.level_robustness $level_models --data "$dump/$test_set" --gains "$level_gains" \
+      --tokenizer data/lang_bpe/bpe.model --nj "$nj" --out exp/level_robustness.json \
+      --plot exp/plots/level_robustness.png < /dev/null
+  fi
   log "stage 12: scoring: RESULTS.md and plots"
   python -m xtrans.bin.score --results exp --out RESULTS.md --plots_dir exp/plots
   cat RESULTS.md
