@@ -144,14 +144,46 @@ def _validate(
     batch, max_frames, max_labels_plus_1, vocab = logits.shape
     if batch == 0 or max_frames == 0 or max_labels_plus_1 == 0 or vocab == 0:
         raise ValueError(f"logits must not have an empty dimension, got {tuple(logits.shape)}")
+    return _check_index_args(
+        targets,
+        logit_lengths,
+        target_lengths,
+        blank,
+        batch=batch,
+        max_frames=max_frames,
+        max_labels=max_labels_plus_1 - 1,
+        vocab=vocab,
+        device=logits.device,
+        scores=f"logits (B, T, U+1, V) = {tuple(logits.shape)}",
+    )
+
+
+def _check_index_args(
+    targets: Tensor,
+    logit_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+    *,
+    batch: int,
+    max_frames: int,
+    max_labels: int,
+    vocab: int,
+    device: torch.device,
+    scores: str,
+) -> int:
+    """Checks targets, lengths and ``blank`` against the sizes B, T, U, V of the scores.
+
+    Shared by the transducer losses; ``scores`` describes the score tensor(s) the sizes come
+    from, for the messages. Returns ``blank`` as an index in ``[0, V)``.
+    """
     if targets.dim() != 2:
         raise ValueError(f"targets must have shape (B, U), got {tuple(targets.shape)}")
     if targets.dtype not in _INDEX_DTYPES:
         raise ValueError(f"targets must have an integer dtype, got {targets.dtype}")
-    if targets.shape != (batch, max_labels_plus_1 - 1):
+    if targets.shape != (batch, max_labels):
         raise ValueError(
-            f"targets must have shape (B, U) = ({batch}, {max_labels_plus_1 - 1}) to match "
-            f"logits (B, T, U+1, V) = {tuple(logits.shape)}, got {tuple(targets.shape)}"
+            f"targets must have shape (B, U) = ({batch}, {max_labels}) to match "
+            f"{scores}, got {tuple(targets.shape)}"
         )
     for name, lengths in (("logit_lengths", logit_lengths), ("target_lengths", target_lengths)):
         if lengths.shape != (batch,):
@@ -165,10 +197,8 @@ def _validate(
     blank = blank % vocab
 
     # One host synchronisation for all data-dependent checks.
-    device = logits.device
     logit_lengths = logit_lengths.to(device=device, dtype=torch.int64)
     target_lengths = target_lengths.to(device=device, dtype=torch.int64)
-    max_labels = max_labels_plus_1 - 1
     positions = torch.arange(max_labels, device=device)
     in_use = positions < target_lengths[:, None]
     used = targets.to(device=device, dtype=torch.int64)[in_use]
@@ -270,32 +300,14 @@ class _RNNTLoss(torch.autograd.Function):
         logits, labels, log_norm, blank_occ, label_occ = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        compute_dtype = log_norm.dtype
         scale = grad_losses.to(torch.float64)[:, None, None]  # (B, 1, 1)
         blank_occ = blank_occ * scale  # (B, T, U+1)
         label_occ = label_occ * scale  # (B, T, U)
         node_occ = blank_occ.clone()  # (B, T, U+1)
         node_occ[:, :, :-1] += label_occ
 
-        # grad = softmax(logits) * node_occ - edge occupancies, written block by block into
-        # the only (B, T, U+1, V) tensor allocated here.
-        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        vocab = logits.shape[-1]
-        flat_logits = logits.reshape(-1, vocab)
-        flat_grad = grad.view(-1, vocab)
-        flat_norm = log_norm.reshape(-1, 1)
-        flat_occ = node_occ.to(compute_dtype).reshape(-1, 1)
-        floor = _exp_floor(compute_dtype)
-        rows = max(1, _BLOCK_ELEMENTS // vocab)
-        for start in range(0, flat_logits.shape[0], rows):
-            block = slice(start, start + rows)
-            if logits.dtype == compute_dtype:
-                out = torch.sub(flat_logits[block], flat_norm[block], out=flat_grad[block])
-            else:  # half precision: compute in float32
-                out = flat_logits[block].to(compute_dtype).sub_(flat_norm[block])
-            out.clamp_min_(floor).exp_().mul_(flat_occ[block])
-            if logits.dtype != compute_dtype:
-                flat_grad[block] = out
+        # grad = softmax(logits) * node_occ - edge occupancies
+        grad = _scaled_softmax(logits, log_norm, node_occ)
         grad[..., ctx.blank] -= blank_occ.to(grad.dtype)
         max_labels = labels.shape[1]
         grad[:, :, :max_labels].scatter_add_(
@@ -304,6 +316,38 @@ class _RNNTLoss(torch.autograd.Function):
             -label_occ.to(grad.dtype)[..., None],
         )
         return grad, None, None, None, None
+
+
+def _scaled_softmax(logits: Tensor, log_norm: Tensor, occupancy: Tensor) -> Tensor:
+    """``softmax(logits) * occupancy``, written block by block into one new tensor.
+
+    Args:
+        logits: (..., V) scores, any float dtype.
+        log_norm: (...) their ``logsumexp`` over V in the compute dtype (float32 or float64).
+        occupancy: (...) the weight of each row.
+
+    Returns:
+        (..., V) in the dtype of ``logits``: the only tensor of that size allocated here.
+    """
+    compute_dtype = log_norm.dtype
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    vocab = logits.shape[-1]
+    flat_logits = logits.reshape(-1, vocab)
+    flat_grad = grad.view(-1, vocab)
+    flat_norm = log_norm.reshape(-1, 1)
+    flat_occ = occupancy.to(compute_dtype).reshape(-1, 1)
+    floor = _exp_floor(compute_dtype)
+    rows = max(1, _BLOCK_ELEMENTS // vocab)
+    for start in range(0, flat_logits.shape[0], rows):
+        block = slice(start, start + rows)
+        if logits.dtype == compute_dtype:
+            out = torch.sub(flat_logits[block], flat_norm[block], out=flat_grad[block])
+        else:  # half precision: compute in float32
+            out = flat_logits[block].to(compute_dtype).sub_(flat_norm[block])
+        out.clamp_min_(floor).exp_().mul_(flat_occ[block])
+        if logits.dtype != compute_dtype:
+            flat_grad[block] = out
+    return grad
 
 
 def _exp_floor(dtype: torch.dtype) -> float:

@@ -82,6 +82,43 @@ class PredictorConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """The transducer loss.
+
+    Attributes:
+        kind: ``full`` (exact RNN-T on the (B, T, U+1, V) lattice) or ``pruned`` (simple loss of a
+            trivial joiner + RNN-T on ``prune_range`` label positions per frame; Kuang et al.,
+            Interspeech 2022).
+        prune_range: ``R``, label positions per frame (pruned only).
+        simple_loss_scale: weight of the simple loss once warmed up (pruned only).
+        warmup_updates: over these first updates the simple loss's weight falls from 1.0 to
+            ``simple_loss_scale`` and the pruned loss's rises from 0.1 to 1.0 (icefall's schedule).
+    """
+
+    kind: str = "full"
+    prune_range: int = 5
+    simple_loss_scale: float = 0.5
+    warmup_updates: int = 2000
+
+    def __post_init__(self):
+        if self.kind not in ("full", "pruned"):
+            raise ValueError(f"kind: expected 'full' or 'pruned', found {self.kind!r}")
+        if self.prune_range < 2:
+            raise ValueError(f"prune_range: expected >= 2, found {self.prune_range}")
+        if self.simple_loss_scale < 0:
+            raise ValueError(f"simple_loss_scale: expected >= 0, found {self.simple_loss_scale}")
+        if self.warmup_updates < 0:
+            raise ValueError(f"warmup_updates: expected >= 0, found {self.warmup_updates}")
+
+    def kwargs(self) -> Optional[dict]:
+        """The ``loss`` argument of :func:`build_transducer` (None for the full loss)."""
+        if self.kind == "full":
+            return None
+        return dict(kind=self.kind, prune_range=self.prune_range, simple_loss_scale=self.simple_loss_scale,
+                    warmup_updates=self.warmup_updates)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The transducer. ``vocab_size`` comes from the tokenizer when not given."""
 
@@ -90,6 +127,7 @@ class ModelConfig:
     joiner_dim: int = 512
     ctc_weight: float = 0.0
     vocab_size: Optional[int] = None
+    loss: LossConfig = field(default_factory=LossConfig)
 
 
 def build_encoder(cfg: EncoderConfig) -> Wav2Vec2Encoder:
@@ -127,4 +165,4 @@ def build_model(cfg: ModelConfig, vocab_size: Optional[int] = None, encoder: Opt
     enc = encoder if encoder is not None else build_encoder(cfg.encoder)
     return build_transducer(encoder=enc, vocab_size=V, predictor=cfg.predictor.kwargs(),
                             joiner_dim=cfg.joiner_dim, blank=0, ctc_weight=cfg.ctc_weight,
-                            encoder_kwargs=enc.arch)
+                            encoder_kwargs=enc.arch, loss=cfg.loss.kwargs())

@@ -262,7 +262,7 @@ class Trainer:
                 try:
                     with self._autocast():
                         out = model(batch.waveforms, batch.waveform_lengths, batch.targets,
-                                    batch.target_lengths, streaming=streaming)
+                                    batch.target_lengths, streaming=streaming, updates=self.state.step)
                     if not bool(torch.isfinite(out.loss)):
                         reason = f"non-finite loss {float(out.loss.detach())}"
                 except Exception as err:
