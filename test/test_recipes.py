@@ -48,7 +48,7 @@ def test_mini_synth_all_stages_debug(tmp_path):
         "searches: [greedy]\nmodes: [simulated, streaming]\nmulti_chunk_ms: [640]\n")
     proc = run(recipe, "--debug", "true", "--debug_utts", "12", "--debug_updates", "2", "--bpe_size", "40",
                "--train_stages", "1 2b 3a 3b 4 5a", "--decode_config", "conf/decode_test.yaml",
-               "--train_opts", "--no_progress",
+               "--train_opts", "--no_progress", "--level_opts", "--search greedy",  # the search decoded here
                "--local_data_opts", "--num_train 24 --num_dev 6 --num_test 6")
     for n in range(1, 13):
         assert re.search(rf"stage {n}:", proc.stdout), f"stage {n} did not run"

@@ -41,6 +41,7 @@ decode_model=best.pt    # checkpoint decoded in stage 11 (best.pt or average.pt)
 decode_config=conf/decode.yaml   # searches, modes and chunk sizes of stage 11
 decode_opts=            # extra options of xtrans.bin.decode
 level_gains=-30,-20,-10,0,6   # input gains (dB) of the level-robustness table in stage 12
+level_opts="--search beam --beam 4"   # its search (as RESULTS.md's headline rows); other options of xtrans.bin.level_robustness
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
 help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
 
@@ -189,7 +190,7 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
     log "stage 12: level robustness on $test_set at $level_gains dB:$level_models"
     python -m xtrans.bin.level_robustness $level_models --data "$dump/$test_set" --gains "$level_gains" \
       --tokenizer data/lang_bpe/bpe.model --nj "$nj" --out exp/level_robustness.json \
-      --plot exp/plots/level_robustness.png < /dev/null
+      --plot exp/plots/level_robustness.png $level_opts < /dev/null
   fi
   log "stage 12: scoring: RESULTS.md and plots"
   python -m xtrans.bin.score --results exp --out RESULTS.md --plots_dir exp/plots
