@@ -1,6 +1,8 @@
 """Audio loading (files, ark, pipes, segments) and the polyphase resampler."""
 
 import math
+import shlex
+import sys
 
 import kaldiio
 import numpy as np
@@ -8,7 +10,8 @@ import pytest
 import soundfile
 import torch
 
-from xtrans.data.audio import BadAudioError, load_waveform, read_audio
+from xtrans.data import audio as audio_module
+from xtrans.data.audio import RAW_HINT, BadAudioError, RawFormat, load_waveform, read_audio
 from xtrans.data.kaldi_dir import Segment
 from xtrans.data.resample import resample
 
@@ -118,3 +121,79 @@ def test_bad_audio_errors_carry_utt_path_reason(tmp_path):
     with pytest.raises(BadAudioError, match="empty wav.scp entry"):
         read_audio("", utt_id="u8")
 
+
+
+def _raw_s16le(path, samples):
+    path.write_bytes(np.asarray(samples, dtype="<i2").tobytes())
+
+
+def test_raw_pcm_refused_with_hint_unless_its_format_is_given(tmp_path):
+    x = (np.arange(-4000, 4000, 2)).astype(np.int16)  # 4000 samples
+    _raw_s16le(tmp_path / "call.raw", x)
+    with pytest.raises(BadAudioError, match="headerless raw PCM.*--raw-sample-rate 8000 --raw-format s16le") \
+            as info:
+        read_audio(str(tmp_path / "call.raw"), utt_id="c1")
+    assert (info.value.utt_id, info.value.reason) == ("c1", RAW_HINT)
+    with pytest.raises(BadAudioError, match="file does not exist"):
+        read_audio(str(tmp_path / "nope.pcm"), raw=RawFormat(8000, "s16le"))
+
+    samples, rate = read_audio(str(tmp_path / "call.raw"), raw=RawFormat(8000, "s16le"))
+    assert rate == 8000 and samples.shape == (4000, 1)
+    assert np.array_equal(samples[:, 0], x / np.float32(32768))
+    part, _ = read_audio(str(tmp_path / "call.raw"), raw=RawFormat(8000, "s16le"), segment=Segment("c", 0.1, 0.2))
+    assert np.array_equal(part, samples[800:1600])
+    stereo, _ = read_audio(str(tmp_path / "call.raw"), raw=RawFormat(8000, "s16le", channels=2))
+    assert np.array_equal(stereo, samples.reshape(2000, 2))
+    wave = load_waveform(str(tmp_path / "call.raw"), raw=RawFormat(16000, "s16le"))
+    assert torch.equal(wave, torch.from_numpy(samples[:, 0]))
+
+    (tmp_path / "odd.pcm").write_bytes(b"\x00" * 7)
+    with pytest.raises(BadAudioError, match="7 bytes is not a whole number of s16le frames"):
+        read_audio(str(tmp_path / "odd.pcm"), raw=RawFormat(8000, "s16le"))
+    header_file = tmp_path / "h.wav"  # files with a header ignore the raw format
+    soundfile.write(header_file, np.zeros(100), 11025)
+    assert read_audio(str(header_file), raw=RawFormat(8000, "mulaw"))[1] == 11025
+
+
+def test_raw_pcm_through_a_wav_scp_pipe(tmp_path):
+    """The Kaldi route: a command converts the raw file to WAV on stdout (sox in real life)."""
+    x = (1000 * np.sin(np.arange(3200) / 7)).astype(np.int16)
+    _raw_s16le(tmp_path / "call.raw", x)
+    to_wav = ("import io, sys, numpy, soundfile; x = numpy.fromfile(sys.argv[1], '<i2'); b = io.BytesIO(); "
+              "soundfile.write(b, x, 8000, format='WAV', subtype='PCM_16'); sys.stdout.buffer.write(b.getvalue())")
+    entry = f"{shlex.quote(sys.executable)} -c {shlex.quote(to_wav)} {tmp_path / 'call.raw'} |"
+    samples, rate = read_audio(entry)
+    assert rate == 8000 and np.array_equal(samples[:, 0], x / np.float32(32768))
+    with pytest.raises(BadAudioError, match="is not audio"):  # raw bytes on stdout say nothing
+        read_audio(f"cat {tmp_path / 'call.raw'} |")
+
+
+def test_raw_format_checks_its_arguments():
+    with pytest.raises(ValueError, match="sample_rate: expected a positive integer .Hz., found 0"):
+        RawFormat(0)
+    with pytest.raises(ValueError, match="sample_format: expected one of s16le, .*found 'pcm16'"):
+        RawFormat(8000, "pcm16")
+    with pytest.raises(ValueError, match="channels: expected a positive integer, found 0"):
+        RawFormat(8000, "s16le", channels=0)
+
+
+@pytest.mark.parametrize("error, reason", [
+    (TypeError("samplerate must be specified"), "unreadable: TypeError: samplerate must be specified"),
+    (ZeroDivisionError("boom"), "unreadable: ZeroDivisionError: boom"),
+    (PermissionError(13, "Permission denied"), "permission denied"),
+])
+def test_any_backend_failure_becomes_bad_audio(tmp_path, monkeypatch, error, reason):
+    soundfile.write(tmp_path / "ok.wav", np.zeros(100), 8000)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(audio_module.soundfile, "SoundFile", fail)
+    with pytest.raises(BadAudioError, match=f"'u' .*: {reason}$") as info:
+        read_audio(str(tmp_path / "ok.wav"), utt_id="u")
+    assert (info.value.path, info.value.reason) == (str(tmp_path / "ok.wav"), reason)
+
+
+def test_a_directory_is_bad_audio(tmp_path):
+    with pytest.raises(BadAudioError, match="is a directory, not an audio file"):
+        read_audio(str(tmp_path))

@@ -1,7 +1,12 @@
 """The data validator reports every bad utterance with its reason and writes a clean copy."""
 
+import shlex
+import sys
+
 import pytest
 import soundfile
+
+from xtrans.data.audio import RAW_HINT
 
 from xtrans.data.kaldi_dir import read_data_dir
 from xtrans.testing.data_fixtures import RATE, make_messy_data_dir, speech
@@ -127,3 +132,37 @@ def test_segments_duplicates_and_length_mismatch(tmp_path):
     ]
     assert [p.code for p in report.problems] == ["duplicate_id", "missing_recording",
                                                  "length_mismatch"]
+
+
+def test_raw_pcm_listed_with_reason_and_readable_through_a_pipe(tmp_path, capsys, monkeypatch):
+    """A headerless .raw file in wav.scp is one unreadable utterance (with the hint), not a crash;
+    converted in a pipe (the sox route) it is fine."""
+    from xtrans.bin import validate_data
+
+    soundfile.write(tmp_path / "good.wav", speech(1.0), RATE, subtype="PCM_16")
+    pcm = (speech(1.0) * 32767).astype("<i2")
+    pcm.tofile(tmp_path / "call.raw")
+    to_wav = ("import io, sys, numpy, soundfile; x = numpy.fromfile(sys.argv[1], '<i2'); b = io.BytesIO(); "
+              "soundfile.write(b, x, 16000, format='WAV', subtype='PCM_16'); sys.stdout.buffer.write(b.getvalue())")
+    pipe = f"{shlex.quote(sys.executable)} -c {shlex.quote(to_wav)} {tmp_path / 'call.raw'} |"
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "wav.scp").write_text(f"a {tmp_path / 'good.wav'}\nb {tmp_path / 'call.raw'}\nc {pipe}\n")
+    (d / "text").write_text("a A\nb B\nc C\n")
+    report = validate_data_dir(d)
+    assert [(p.utt_id, p.code, p.reason) for p in report.problems] == [("b", "unreadable", RAW_HINT)]
+    assert report.num_samples["c"] == len(pcm)
+
+    assert validate_data.main([str(d)]) == 1
+    out = capsys.readouterr().out
+    assert f"b unreadable: {RAW_HINT}" in out.splitlines()
+
+    import xtrans.data.validate as validate_module  # any other failure: listed, the others still checked
+
+    def broken(samples, rate, **kwargs):
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(validate_module, "audio_problems", broken)
+    report = validate_data_dir(d)
+    assert [(p.utt_id, p.reason) for p in report.problems] == [
+        ("a", "MemoryError: simulated"), ("b", RAW_HINT), ("c", "MemoryError: simulated")]

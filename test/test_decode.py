@@ -167,3 +167,34 @@ def test_plan_decodes_every_line_in_one_process(exp, capsys):
     plan.write_text("same --mode simulated\nsame --search beam\n")
     assert decode_main(["--model", model, "--data", data, "--outdir", str(exp / "bad"), "--plan", str(plan)]) == 2
     assert "expected a new '<tag> <options>' line" in capsys.readouterr().err
+
+
+def test_one_failing_utterance_is_reported_and_the_rest_decoded(tmp_path):
+    """decode_utterance turns any failure into an error record, whatever the exception."""
+    import argparse
+
+    from xtrans.bin.decode import decode_utterance
+    from xtrans.inference import Transcription
+
+    class Flaky:
+        def transcribe(self, samples, sample_rate):
+            if samples.shape[0] == 800:
+                raise RuntimeError("CUDA error: simulated")
+            return Transcription(text="ok", tokens=[], pieces=[], timestamps=[], score=0.0)
+
+    for name, n in (("a", 1600), ("b", 800)):
+        soundfile.write(tmp_path / f"{name}.wav", 0.1 * np.ones(n), 16000)
+    (tmp_path / "c.raw").write_bytes(b"\0" * 100)
+    args = argparse.Namespace(mode="simulated")
+    records = [decode_utterance(Flaky(), args, u, str(tmp_path / f), None)
+               for u, f in (("a", "a.wav"), ("b", "b.wav"), ("c", "c.raw"))]
+    assert records[0]["text"] == "ok" and "error" not in records[0]
+    assert records[1] == {"utt": "b", "text": "", "error": "RuntimeError: CUDA error: simulated"}
+    assert records[2]["text"] == "" and "headerless raw PCM" in records[2]["error"]
+
+    from xtrans.bin.decode import run
+    from xtrans.data.kaldi_dir import Segment
+    data = DataDir(wav_scp={"rec": str(tmp_path / "a.wav")},
+                   segments={"s1": Segment("rec", 0.0, None), "s2": Segment("gone", 0.0, None)})
+    records = run(args, data, Flaky(), progress=False)  # a segment of a missing recording: one error
+    assert [r.get("error") for r in records] == [None, "recording 'gone' is not in wav.scp"]

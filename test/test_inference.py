@@ -12,7 +12,7 @@ import soundfile
 import torch
 
 from xtrans.bin.transcribe import main as transcribe_main
-from xtrans.data.audio import BadAudioError, peak_dbfs
+from xtrans.data.audio import RAW_HINT, BadAudioError, peak_dbfs
 from xtrans.data.resample import resample
 from xtrans.inference import Speech2Text, TokenTable, _StreamingResampler
 from xtrans.masks import StreamingConfig
@@ -47,6 +47,7 @@ def workdir(tmp_path_factory):
     soundfile.write(audio / "empty.wav", np.zeros(0, np.float32), 16000)
     soundfile.write(audio / "silent.wav", np.zeros(16000, np.float32), 16000)
     (audio / "broken.wav").write_bytes(b"RIFF\x00\x00not a wave file at all")
+    (audio / "call.raw").write_bytes((3000 * rng.standard_normal(4800)).astype("<i2").tobytes())  # 8 kHz s16le
     return root
 
 
@@ -125,8 +126,7 @@ def test_errors(workdir, tmp_path):
     with pytest.raises(ValueError, match="chunk_ms: left_ms/sinks need a chunk size"):
         Speech2Text.from_checkpoint(exp / "best.pt", left_ms=640)
     s2t = Speech2Text.from_checkpoint(exp / "best.pt")
-    with pytest.raises(BadAudioError, match="every sample is zero"):
-        s2t.transcribe(np.zeros(16000, np.float32))
+    s2t.transcribe(np.zeros(16000, np.float32))  # digital silence is valid input (what a live stream gets)
     with pytest.raises(BadAudioError, match="no samples"):
         s2t.transcribe(np.zeros(0, np.float32))
     with pytest.raises(BadAudioError, match="shorter than one encoder frame"):
@@ -147,24 +147,68 @@ def test_errors(workdir, tmp_path):
 
 
 def test_cli_reports_bad_files_and_carries_on(workdir, capsys):
+    """A headerless .raw file among good ones: the good ones (digital silence included) are
+    decoded, the raw one is reported with the hint, exit status 1."""
     audio = workdir / "audio"
-    files = [str(audio / n) for n in ("a.wav", "broken.wav", "b.flac", "empty.wav", "silent.wav")]
+    files = [str(audio / n) for n in ("a.wav", "broken.wav", "b.flac", "call.raw", "empty.wav", "silent.wav")]
     code = transcribe_main(["--model", str(workdir / "exp" / "best.pt"), "--streaming", "--chunk-ms", "80",
                             "--left-ms", "80", "--sinks", "2", "--timestamps", *files])
     out, err = capsys.readouterr()
     assert code == 1
     lines = out.splitlines()
-    assert [line.split("\t")[0] for line in lines] == [files[0], files[2]]
+    assert [line.split("\t")[0] for line in lines] == [files[0], files[2], files[5]]
     s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt", chunk_ms=80, left_ms=80, sinks=2)
     for line, f in zip(lines, (files[0], files[2])):
         _, text, times = line.split("\t")
         result = s2t.transcribe(f)
         assert text == result.text
         assert times == " ".join(f"{p}@{t:.2f}" for p, t in zip(result.pieces, result.timestamps))
+    assert lines[2] == f"{files[5]}\t\t"  # digital silence: empty text, no timestamps
     errors = [e for e in err.splitlines() if e.startswith("error: ")]
     assert [e.split(": ")[1] for e in errors] == [files[1], files[3], files[4]]
-    assert "no samples" in errors[1] and "every sample is zero" in errors[2]
-    assert "3 of 5 file(s) failed" in err
+    assert errors[1] == f"error: {files[3]}: {RAW_HINT}"
+    assert "--raw-sample-rate 8000 --raw-format s16le" in errors[1]
+    assert "no samples" in errors[2]
+    assert "3 of 6 file(s) failed" in err
+
+
+def test_cli_decodes_raw_pcm_with_its_format(workdir, capsys):
+    audio = workdir / "audio"
+    files = [str(audio / "a.wav"), str(audio / "call.raw")]
+    model = ["--model", str(workdir / "exp" / "best.pt")]
+    assert transcribe_main(model + ["--raw-sample-rate", "8000", "--raw-format", "s16le", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == files
+    s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt")
+    pcm = np.fromfile(files[1], dtype="<i2")
+    expected = s2t.transcribe(pcm.astype(np.float32) / 32768, sample_rate=8000)
+    assert expected.tokens and lines[1] == f"{files[1]}\t{expected.text}"
+
+    assert transcribe_main(model + ["--raw-sample-rate", "8000", *files]) == 2
+    assert ("error: --raw-sample-rate and --raw-format: expected both (a headerless file says neither), "
+            "found only --raw-sample-rate") in capsys.readouterr().err
+    assert transcribe_main(model + ["--raw-format", "s16le", *files]) == 2
+    assert "found only --raw-format" in capsys.readouterr().err
+    assert transcribe_main(model + ["--raw-sample-rate", "0", "--raw-format", "s16le", *files]) == 2
+    assert "--raw-sample-rate: expected a positive rate (Hz), found 0" in capsys.readouterr().err
+
+
+def test_cli_carries_on_after_any_exception(workdir, capsys, monkeypatch):
+    """Not only bad audio: whatever goes wrong with one file is reported and the batch goes on."""
+    original = Speech2Text.transcribe
+
+    def flaky(self, audio, sample_rate=16000):
+        if sample_rate == 8000:
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, audio, sample_rate)
+
+    monkeypatch.setattr(Speech2Text, "transcribe", flaky)
+    files = [str(workdir / "audio" / n) for n in ("b.flac", "a.wav")]
+    assert transcribe_main(["--model", str(workdir / "exp" / "best.pt"), *files]) == 1
+    out, err = capsys.readouterr()
+    assert [line.split("\t")[0] for line in out.splitlines()] == [files[1]]
+    assert f"error: {files[0]}: RuntimeError: out of memory (simulated)" in err.splitlines()
+    assert "1 of 2 file(s) failed" in err
 
 
 def test_peak_dbfs():
@@ -191,10 +235,19 @@ def test_cli_warns_about_quiet_files(workdir, tmp_path, capsys):
     assert transcribe_main(model + [normal]) == 0
     assert "warning" not in capsys.readouterr().err
     silent = str(workdir / "audio" / "silent.wav")
-    assert transcribe_main(model + [silent]) == 1  # still an error, as before
-    err = capsys.readouterr().err
-    assert f"warning: {silent}: peak level -inf dBFS is below -50 dBFS (digital silence)" in err
-    assert f"error: {silent}: every sample is zero" in err
+    for extra in ([], ["--streaming", "--chunk-ms", "80", "--real-streaming", "--jsonl"]):
+        assert transcribe_main(model + extra + [silent]) == 0  # valid input, as in a live stream
+        out, err = capsys.readouterr()
+        assert f"warning: {silent}: peak level -inf dBFS is below -50 dBFS (digital silence)" in err
+        assert "error" not in err
+        if extra:
+            assert json.loads(out)["text"] == "" and json.loads(out)["tokens"] == []
+        else:
+            assert out == f"{silent}\t\n"
+    s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt")
+    s2t.load_audio(np.zeros(8000, np.float32))  # not refused by the library either
+    with pytest.raises(BadAudioError, match="shorter than one encoder frame"):
+        s2t.load_audio(np.zeros(100, np.float32))
 
 
 def test_cli_jsonl_beam_and_real_streaming(workdir, capsys):

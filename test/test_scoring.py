@@ -10,8 +10,15 @@ import pytest
 from matplotlib.image import imread
 
 from xtrans.bin.score import main as score_main
-from xtrans.scoring.results import collect_results, stage_variant
-from xtrans.scoring.plots import plot_training_curves, read_steps
+from xtrans.scoring.results import ResultRow, collect_results, stage_variant
+from xtrans.scoring.plots import (
+    plot_training_curves,
+    plot_wer_vs_chunk,
+    read_steps,
+    training_curves_figure,
+    wer_series,
+    wer_vs_chunk_figure,
+)
 from xtrans.scoring.wer import align, format_result, read_text, score, write_text, write_trn
 
 
@@ -171,3 +178,100 @@ def test_results_md_and_plots(tmp_path, capsys):
 def test_no_training_logs(tmp_path):
     assert plot_training_curves(tmp_path, tmp_path / "c.png") is None
     assert not (tmp_path / "c.png").exists()
+
+
+def _row(stage, variant, chunk_ms, left_ms, sinks, wer, mode="simulated", search="greedy", data="test_clean"):
+    return ResultRow(decode_dir=f"exp/stage{stage}/{stage}{variant or ''}/decode_{mode}_{chunk_ms}_{search}",
+                     stage=stage, variant=variant, data=data, mode=mode, chunk_ms=chunk_ms, left_ms=left_ms,
+                     sinks=sinks, pos_conv="chunk", search=search, beam=4 if search == "beam" else None, wer=wer)
+
+
+def recipe_rows(mode="simulated", search="greedy"):
+    """What the LibriSpeech recipe decodes: stage 1 full attention, 2a-2d each at its own chunk,
+    3a-3c at 640 ms with other left contexts, the multi-chunk stage-4 model at three chunks, 5a/5b
+    (sinks) at 640 ms. At 640 ms the best WER is stage 5b's, not stage 2b's."""
+    return [_row(1, None, None, None, 0, 3.0, mode, search)] + [
+        _row(2, v, c, None, 0, w, mode, search)
+        for v, c, w in (("a", 320, 6.1), ("b", 640, 4.9), ("c", 1280, 4.2), ("d", 2560, 3.7))] + [
+        _row(3, v, 640, left, 0, w, mode, search)
+        for v, left, w in (("a", 640, 4.4), ("b", 1280, 4.6), ("c", None, 5.0))] + [
+        _row(4, None, c, 1280, 0, w, mode, search) for c, w in ((320, 5.5), (640, 4.7), (1280, 4.3))] + [
+        _row(5, v, 640, 640, s, w, mode, search) for v, s, w in (("a", 4, 4.3), ("b", 16, 4.25))] + [
+        _row(2, "b", 640, None, 0, None, mode, search)]  # not scored: left out
+
+
+def test_wer_series_never_mix_stages():
+    series = wer_series(recipe_rows() + recipe_rows("streaming", "beam"))
+    assert {s.panel for s in series} == {("test_clean", "greedy", "simulated"), ("test_clean", "beam", "streaming")}
+    got = [(s.kind, s.label, s.points) for s in series if s.panel == ("test_clean", "greedy", "simulated")]
+    assert got == [
+        ("reference", "stage 1 (full attention)", [(None, 3.0, None)]),
+        ("line", "stage 2 (2a-2d, one model per chunk, unlimited left)",
+         [(320, 6.1, "a"), (640, 4.9, "b"), (1280, 4.2, "c"), (2560, 3.7, "d")]),
+        ("points", "stage 3a (left 640 ms)", [(640, 4.4, "a")]),
+        ("points", "stage 3b (left 1280 ms)", [(640, 4.6, "b")]),
+        ("points", "stage 3c (unlimited left)", [(640, 5.0, "c")]),
+        ("line", "stage 4 (one model at several chunks, left 1280 ms)",
+         [(320, 5.5, None), (640, 4.7, None), (1280, 4.3, None)]),
+        ("points", "stage 5a (left 640 ms, 4 sinks)", [(640, 4.3, "a")]),
+        ("points", "stage 5b (left 640 ms, 16 sinks)", [(640, 4.25, "b")]),
+    ]
+    # a stage with two models at one chunk, or models that differ in more than the chunk, is never one line
+    two = wer_series([_row(2, "a", 320, None, 0, 6.0), _row(2, "a", 640, None, 0, 5.5),
+                      _row(2, "b", 640, None, 0, 4.9)])
+    assert [(s.kind, s.label, [w for _, w, _ in s.points]) for s in two] == [
+        ("line", "stage 2a (unlimited left)", [6.0, 5.5]), ("points", "stage 2b (unlimited left)", [4.9])]
+    other = wer_series([_row(3, "a", 640, 640, 0, 4.4), _row(3, "b", 1280, 1280, 0, 4.1)])
+    assert [(s.kind, s.label) for s in other] == [("points", "stage 3a (left 640 ms)"),
+                                                  ("points", "stage 3b (left 1280 ms)")]
+
+
+def test_wer_vs_chunk_figure_draws_one_line_per_stage(tmp_path):
+    fig = wer_vs_chunk_figure(recipe_rows() + recipe_rows("streaming"))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["test_clean: greedy search, simulated",
+                                               "test_clean: greedy search, real streaming"]
+    for ax in axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["320", "640", "1280", "2560"]
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        reference = lines["stage 1 (full attention)"]
+        assert list(reference.get_ydata()) == [3.0, 3.0] and reference.get_xydata()[0, 0] == 0  # horizontal
+        stage2 = lines["stage 2 (2a-2d, one model per chunk, unlimited left)"]
+        assert list(stage2.get_xdata()) == [0, 1, 2, 3] and list(stage2.get_ydata()) == [6.1, 4.9, 4.2, 3.7]
+        stage4 = lines["stage 4 (one model at several chunks, left 1280 ms)"]
+        assert list(stage4.get_xdata()) == [0, 1, 2] and list(stage4.get_ydata()) == [5.5, 4.7, 4.3]
+        points = {k: v for k, v in lines.items() if k.startswith(("stage 3", "stage 5"))}
+        assert len(points) == 5 and all(v.get_linestyle() == "None" for v in points.values())
+        xs = [float(v.get_xdata()[0]) for v in points.values()]
+        assert all(1 < x < 1.75 for x in xs) and len(set(xs)) == 5  # beside 640 ms, none hidden
+        assert {t.get_text() for t in ax.texts} >= {"2a", "2b", "2c", "2d", "3a", "3b", "3c", "5a", "5b"}
+    legend = fig.legends[0]
+    assert len(legend.get_texts()) == 8
+    out = plot_wer_vs_chunk(recipe_rows(), tmp_path / "w.png")
+    img = imread(out)
+    assert img.ndim == 3 and np.ptp(img) > 0
+
+
+def test_training_curves_one_log_panel_per_stage(tmp_path):
+    def log(rel, losses):
+        (tmp_path / rel).mkdir(parents=True)
+        (tmp_path / rel / "steps.jsonl").write_text(
+            "".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in enumerate(losses, 1)))
+
+    log("stage1", [1000.0, 300.0, 50.0, 10.0, 8.0])
+    log("stage2/2a", [9.0, 7.0, 6.5])
+    log("stage2/2b", [9.5, 7.5, 6.0])
+    log("stage4", [7.0, 6.0])
+    fig = training_curves_figure(tmp_path)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["stage 1", "stage 2", "stage 4"]
+    assert all(ax.get_yscale() == "log" for ax in axes)
+    assert [[line.get_label() for line in ax.get_lines()] for ax in axes] == [
+        ["stage 1"], ["stage 2a", "stage 2b"], ["stage 4"]]
+    low, high = axes[1].get_ylim()
+    assert 5 < low and high < 11  # stage 2 on its own scale, not under stage 1's 1000
+    assert list(axes[2].get_lines()[0].get_xdata()) == [1, 2]
+    assert list(training_curves_figure(tmp_path, smooth=2).axes[0].get_lines()[0].get_ydata()) == \
+        [1000.0, 650.0, 175.0, 30.0, 9.0]
+    log("stage3/3a", [2.0, 0.0])  # a loss that is not positive: linear scale
+    assert training_curves_figure(tmp_path).axes[2].get_yscale() == "linear"

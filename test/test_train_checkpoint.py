@@ -73,3 +73,28 @@ def test_run_with_wer_tensorboard_stage_log_and_averaging(tmp_path):
     assert proc.returncode == 0, proc.stderr
     again = load_checkpoint(tmp_path / "avg.pt")["model"]
     assert all(torch.equal(v, avg["model"][k]) for k, v in again.items())
+
+
+def test_saving_best_twice_leaves_no_temporary(tmp_path):
+    """Re-linking best.pt to the file it already is (two hard links of one inode: POSIX rename
+    does nothing) must not leave best.pt.tmp behind; neither may a failed save."""
+    import os
+
+    from xtrans.train.checkpoint import atomic_save, atomic_write_text, link_or_copy
+
+    atomic_save({"w": torch.ones(2)}, tmp_path / "ckpt_step2.pt")
+    for _ in range(2):
+        link_or_copy(tmp_path / "ckpt_step2.pt", tmp_path / "best.pt")
+        assert os.path.samefile(tmp_path / "best.pt", tmp_path / "ckpt_step2.pt")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "ckpt_step2.pt"]
+    os.link(tmp_path / "best.pt", tmp_path / "best.pt.tmp")  # left by an earlier version of link_or_copy
+    link_or_copy(tmp_path / "ckpt_step2.pt", tmp_path / "best.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "ckpt_step2.pt"]
+    atomic_save({"w": torch.zeros(2)}, tmp_path / "ckpt_step4.pt")
+    link_or_copy(tmp_path / "ckpt_step4.pt", tmp_path / "best.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "best.pt")["w"], torch.zeros(2))
+    assert load_checkpoint(tmp_path / "ckpt_step2.pt")["w"].sum() == 2  # the old one is untouched
+    atomic_write_text("ckpt_step4.pt\n", tmp_path / "latest.txt")
+    with pytest.raises(Exception, match="pickle"):
+        atomic_save({"w": lambda: 0}, tmp_path / "ckpt_step6.pt")  # cannot be pickled
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "ckpt_step6.pt").exists()

@@ -282,9 +282,12 @@ class Speech2Text:
     def load_audio(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         """Reads/validates audio -> (S,) float32 mono at 16 kHz.
 
+        Digital silence (all zero) is valid input, as in a live stream, and is decoded like any
+        audio (for training data it is a problem: :func:`xtrans.data.validate.audio_problems`).
+
         Raises:
-            BadAudioError: for an unreadable file, or audio that is empty, silent (all zero),
-                not finite or shorter than one encoder frame (25 ms).
+            BadAudioError: for an unreadable file, or audio that is empty, not finite or shorter
+                than one encoder frame (25 ms).
         """
         if isinstance(audio, (str, os.PathLike)):
             path = str(audio)
@@ -295,7 +298,9 @@ class Speech2Text:
             samples = _as_samples(audio)
         if int(rate) != rate or rate <= 0:
             raise ValueError(f"sample_rate: expected a positive integer (Hz), found {rate}")
-        problems = audio_problems(samples.numpy(), int(rate), sample_rate=None, mono=False)
+        problems = [(code, reason) for code, reason
+                    in audio_problems(samples.numpy(), int(rate), sample_rate=None, mono=False)
+                    if code != "silent"]  # a problem for training data only
         if problems:
             raise BadAudioError("", path, "; ".join(reason for _, reason in problems))
         wave = samples.mean(dim=1)

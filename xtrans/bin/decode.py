@@ -23,7 +23,8 @@ Writes into ``--outdir``:
                 utterance its duration, processing time and RTF.
 
 Score with ``python -m xtrans.bin.score --decode_dir OUTDIR``. A failed utterance (unreadable,
-silent, ...) is reported on stderr, gets an empty hypothesis and is listed under ``failed``.
+too short, or any other failure) is reported on stderr, gets an empty hypothesis and is listed
+under ``failed``; the others are decoded. Digital silence is decoded like any audio.
 
 Several configurations in one process (recipe stage 11)::
 
@@ -165,12 +166,15 @@ def _init_worker() -> None:
 def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry: str, segment,
                      gain_db: Optional[float] = None) -> Dict[str, Any]:
     """Decodes one utterance; returns ``{"utt", "text", "duration", "seconds", ...}`` or, on bad
-    audio, ``{"utt", "text": "", "error": reason}``.
+    audio or any other failure, ``{"utt", "text": "", "error": reason}`` (the run carries on).
 
     ``gain_db`` (``None`` = as recorded) scales the samples first with
     :func:`xtrans.data.augment.apply_gain` (clipped at full scale), for
     ``python -m xtrans.bin.level_robustness``.
     """
+    if entry is None:
+        recording = segment.recording_id if segment is not None else utt
+        return {"utt": utt, "text": "", "error": f"recording {recording!r} is not in wav.scp"}
     try:
         samples, rate = read_audio(entry, utt_id=utt, segment=segment)
         if gain_db is not None:
@@ -181,6 +185,9 @@ def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry
             text, timing = decode_streaming(s2t, samples, rate, args.piece_ms or args.chunk_ms)
     except BadAudioError as err:
         return {"utt": utt, "text": "", "error": err.reason}
+    except Exception as err:  # one bad utterance never stops the decoding of the others
+        logger.debug("decoding %s (%s) failed", utt, entry, exc_info=True)
+        return {"utt": utt, "text": "", "error": f"{type(err).__name__}: {err}"}
     return {"utt": utt, "text": text, "duration": samples.shape[0] / rate, **timing}
 
 
@@ -199,13 +206,21 @@ def worker_pool(nj: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
 
 
+def _wav_entry(data: DataDir, utt: str) -> Tuple[Optional[str], Any]:
+    """``data.wav_entry(utt)``, with entry None when the recording is missing (reported per utterance)."""
+    try:
+        return data.wav_entry(utt)
+    except KeyError:
+        return None, None if data.segments is None else data.segments.get(utt)
+
+
 def run(args: argparse.Namespace, data: DataDir, s2t: Optional[Speech2Text],
         pool: Optional[ProcessPoolExecutor] = None, *, gain_db: Optional[float] = None,
         progress: bool = True) -> List[Dict[str, Any]]:
     """Decodes every utterance of ``data`` (in ``pool``'s processes when given, else here with
     ``s2t``), each scaled by ``gain_db`` when given (see :func:`decode_utterance`); records in
     utterance order. ``progress=False`` hides the per-utterance progress bar."""
-    items = [(utt, *data.wav_entry(utt), gain_db) for utt in data.utt_ids]
+    items = [(utt, *_wav_entry(data, utt), gain_db) for utt in data.utt_ids]
     bar = tqdm(total=len(items), desc=f"decode ({args.mode})", unit="utt", file=sys.stderr,
                disable=not progress or len(items) < 2)
     records = []

@@ -4,15 +4,19 @@ Usage::
 
     python -m xtrans.bin.transcribe --model exp/stage5/best.pt [--tokenizer bpe.model] \\
         [--streaming --chunk-ms 640 --left-ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
-        [--timestamps] [--jsonl] FILE...
+        [--timestamps] [--jsonl] [--raw-sample-rate 8000 --raw-format s16le] FILE...
 
-Reads WAV/FLAC/... at any sample rate, mono or multi-channel. Prints one line per file to
-stdout: ``<file>\\t<text>`` (with ``--timestamps`` a third column ``piece@seconds ...``), or one
-JSON object per line with ``--jsonl``. A file that cannot be decoded (unreadable, empty, silent,
-shorter than 25 ms) gets a one-line error on stderr and the others carry on; the exit status is
-1 when any file failed. A file whose peak is below -50 dBFS (digital silence included) gets a
-warning on stderr naming its peak level (a muted or far too quiet microphone?); it is still
-decoded and the exit status does not change.
+Reads WAV/FLAC/... at any sample rate, mono or multi-channel. Headerless ``*.raw`` / ``*.pcm``
+files are read when ``--raw-sample-rate`` and ``--raw-format`` say how (and refused with that
+hint otherwise). Prints one line per file to stdout: ``<file>\\t<text>`` (with ``--timestamps``
+a third column ``piece@seconds ...``), or one JSON object per line with ``--jsonl``. A file that
+cannot be decoded (unreadable, empty, shorter than 25 ms, or any other failure) gets a one-line
+error on stderr and the others carry on; the exit status is 1 when any file failed. A file whose
+peak is below -50 dBFS gets a warning on stderr naming its peak level (a muted or far too quiet
+microphone?); it is still decoded and the exit status does not change. Digital silence (every
+sample zero) is such a file and is valid input, as in a live stream: it transcribes to empty text
+(the model is not run on it; there is nothing to hear, and a model can hallucinate on an input it
+never saw in training).
 
 ``--streaming`` decodes under the streaming rule: by default as a masked full pass (what the
 model computes in streaming, in one go); ``--real-streaming`` feeds the audio chunk by chunk
@@ -30,7 +34,7 @@ from typing import List, Optional
 import torch
 from tqdm import tqdm
 
-from xtrans.data.audio import BadAudioError, peak_dbfs, read_audio
+from xtrans.data.audio import RAW_FORMATS, BadAudioError, RawFormat, peak_dbfs, read_audio
 from xtrans.inference import Speech2Text, Transcription
 
 QUIET_PEAK_DBFS = -50.0
@@ -60,7 +64,35 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", action="store_true", help="one JSON object per file")
     p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--piece-ms", type=float, default=100.0, help="--real-streaming: audio per call (ms)")
+    p.add_argument("--raw-sample-rate", type=int, default=None,
+                   help="headerless *.raw / *.pcm files: their sample rate (Hz); needs --raw-format")
+    p.add_argument("--raw-format", choices=tuple(RAW_FORMATS), default=None,
+                   help="headerless *.raw / *.pcm files: their sample format (s16le = signed 16-bit "
+                        "little endian); needs --raw-sample-rate")
+    p.add_argument("--raw-channels", type=int, default=1,
+                   help="headerless *.raw / *.pcm files: interleaved channels")
     return p
+
+
+def raw_format(args: argparse.Namespace) -> Optional[RawFormat]:
+    """The :class:`RawFormat` of the ``--raw-*`` options, or None when none is given.
+
+    Raises:
+        ValueError: when only one of ``--raw-sample-rate`` / ``--raw-format`` is given, or a value
+            is out of range.
+    """
+    if args.raw_sample_rate is None and args.raw_format is None:
+        return None
+    if args.raw_sample_rate is None or args.raw_format is None:
+        raise ValueError("--raw-sample-rate and --raw-format: expected both (a headerless file says "
+                         "neither), found only "
+                         + ("--raw-sample-rate" if args.raw_format is None else "--raw-format")
+                         + "; e.g. --raw-sample-rate 8000 --raw-format s16le")
+    if args.raw_sample_rate <= 0:
+        raise ValueError(f"--raw-sample-rate: expected a positive rate (Hz), found {args.raw_sample_rate}")
+    if args.raw_channels <= 0:
+        raise ValueError(f"--raw-channels: expected a positive count, found {args.raw_channels}")
+    return RawFormat(args.raw_sample_rate, args.raw_format, args.raw_channels)
 
 
 def format_line(path: str, result: Transcription, timestamps: bool, jsonl: bool) -> str:
@@ -93,6 +125,11 @@ def quiet_warning(path: str, samples, threshold_dbfs: float = QUIET_PEAK_DBFS) -
             "check the microphone or recording level")
 
 
+def silence_result() -> Transcription:
+    """The transcription of digital silence: no tokens, empty text."""
+    return Transcription(text="", tokens=[], pieces=[], timestamps=[], score=0.0)
+
+
 def stream_file(s2t: Speech2Text, path: str, piece_ms: float, audio=None) -> Transcription:
     """Decodes a file through a real streaming session, ``piece_ms`` of audio per call.
 
@@ -115,6 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("error: --real-streaming needs --streaming", file=sys.stderr)
         return 2
     try:
+        raw = raw_format(args)
         s2t = Speech2Text.from_checkpoint(
             args.model, args.tokenizer, args.device,
             chunk_ms=args.chunk_ms if args.streaming else None,
@@ -127,18 +165,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     bar = tqdm(args.files, desc="transcribe", unit="file", file=sys.stderr, disable=len(args.files) < 2)
     for path in bar:
         try:
-            samples, rate = read_audio(path)
+            samples, rate = read_audio(path, raw=raw)
             warning = quiet_warning(path, samples)
             if warning:
                 tqdm.write(warning, file=sys.stderr)
-            if args.real_streaming:
-                s2t.load_audio(samples, rate)  # the same checks as transcribe (empty, silent, ...)
+            if samples.size and not samples.any():  # digital silence
+                s2t.load_audio(samples, rate)  # still too short, if it is
+                result = silence_result()
+            elif args.real_streaming:
+                s2t.load_audio(samples, rate)  # the same checks as transcribe (empty, too short, ...)
                 result = stream_file(s2t, path, args.piece_ms, (samples, rate))
             else:
                 result = s2t.transcribe(samples, rate)
         except BadAudioError as err:
             failed += 1
             tqdm.write(f"error: {path}: {err.reason}", file=sys.stderr)
+            continue
+        except Exception as err:  # one bad file never stops the batch
+            failed += 1
+            tqdm.write(f"error: {path}: {type(err).__name__}: {err}", file=sys.stderr)
             continue
         tqdm.write(format_line(path, result, args.timestamps, args.jsonl), file=sys.stdout)
     bar.close()

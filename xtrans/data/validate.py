@@ -11,7 +11,8 @@ Problems found (``code``: meaning):
 * ``duplicate_id``: an id appears twice in one table.
 * ``missing_text`` / ``missing_audio`` / ``missing_speaker`` / ``missing_recording``: an id on
   one side only (wav.scp or segments vs text, utt2spk; segments vs wav.scp).
-* ``unreadable``: the audio cannot be read (missing file, truncated WAV, failing pipe, ...).
+* ``unreadable``: the audio cannot be read (missing file, truncated WAV, failing pipe,
+  headerless ``*.raw`` file: convert it in a ``sox ... |`` pipe, ...).
 * ``empty_audio``, ``nan_audio`` (NaN or Inf samples), ``silent`` (every sample is zero),
   ``wrong_rate``, ``not_mono``, ``too_short`` (fewer than 400 samples at 16 kHz: no encoder
   frame), ``length_mismatch`` (``utt2num_samples`` disagrees with the audio).
@@ -284,11 +285,16 @@ def validate_data_dir(
                 continue  # missing_recording, reported above
             try:
                 samples, rate = read_audio(entry, utt_id=utt, segment=segment)
+                found = audio_problems(samples, rate, sample_rate=sample_rate, mono=mono)
             except BadAudioError as err:
                 problems.append(Problem(utt, "unreadable", err.reason))
                 continue
+            except Exception as err:  # one bad utterance never stops the check of the others
+                logger.debug("checking %s (%s) failed", utt, entry, exc_info=True)
+                problems.append(Problem(utt, "unreadable", f"{type(err).__name__}: {err}"))
+                continue
             num_samples[utt], rates[utt] = len(samples), rate
-            for code, reason in audio_problems(samples, rate, sample_rate=sample_rate, mono=mono):
+            for code, reason in found:
                 problems.append(Problem(utt, code, reason))
             expected = None if data.utt2num_samples is None else data.utt2num_samples.get(utt)
             if expected is not None and expected != len(samples):

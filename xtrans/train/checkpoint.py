@@ -13,6 +13,8 @@ dev loss or WER), ``average.pt`` (see :func:`average_state_dicts`).
 Writes are atomic: the file is written to ``<name>.tmp``, flushed and ``fsync``-ed, then
 ``os.replace``-d onto its name and the directory is ``fsync``-ed. A process killed at any
 moment leaves either the old file or the new one, never a truncated checkpoint under a real name.
+No ``*.tmp`` outlives a save that returns or raises (only a killed process can leave one, which
+the next save of that name replaces).
 """
 
 from __future__ import annotations
@@ -84,14 +86,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     kill_at = os.environ.get(KILL_IN_SAVE_ENV)
-    with open(tmp, "wb") as f:
-        if kill_at is not None and int(kill_at) == _saves_started:
-            torch.save(obj, _KillHalfway(f, limit=4096))
-        else:
-            torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            if kill_at is not None and int(kill_at) == _saves_started:
+                torch.save(obj, _KillHalfway(f, limit=4096))
+            else:
+                torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full, ...) leaves no half file behind
     _fsync_dir(path.parent)
 
 
@@ -99,24 +104,37 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> None:
     """Writes a small text file atomically (same protocol as :func:`atomic_save`)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Makes ``dst`` the same file as ``src`` (hard link, else copy), atomically."""
+    """Makes ``dst`` the same file as ``src`` (hard link, else copy), atomically.
+
+    When ``dst`` already is ``src`` (the same inode) only a stale ``<dst>.tmp`` is removed:
+    POSIX ``rename`` between two links of one inode does nothing and would leave the temporary
+    link behind.
+    """
     src, dst = Path(src), Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
-    tmp.unlink(missing_ok=True)
+    tmp.unlink(missing_ok=True)  # also one left by a killed process (or by older versions of this)
+    if dst.exists() and os.path.samefile(src, dst):
+        return
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)  # also the no-op rename of a link onto its own inode (a race)
     _fsync_dir(dst.parent)
 
 
