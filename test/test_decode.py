@@ -6,16 +6,14 @@ import json
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from xtrans.bin.decode import main as decode_main
 from xtrans.bin.decode import percentile
 from xtrans.bin.score import main as score_main
 from xtrans.data.kaldi_dir import DataDir, read_data_dir, write_data_dir
-from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
+from xtrans.testing.train_fixtures import save_decoding_checkpoint
 from xtrans.scoring.wer import read_text
 from xtrans.testing.shared_data import shared_data_dir
-from xtrans.tokenizer import train_tokenizer
 
 SENTENCES = ["zero one two", "three four five", "six seven eight nine", "one oh two"]
 
@@ -25,19 +23,7 @@ def exp(tmp_path_factory):
     """exp/stage5/5a/best.pt (trainer format) + bpe.model beside it, and a data dir of 4 utterances
     (real 8 kHz speech from ../shared/data/fsdd when present, else 16 kHz noise bursts)."""
     root = tmp_path_factory.mktemp("decode")
-    run = root / "exp" / "stage5" / "5a"
-    tokenizer = train_tokenizer(SENTENCES, run / "bpe", vocab_size=20)
-    torch.manual_seed(0)
-    cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm="cumulative",
-                                            conv_channels=32, embed_dim=64, num_layers=1, num_heads=4,
-                                            ffn_dim=128),
-                      predictor=PredictorConfig(kind="stateless", embed_dim=32, context_size=2), joiner_dim=32)
-    model = build_model(cfg, vocab_size=tokenizer.vocab_size)
-    with torch.no_grad():  # louder logits: clear-cut paths, a few tokens per utterance
-        model.joiner.output.weight.mul_(4.0)
-        model.joiner.output.bias[0] += 2.0
-    torch.save({"version": 1, "model": model.state_dict(), "arch": model.arch}, run / "best.pt")
-
+    save_decoding_checkpoint(root / "exp" / "stage5" / "5a", SENTENCES, seed=0, waveform_norm="cumulative")
     data = root / "data" / "test"
     fsdd = shared_data_dir("fsdd")
     if fsdd is not None:

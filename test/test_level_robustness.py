@@ -21,9 +21,8 @@ from xtrans.config import to_dict
 from xtrans.data.audio import read_audio
 from xtrans.data.augment import apply_gain
 from xtrans.data.kaldi_dir import DataDir, read_data_dir, write_data_dir
-from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
+from xtrans.testing.train_fixtures import save_decoding_checkpoint
 from xtrans.scoring.level import gain_key, max_wer_change, parse_gains
-from xtrans.tokenizer import train_tokenizer
 from xtrans.train.config import MaskConfig, TrainConfig
 
 SENTENCES = ["zero one two", "three four five", "six seven eight nine", "one oh two"]
@@ -36,24 +35,14 @@ def exp(tmp_path_factory):
     training config's mask: chunk 320 ms, left 320 ms, 4 sinks), bpe.model beside each, and a data
     dir of 4 utterances of 16 kHz noise bursts at different levels."""
     root = tmp_path_factory.mktemp("level")
-    tokenizer = None
     for k, run in enumerate([root / "exp" / "stage1", root / "exp" / "stage5" / "5a"]):
-        tokenizer = train_tokenizer(SENTENCES, run / "bpe", vocab_size=20)
-        torch.manual_seed((4, 1)[k])  # seeds whose untrained models emit a few words
-        cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm="none",
-                                                conv_channels=32, embed_dim=64, num_layers=1, num_heads=4,
-                                                ffn_dim=128),
-                          predictor=PredictorConfig(kind="stateless", embed_dim=32, context_size=2), joiner_dim=32)
-        model = build_model(cfg, vocab_size=tokenizer.vocab_size)
-        with torch.no_grad():  # louder logits: clear-cut paths, a few tokens per utterance
-            model.joiner.output.weight.mul_(4.0)
-            model.joiner.output.bias[0] += 2.0
-        ckpt = {"version": 1, "model": model.state_dict(), "arch": model.arch}
+        extra = {}
         if k == 1:
             train = TrainConfig(mask=MaskConfig(chunk_size=16, left_context=16, num_sinks=4))
-            ckpt["config"] = to_dict(train)
-            ckpt["config"]["data"]["tokenizer"] = str(run / "bpe.model")
-        torch.save(ckpt, run / "best.pt")
+            extra["config"] = to_dict(train)
+            extra["config"]["data"]["tokenizer"] = str(run / "bpe.model")
+        # seeds whose untrained models emit a few words
+        save_decoding_checkpoint(run, SENTENCES, seed=(4, 1)[k], waveform_norm="none", extra=extra)
     rng = np.random.default_rng(0)
     wav_scp, text = {}, {}
     for k in range(4):

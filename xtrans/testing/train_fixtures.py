@@ -145,3 +145,37 @@ def write_yaml(cfg: Dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def save_decoding_checkpoint(run: str | Path, sentences: Iterable[str], *, seed: int, waveform_norm: str,
+                             extra: Optional[Dict[str, Any]] = None) -> Path:
+    """An untrained tiny transducer saved as ``run/best.pt`` (trainer format) with ``run/bpe.model``
+    beside it, for decoding tests: its joiner is made louder so that its paths are clear-cut and it
+    emits a few tokens per utterance.
+
+    Args:
+        run: the experiment folder (created).
+        sentences: what the tokenizer (``V = 20``) is trained on.
+        seed: ``torch.manual_seed`` before the model is built.
+        waveform_norm: the encoder's waveform normalisation.
+        extra: more entries of the checkpoint (e.g. its training ``config``).
+    """
+    import torch
+
+    from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
+    from xtrans.tokenizer import train_tokenizer
+
+    run = Path(run)
+    tokenizer = train_tokenizer(list(sentences), run / "bpe", vocab_size=20)
+    torch.manual_seed(seed)
+    cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm=waveform_norm,
+                                            conv_channels=32, embed_dim=64, num_layers=1, num_heads=4,
+                                            ffn_dim=128),
+                      predictor=PredictorConfig(kind="stateless", embed_dim=32, context_size=2), joiner_dim=32)
+    model = build_model(cfg, vocab_size=tokenizer.vocab_size)
+    with torch.no_grad():  # louder logits: clear-cut paths, a few tokens per utterance
+        model.joiner.output.weight.mul_(4.0)
+        model.joiner.output.bias[0] += 2.0
+    path = run / "best.pt"
+    torch.save({"version": 1, "model": model.state_dict(), "arch": model.arch, **(extra or {})}, path)
+    return path
