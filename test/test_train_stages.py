@@ -95,6 +95,25 @@ def test_init_that_does_not_fit_fails_clearly(corpus, tmp_path):
         load_init(model, str(tmp_path / "missing.pt"))
 
 
+def test_pruned_and_full_loss_models_initialise_each_other(corpus, tmp_path):
+    """The pruned loss's trivial joiner is a training-only head, like CTC: a stage trained with it
+    starts the next stage's full-loss model (and back), every shared weight carried over."""
+    cfg = load_config(conf_path("mini_synth", "1"), TrainConfig, overrides=tiny_overrides(corpus))
+    pruned_cfg = load_config(conf_path("mini_synth", "1"), TrainConfig,
+                             overrides=dict(tiny_overrides(corpus), **{"model.loss.kind": "pruned"}))
+    torch.manual_seed(0)
+    pruned = build_model(pruned_cfg.model, vocab_size=corpus.vocab_size)
+    full = build_model(cfg.model, vocab_size=corpus.vocab_size)
+    assert any(k.startswith("simple_am_proj.") for k in pruned.state_dict())
+    for src, dst in ((pruned, full), (full, pruned)):
+        torch.save({"model": src.state_dict()}, tmp_path / "src.pt")
+        assert load_init(dst, str(tmp_path / "src.pt")) == "transducer"
+        shared = set(src.state_dict()) & set(dst.state_dict())
+        assert shared == {k for k in src.state_dict() if not k.startswith(("simple_am_proj.", "simple_lm_proj."))} \
+            or shared == {k for k in dst.state_dict() if not k.startswith(("simple_am_proj.", "simple_lm_proj."))}
+        assert all(torch.equal(dst.state_dict()[k], src.state_dict()[k]) for k in shared)
+
+
 def test_multi_chunk_stage_draws_different_chunks_deterministically(corpus, tmp_path, caplog):
     overrides = dict(tiny_overrides(corpus), **{"training.max_updates": 6, "data.dev_dir": None,
                                                  "data.max_batch_size": 2})

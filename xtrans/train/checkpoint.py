@@ -212,12 +212,19 @@ def _state_dict_of(obj: Any) -> Optional[Dict[str, torch.Tensor]]:
     return None
 
 
+AUXILIARY_HEADS = ("ctc_head.", "simple_am_proj.", "simple_lm_proj.")
+"""Training-only heads (the CTC head, the pruned loss's trivial joiner) that one model may have and
+the next stage's may not: :func:`load_init` leaves them as initialised instead of refusing."""
+
+
 def load_init(model: nn.Module, path: str | os.PathLike) -> str:
     """Initialises ``model`` (a Transducer) from ``path``.
 
     Accepted:
       * an xtrans transducer checkpoint (``ckpt_step*.pt``, ``best.pt``, ``average.pt``):
-        every weight is loaded; a CTC head present on only one side is left as is (logged);
+        every weight is loaded; an auxiliary head (:data:`AUXILIARY_HEADS`: the CTC head, the
+        pruned loss's ``simple_am_proj``/``simple_lm_proj``) present on only one side is left as is
+        (logged), so a stage trained with the pruned loss can start one trained with the full loss;
       * an encoder-only file: a state dict of the encoder (keys optionally prefixed
         ``encoder.``), plain or under ``"model"``/``"state_dict"``/``"encoder"``: only the
         encoder is loaded, predictor and joiner stay randomly initialised;
@@ -252,10 +259,10 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> str:
         own = model.state_dict()
         sd = dict(sd)
         for name in sorted(set(sd) | set(own)):
-            if name.startswith("ctc_head.") and (name in sd) != (name in own):
-                logger.info("init %s: ctc head %s only on one side; left as initialised", path, name)
+            if name.startswith(AUXILIARY_HEADS) and (name in sd) != (name in own):
+                logger.info("init %s: auxiliary head %s only on one side; left as initialised", path, name)
                 sd.pop(name, None)
-        missing = [k for k in own if k not in sd and not k.startswith("ctc_head.")]
+        missing = [k for k in own if k not in sd and not k.startswith(AUXILIARY_HEADS)]
         unexpected = [k for k in sd if k not in own]
         if missing or unexpected:
             raise CheckpointError(path, f"does not fit the model: missing {missing[:3]}, "
