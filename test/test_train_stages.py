@@ -36,8 +36,9 @@ def test_stage_conf_loads_and_matches_the_stage_table(corpus_name, stage):
     cfg = load_config(conf_path(corpus_name, stage), TrainConfig)
     enc = cfg.model.encoder
     if corpus_name in ("mini_synth", "fsdd"):  # from scratch: one front end in every stage (fitted in stage 4, frozen)
-        assert (enc.pos_conv, enc.waveform_norm, enc.extractor_mode) == ("causal", "none", "batch_norm")
+        assert (enc.pos_conv, enc.waveform_norm, enc.extractor_mode) == ("causal", "cumulative", "batch_norm")
         assert enc.freeze_feature_extractor and enc.pos_conv_kernel == 32
+        assert cfg.data.gain_db == (-35.0, 10.0)  # any microphone level, in every stage
     else:
         assert enc.pos_conv == ("full" if stage == "1" else "chunk")
         assert enc.waveform_norm == "cumulative"
