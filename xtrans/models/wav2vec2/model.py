@@ -11,10 +11,11 @@ pre-LN transformer with a final norm) and wav2vec2-base ("group_norm" extractor,
 transformer with a norm after the positional convolution).
 
 Streaming (Kumar et al., 2025): every part that mixes frames in time obeys the chunk rule:
-attention through :func:`xtrans.masks.chunk_attention_mask`; the positional convolution through
-``pos_conv`` (``full | chunk | causal | none``); waveform normalisation through
-``waveform_norm`` (``cumulative`` is streaming-safe). The per-frame CNN in "layer_norm" mode
-is streamable as is; "group_norm" normalises over the whole utterance and refuses streaming;
+attention through :func:`xtrans.models.attention.streaming_attention` (the rule of
+:func:`xtrans.masks.chunk_attention_mask`, at a cost linear in T for bounded left context);
+the positional convolution through ``pos_conv`` (``full | chunk | causal | none``); waveform
+normalisation through ``waveform_norm`` (``cumulative`` is streaming-safe). The per-frame CNN
+in "layer_norm" mode is streamable as is; "group_norm" normalises over the whole utterance and refuses streaming;
 "cumulative_norm" is its causal version (running per-channel statistics of the first conv, see
 :mod:`xtrans.models.wav2vec2.frontend_norm`): streamable, and it keeps the energy contour;
 "batch_norm" normalises the first conv per channel with batch statistics in training and fixed
@@ -25,13 +26,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtrans.masks import StreamingConfig, chunk_attention_mask, key_padding_mask
+from xtrans.masks import StreamingConfig, key_padding_mask
+from xtrans.models.attention import dense_attention_mask, streaming_attention
 from xtrans.models.wav2vec2.frontend_norm import CUMULATIVE_EPS, CumulativeChannelNorm, MaskedBatchNorm
 
 logger = logging.getLogger(__name__)
@@ -295,7 +297,12 @@ class PositionalConv(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with a boolean mask (True = may attend), through SDPA."""
+    """Multi-head self-attention under the streaming rule (:func:`~xtrans.models.attention.streaming_attention`).
+
+    :meth:`forward` attends a whole padded batch under the rule, at a cost linear in ``T`` for
+    bounded left context; :meth:`attend` takes explicit keys/values and a boolean mask (True = may
+    attend), for the streaming encoder's cached keys.
+    """
 
     def __init__(self, *, embed_dim: int, num_heads: int, dropout: float):
         super().__init__()
@@ -325,15 +332,24 @@ class SelfAttention(nn.Module):
         ``mask`` broadcasts to (B, H, Tq, Tk), True = may attend; ``None`` = attend to all.
         """
         q = self.split_heads(self.q_proj(x))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.merge_heads(F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0))
+
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """Heads (B, H, Tq, D/H) -> output projection (B, Tq, D)."""
         B, H, Tq, Dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, Tq, H * Dh))  # (B, H, Tq, D/H) -> (B, Tq, D)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D) under ``mask`` (True = may attend)."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                streaming: Optional[StreamingConfig]) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D), frames past ``lengths`` (B,) never attended, under ``streaming``.
+
+        Rows of padded frames hold finite values of no meaning.
+        """
+        q = self.split_heads(self.q_proj(x))
         k, v = self.project_kv(x)
-        return self.attend(x, k, v, mask)
+        return self.merge_heads(streaming_attention(q, k, v, lengths, streaming,
+                                                    dropout_p=self.dropout if self.training else 0.0))
 
 
 class FeedForward(nn.Module):
@@ -368,19 +384,23 @@ class TransformerLayer(nn.Module):
         """What the attention's keys/values are computed from (normed input for pre-LN)."""
         return self.layer_norm(x) if self.layer_norm_first else x
 
+    def around(self, x: torch.Tensor, attention: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The layer around ``attention`` (its input (B, Tq, D) -> (B, Tq, D)): (B, Tq, D) -> (B, Tq, D)."""
+        if self.layer_norm_first:
+            x = x + self.dropout(attention(self.layer_norm(x)))
+            return x + self.feed_forward(self.final_layer_norm(x))
+        x = self.layer_norm(x + self.dropout(attention(x)))
+        return self.final_layer_norm(x + self.feed_forward(x))
+
     def forward_with_kv(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         mask: Optional[torch.Tensor]) -> torch.Tensor:
         """The layer with the attention's keys/values given (B, H, Tk, D/H): (B, Tq, D) -> (B, Tq, D)."""
-        if self.layer_norm_first:
-            x = x + self.dropout(self.attention.attend(self.layer_norm(x), k, v, mask))
-            return x + self.feed_forward(self.final_layer_norm(x))
-        x = self.layer_norm(x + self.dropout(self.attention.attend(x, k, v, mask)))
-        return self.final_layer_norm(x + self.feed_forward(x))
+        return self.around(x, lambda h: self.attention.attend(h, k, v, mask))
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D) under ``mask`` (True = may attend)."""
-        k, v = self.attention.project_kv(self.attention_input(x))
-        return self.forward_with_kv(x, k, v, mask)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                streaming: Optional[StreamingConfig]) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D), attending under ``streaming`` to the ``lengths`` (B,) valid frames."""
+        return self.around(x, lambda h: self.attention(h, lengths, streaming))
 
 
 class Wav2Vec2Encoder(nn.Module):
@@ -501,21 +521,16 @@ class Wav2Vec2Encoder(nn.Module):
 
     def attention_mask(self, lengths: torch.Tensor, num_frames: int,
                        streaming: Optional[StreamingConfig]) -> Optional[torch.Tensor]:
-        """(B, 1, T, T) bool, True = may attend; ``None`` when every frame may see every frame.
+        """The dense mask the layers' attention obeys, True = may attend (for inspection and tests).
 
-        The streaming rule combined with key padding. Query rows of padded frames may see
-        every key (their output is discarded), so that no row is empty.
+        :meth:`forward` does not build it: the layers call
+        :func:`~xtrans.models.attention.streaming_attention`, which gathers each chunk's keys
+        when the left context is bounded. Returns ``None`` when every frame may see every frame,
+        (B, 1, 1, T) key padding for full attention, else (B, 1, T, T) (the streaming rule
+        combined with key padding; query rows of padded frames see every key, so that no row
+        is empty). See :func:`~xtrans.models.attention.dense_attention_mask`.
         """
-        full = streaming is None or (streaming.is_full and streaming.num_sinks == 0)
-        valid = key_padding_mask(lengths, num_frames)  # (B, T)
-        if full and bool(valid.all()):
-            return None
-        mask = valid[:, None, None, :]  # (B, 1, 1, T)
-        if not full:
-            rule = chunk_attention_mask(num_frames, streaming.chunk_size, streaming.left_context,
-                                        streaming.num_sinks, device=lengths.device)
-            mask = mask & rule[None, None]
-        return mask | ~valid[:, None, :, None]
+        return dense_attention_mask(lengths, num_frames, streaming)
 
     def forward(self, waveform: torch.Tensor, lengths: Optional[torch.Tensor] = None,
                 streaming: Optional[StreamingConfig] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -549,11 +564,10 @@ class Wav2Vec2Encoder(nn.Module):
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
-        mask = self.attention_mask(frame_lengths, T, streaming)
         for layer in self.layers:
             if self.training and self.layer_drop > 0 and torch.rand(()) < self.layer_drop:
                 continue
-            x = layer(x, mask)
+            x = layer(x, frame_lengths, streaming)
         if self.layer_norm_first:
             x = self.layer_norm(x)
         valid = key_padding_mask(frame_lengths, T)

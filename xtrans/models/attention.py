@@ -1,0 +1,180 @@
+"""Self-attention under the streaming rule, at a cost linear in ``T`` for bounded left context.
+
+The rule (DESIGN.md, :mod:`xtrans.masks`): with chunk size ``C``, left context ``L`` and ``S``
+sink frames, query frame ``i`` in chunk ``c = i // C`` may attend key ``j`` exactly when::
+
+    j < (c + 1) * C    and    ( j >= c * C - L    or    j < S )
+
+and never a key past its utterance's length. The dense way builds this as a (T, T) mask for
+``torch.nn.functional.scaled_dot_product_attention``: time and memory grow with ``T^2`` although
+each query sees at most ``S + L + C`` keys. For bounded ``L`` :func:`streaming_attention`
+instead attends every chunk to its own keys only, the same key set the streaming encoder
+(:mod:`xtrans.streaming.encoder`) caches::
+
+    keys of chunk c = [sinks 0..S-1 not already in the window] + [frames cC-L .. cC-1] + [chunk]
+
+    T=8, C=2, L=2, S=1      dense (T, T) mask             gathered per chunk (K = S + L + C = 5)
+                      key   0 1 2 3 4 5 6 7           key   sink | window     (- = before frame 0,
+                q=0,1       x x . . . . . .        c=0      .    | - - 0 1      . = masked)
+                q=2,3       x x x x . . . .        c=1      .    | 0 1 2 3
+                q=4,5       x . x x x x . .        c=2      0    | 2 3 4 5
+                q=6,7       x . . . x x x x        c=3      0    | 4 5 6 7
+
+Each chunk is one small batch element of SDPA with a (C, S + L + C) mask (True = may attend):
+time and memory are ``O(T (S + L + C))``. Full attention (``chunk_size=None``) and unlimited
+left context keep the dense SDPA call, with a mask only where one is needed.
+
+FlexAttention (``torch.nn.attention.flex_attention`` with a block mask) could serve the same rule
+on CUDA; it is not used: no GPU was available to measure it against this gather path, and on
+CPU it needs ``torch.compile``. Reference: Kumar et al., "XLSR-Transducer: Streaming ASR for
+Self-Supervised Pretrained Models", ICASSP 2025.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from xtrans.masks import StreamingConfig, chunk_attention_mask, key_padding_mask
+
+
+def dense_attention_mask(lengths: torch.Tensor, num_frames: int,
+                         streaming: Optional[StreamingConfig]) -> Optional[torch.Tensor]:
+    """The streaming rule combined with key padding, as a mask for SDPA (True = may attend).
+
+    Args:
+        lengths: (B,) valid frames per utterance.
+        num_frames: ``T``.
+        streaming: the rule; ``None`` or ``chunk_size=None`` = full attention (sinks and left
+            context change nothing then: the whole utterance is one chunk).
+
+    Returns:
+        ``None`` when every frame may see every frame; (B, 1, 1, T) for full attention over a
+        padded batch (key padding only; an utterance of 0 frames sees every key, so that no row
+        is empty); else (B, 1, T, T), where the rows of padded query frames see every key (their
+        output is discarded).
+    """
+    valid = key_padding_mask(lengths, num_frames)  # (B, T)
+    if streaming is None or streaming.chunk_size is None:
+        if bool(valid.all()):
+            return None
+        return (valid | (lengths == 0)[:, None])[:, None, None, :]  # (B, 1, 1, T)
+    rule = chunk_attention_mask(num_frames, streaming.chunk_size, streaming.left_context,
+                                streaming.num_sinks, device=lengths.device)  # (T, T)
+    return (rule[None, None] & valid[:, None, None, :]) | ~valid[:, None, :, None]  # (B, 1, T, T)
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                  streaming: Optional[StreamingConfig]) -> None:
+    if q.dim() != 4:
+        raise ValueError(f"q: expected (B, H, T, D/H), found shape {tuple(q.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.shape != q.shape:
+            raise ValueError(f"{name}: expected the shape of q {tuple(q.shape)}, found {tuple(t.shape)}")
+    B, _, T, _ = q.shape
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},), found {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+        raise ValueError(f"lengths: expected an integer tensor, found {lengths.dtype}")
+    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ValueError(f"lengths: expected values in [0, {T}] (T frames), found {lengths.tolist()}")
+    if streaming is not None and not isinstance(streaming, StreamingConfig):
+        raise TypeError(f"streaming: expected a StreamingConfig or None, found {type(streaming).__name__}")
+
+
+def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                        streaming: Optional[StreamingConfig], dropout_p: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product self-attention under the streaming rule and key padding.
+
+    Equals ``F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)``
+    with ``mask = chunk_attention_mask(T, C, L, S) & key_padding_mask(lengths, T)`` (True = may
+    attend) on every valid query row; a padded query row (frame ``>= lengths[b]``) returns some
+    finite value. With bounded left context (``C`` and ``L`` set) each chunk of ``C`` queries
+    attends only its ``S + L + C`` keys (sinks not in the window, the ``L`` frames before the
+    chunk, the chunk), so time and memory grow linearly with ``T``; otherwise (full attention,
+    ``L = None``) this is the dense SDPA call.
+
+    Args:
+        q: (B, H, T, D/H) queries.
+        k: (B, H, T, D/H) keys of the same frames.
+        v: (B, H, T, D/H) values.
+        lengths: (B,) integer, valid frames per utterance (``0 <= lengths[b] <= T``).
+        streaming: the rule; ``None`` = full attention.
+        dropout_p: dropout on the attention weights (pass 0 in evaluation).
+
+    Returns:
+        (B, H, T, D/H), in the dtype of ``q``.
+
+    Raises:
+        ValueError: on badly shaped ``q``/``k``/``v``/``lengths``, non-integer ``lengths`` or
+            lengths outside ``[0, T]``.
+        TypeError: when ``streaming`` is neither None nor a :class:`~xtrans.masks.StreamingConfig`.
+    """
+    _check_inputs(q, k, v, lengths, streaming)
+    if streaming is None or streaming.chunk_size is None or streaming.left_context is None or q.shape[2] == 0:
+        return _dense(q, k, v, lengths, streaming, dropout_p)
+    return _chunked_attention(q, k, v, lengths, streaming.chunk_size, streaming.left_context,
+                              streaming.num_sinks, dropout_p)
+
+
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                    streaming: Optional[StreamingConfig], dropout_p: float = 0.0) -> torch.Tensor:
+    """:func:`streaming_attention` as one SDPA call under :func:`dense_attention_mask`, at any ``L``.
+
+    The quadratic reference (what the encoder computed before the gather path); same arguments,
+    result and errors as :func:`streaming_attention`.
+    """
+    _check_inputs(q, k, v, lengths, streaming)
+    return _dense(q, k, v, lengths, streaming, dropout_p)
+
+
+def _dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+           streaming: Optional[StreamingConfig], dropout_p: float) -> torch.Tensor:
+    mask = dense_attention_mask(lengths, q.shape[2], streaming)  # None, (B, 1, 1, T) or (B, 1, T, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
+                       chunk_size: int, left_context: int, num_sinks: int, dropout_p: float) -> torch.Tensor:
+    """The gather path of :func:`streaming_attention`: each chunk over its own ``S + L + C`` keys."""
+    B, H, T, Dh = q.shape
+    C = chunk_size
+    N = -(-T // C)  # chunks
+    Tp = N * C
+    # Nothing before frame 0 exists: a window longer than the last chunk's start sees the same
+    # frames, and sinks are needed only where they lie before some chunk's window (s < cC - L).
+    L = min(left_context, (N - 1) * C)
+    S = min(num_sinks, max(0, (N - 1) * C - L))
+    W = L + C  # window: the L frames before a chunk and the chunk
+    device = q.device
+
+    # (B, H, T, D/H) -> (B, N, H, C, D/H) -> (B*N, H, C, D/H): chunks become batch elements
+    qc = F.pad(q, (0, 0, 0, Tp - T)).view(B, H, N, C, Dh).transpose(1, 2).reshape(B * N, H, C, Dh)
+
+    def gather(x: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, D/H) -> (B*N, H, S + W, D/H): per chunk its sinks, then its window."""
+        padded = F.pad(x, (0, 0, L, Tp - T))  # (B, H, L + Tp, D/H); frame t at index L + t
+        window = padded.unfold(2, W, C).permute(0, 2, 1, 4, 3)  # (B, H, N, D/H, W) -> (B, N, H, W, D/H)
+        if S:
+            sinks = x[:, None, :, :S].expand(B, N, H, S, Dh)  # (B, N, H, S, D/H)
+            window = torch.cat([sinks, window], dim=3)
+        return window.reshape(B * N, H, S + W, Dh)
+
+    chunk_start = torch.arange(N, device=device) * C  # (N,)
+    window_pos = chunk_start[:, None] - L + torch.arange(W, device=device)  # (N, W) frame of each key
+    length = lengths.to(device)[:, None, None]  # (B, 1, 1)
+    key_valid = (window_pos >= 0) & (window_pos < length)  # (B, N, W)
+    if S:
+        sink_pos = torch.arange(S, device=device)
+        sink_valid = (sink_pos < chunk_start[:, None] - L) & (sink_pos < length)  # (B, N, S)
+        key_valid = torch.cat([sink_valid, key_valid], dim=2)  # (B, N, S + W)
+    query_valid = chunk_start[:, None] + torch.arange(C, device=device) < length  # (B, N, C)
+    # padded query rows see every gathered key (finite, discarded), so that no row is empty
+    mask = key_valid[:, :, None, :] | ~query_valid[:, :, :, None]  # (B, N, C, S + W)
+
+    out = F.scaled_dot_product_attention(qc, gather(k), gather(v), dropout_p=dropout_p,
+                                         attn_mask=mask.reshape(B * N, 1, C, S + W))  # (B*N, H, C, D/H)
+    # (B*N, H, C, D/H) -> (B, N, H, C, D/H) -> (B, H, N*C, D/H) -> (B, H, T, D/H)
+    return out.view(B, N, H, C, Dh).transpose(1, 2).reshape(B, H, Tp, Dh)[:, :, :T]
