@@ -2,6 +2,7 @@
 #   make install   virtual environment in .venv with the package (editable) and test extras
 #   make test      the CPU test suite
 #   make demo      the embedded mini_synth recipe, all stages
+#   make gpu-check the GPU check (tools/gpu_check.sh; at most 8 minutes on one H200), JSON in gpu_check_out/
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 # installs xtrans into an environment that already has their CUDA torch (pip install -e .).
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +30,13 @@ bench: install
 	$(PY) bench/rnnt_loss.py
 	$(PY) bench/encoder.py
 	$(PY) bench/streaming.py
+
+# installs nothing; PYTHON_GPU names a python with a CUDA torch and xtrans (default: .venv/bin/python
+# when it exists, else python3)
+PYTHON_GPU ?=
+GPU_CHECK_OUT ?= gpu_check_out
+gpu-check:
+	PYTHON="$(PYTHON_GPU)" bash tools/gpu_check.sh --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) *.egg-info
