@@ -26,5 +26,8 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "transformers>=4.40", "safetensors>=0.4"],
         "synth": ["espeakng-loader>=0.2.4"],
+        # ONNX export (onnx; onnxscript for torch.onnx.export's default dynamo exporter) and the
+        # torch-free runtime xtrans.onnx (onnxruntime)
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
     },
 )

@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from xtrans.frames import samples_for_chunk
 from xtrans.masks import StreamingConfig
 from xtrans.models.wav2vec2 import load_pretrained
 from xtrans.testing.pretrained_fixtures import save_hf_dir
@@ -216,7 +217,7 @@ def attention_worker(spec: dict) -> dict:
         if spec["case"] == "xlsr_53":
             overrides["waveform_norm"] = "cumulative"
         model = Wav2Vec2Encoder(**preset_kwargs(spec["case"], **overrides)).to(device)
-        wav = 0.3 * torch.randn(B, 320 * (T - 1) + 400, device=device)  # exactly T frames
+        wav = 0.3 * torch.randn(B, samples_for_chunk(0, T), device=device)  # exactly T frames
         samples = torch.full((B,), wav.shape[1], dtype=torch.long, device=device)
         assert int(model.output_lengths(samples)[0]) == T
 

@@ -33,8 +33,8 @@ from typing import Dict, List
 import torch
 
 from xtrans.data.dataset import AsrDataset, Example, collate
-from xtrans.models.transducer import build_transducer
-from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
+from xtrans.models.arch import ModelArch, StatelessPredictorArch, encoder_arch, encoder_defaults
+from xtrans.models.config import build_model
 from xtrans.models.wav2vec2.presets import preset_kwargs
 from xtrans.scoring.wer import align
 from xtrans.search.greedy import greedy_search
@@ -104,9 +104,9 @@ def run_one(args: argparse.Namespace, extractor: str) -> dict:
     tokenizer = Tokenizer(recipe / "data/lang_bpe/bpe.model")
     train, test = load(recipe, args.train, tokenizer), load(recipe, args.test, tokenizer)
     arch = preset_kwargs("mini", extractor_mode=extractor, pos_conv=args.pos_conv, waveform_norm="none")
-    model = build_transducer(encoder=Wav2Vec2Encoder(**arch), vocab_size=tokenizer.vocab_size,
-                             predictor=dict(kind="stateless", embed_dim=64, context_size=2), joiner_dim=128,
-                             ctc_weight=args.ctc_weight, encoder_kwargs=arch)
+    model = build_model(ModelArch(encoder=encoder_arch({**encoder_defaults(), **arch}),
+                                  predictor=StatelessPredictorArch(embed_dim=64, context_size=2),
+                                  vocab_size=tokenizer.vocab_size, joiner_dim=128, ctc_weight=args.ctc_weight))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     rng = random.Random(args.seed)
     evals, updates, audio, trained = [], 0, 0.0, 0.0

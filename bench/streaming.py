@@ -35,11 +35,11 @@ from typing import Dict, List, Optional
 
 import torch
 
+from xtrans.frames import SAMPLE_RATE
 from xtrans.masks import StreamingConfig
 from xtrans.models.wav2vec2 import tiny, xlsr_53
 from xtrans.streaming import EncoderState, StreamingEncoder
 
-SAMPLE_RATE = 16000
 BUILDERS = {"tiny": tiny, "xlsr_53": xlsr_53}
 
 
@@ -54,12 +54,13 @@ def fast_forward(state: EncoderState, frames: int, stride: int) -> EncoderState:
     Valid for timing with a bounded left context: the caches keep their shapes, only the
     counters (and the waveform-normalisation sums, scaled) move on.
     """
-    fe = state.frontend
+    wave = state.frontend.wave
     samples = frames * stride
-    scale = (fe.num_samples + samples) / max(fe.num_samples, 1)
-    frontend = dataclasses.replace(fe, num_samples=fe.num_samples + samples,
-                                   wave_sum=fe.wave_sum * scale, wave_sq_sum=fe.wave_sq_sum * scale)
-    return dataclasses.replace(state, frontend=frontend, num_frames=state.num_frames + frames)
+    scale = (wave.count + samples) / wave.count.clamp(min=1)
+    wave = dataclasses.replace(wave, count=wave.count + samples, total=wave.total * scale,
+                               total_sq=wave.total_sq * scale)
+    return dataclasses.replace(state, frontend=dataclasses.replace(state.frontend, wave=wave),
+                               frames=state.frames + frames, samples=state.samples + samples)
 
 
 def p95(values: List[float]) -> float:

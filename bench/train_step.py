@@ -171,7 +171,6 @@ class GivenFrames(nn.Module):
     def __init__(self, embed_dim: int):
         super().__init__()
         self.embed_dim = embed_dim
-        self.arch: dict = {}
         self.frames = self.frame_lengths = None
 
     def forward(self, waveform, lengths, streaming=None):
@@ -253,7 +252,9 @@ def head_worker(args, loss: str, batch: int, seconds: float) -> dict:
     encoder_kwargs = preset_kwargs(cfg.model.encoder.preset, **cfg.model.encoder.overrides())
     torch.manual_seed(0)
     stand_in = GivenFrames(encoder_kwargs["embed_dim"])
-    model = build_model(cfg.model, vocab_size=vocab, encoder=stand_in).to(device).train()
+    model = build_model(cfg.model, vocab_size=vocab)
+    model.encoder = stand_in  # the head alone: predictor, joiner, CTC head and loss on given frames
+    model = model.to(device).train()
     _, frames, tokens = batch_shape(args, encoder_kwargs, batch, seconds)
     gen = torch.Generator().manual_seed(0)
     stand_in.frames = torch.randn(batch, frames, stand_in.embed_dim, generator=gen).to(device).requires_grad_()

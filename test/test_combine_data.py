@@ -24,3 +24,13 @@ def test_combines_and_refuses_clashes(tmp_path, capsys):
         combine([tmp_path / "a", tmp_path / "c"])
     assert main([str(tmp_path / "bad"), str(tmp_path / "a"), str(tmp_path / "c")]) == 2
     assert "appears in both" in capsys.readouterr().err
+
+
+def test_subset_data_keeps_every_kth_and_refuses_n_below_one(tmp_path, capsys):
+    from xtrans.bin.subset_data import main as subset_main
+
+    write_dir(tmp_path / "a", ["a1", "a2", "a3", "a4"])
+    assert subset_main(["--n", "0", str(tmp_path / "a"), str(tmp_path / "s")]) == 2
+    assert "--n: expected >= 1, found 0" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert subset_main(["--n", "2", str(tmp_path / "a"), str(tmp_path / "s")]) == 0
+    assert read_data_dir(tmp_path / "s").utt_ids == ["a1", "a3"]

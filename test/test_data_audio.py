@@ -197,3 +197,30 @@ def test_any_backend_failure_becomes_bad_audio(tmp_path, monkeypatch, error, rea
 def test_a_directory_is_bad_audio(tmp_path):
     with pytest.raises(BadAudioError, match="is a directory, not an audio file"):
         read_audio(str(tmp_path))
+
+
+def test_as_samples_scales_pcm_like_soundfile(tmp_path):
+    from xtrans.data.audio import as_samples
+
+    pcm = np.array([[-32768, 0], [16384, 32767], [1, -1]], dtype=np.int16)  # (S, C)
+    path = tmp_path / "pcm.wav"
+    soundfile.write(path, pcm, 16000, subtype="PCM_16")
+    read, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    x = as_samples(pcm)
+    assert x.dtype == torch.float32 and x.shape == (3, 2)
+    assert torch.equal(x, torch.from_numpy(read))
+    u8 = as_samples(np.array([0, 128, 255], dtype=np.uint8))  # 8-bit PCM is unsigned
+    assert u8.shape == (3, 1) and u8[:, 0].tolist() == [-1.0, 0.0, 127 / 128]
+    t = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    assert as_samples(t).dtype == torch.float32 and as_samples(t)[:, 0].tolist() == [0.5, -0.25]
+
+
+def test_as_samples_errors():
+    from xtrans.data.audio import as_samples
+
+    with pytest.raises(TypeError, match="samples: expected a float tensor, found dtype torch.int16"):
+        as_samples(torch.zeros(4, dtype=torch.int16), "samples")
+    with pytest.raises(TypeError, match="audio: expected a numpy array or torch tensor, found list"):
+        as_samples([0.0, 1.0])
+    with pytest.raises(ValueError, match=r"audio: expected \(S,\) or channels-last \(S, C\) samples, found shape \(2, 2, 3\)"):
+        as_samples(np.zeros((2, 2, 3), np.float32))

@@ -106,3 +106,13 @@ def test_dataset_errors(data_dir):
     data.utt2num_samples = None
     with pytest.raises(ValueError, match="needs utt2num_samples or utt2dur"):
         utterance_durations(data)
+
+
+def test_augmentation_argument_errors(data_dir):
+    """The messages name the argument, what was expected and what was found."""
+    with pytest.raises(ValueError, match="max_width: expected >= 0 samples, found -2"):
+        time_mask(torch.ones(10), np.random.default_rng(0), num_masks=1, max_width=-2)
+    with pytest.raises(ValueError, match=r"speed_factors: expected positive factors, found \[0.9, 0.0\]"):
+        AsrDataset(data_dir, char_ids, speed_factors=(0.9, 0.0))
+    with pytest.raises(ValueError, match="num_time_masks, time_mask_seconds: expected >= 0, found 2 and -0.1"):
+        AsrDataset(data_dir, char_ids, num_time_masks=2, time_mask_seconds=-0.1)

@@ -120,3 +120,10 @@ def test_reads_real_fsdd_layout():
     path = data.wav_scp[first]
     assert path.startswith(str(root)) and soundfile.info(path).samplerate == 8000
     assert np.isclose(data.utt2dur[first], soundfile.info(path).duration, atol=1e-3)
+
+
+def test_negative_number_names_line_and_key(tmp_path):
+    _write(tmp_path / "wav.scp", "a /x.wav\nb /y.wav\n")
+    _write(tmp_path / "utt2dur", "a 1.5\nb -0.5\n")
+    with pytest.raises(DataDirError, match=r"utt2dur:2: b: expected a number >= 0, found -0.5"):
+        read_data_dir(tmp_path)

@@ -93,6 +93,11 @@ def test_prepare_argument_errors(raw_dir, tmp_path):
         prepare_audio(raw_dir, raw_dir)
 
 
+def test_prepare_sample_rate_error(raw_dir, tmp_path):
+    with pytest.raises(ValueError, match="sample_rate: expected a positive number of Hz, found 0"):
+        prepare_audio(raw_dir, tmp_path / "o", sample_rate=0)
+
+
 def test_cli_parallel_on_fsdd(tmp_path, capsys):
     if FSDD is None:
         pytest.skip("../shared/data/fsdd is absent (it exists only beside the developers' checkout)")

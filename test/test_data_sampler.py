@@ -122,3 +122,8 @@ def test_argument_errors():
         DurationBatchSampler([1.0], 10.0, num_buckets=0)
     with pytest.raises(ValueError, match="lower max_seconds or world_size"):
         DurationBatchSampler([1.0, 1.0], 10.0, num_buckets=1, world_size=2)
+
+
+def test_max_batch_size_error():
+    with pytest.raises(ValueError, match="max_batch_size: expected >= 1 or None, found 0"):
+        DurationBatchSampler([1.0], 10.0, max_batch_size=0)

@@ -2,6 +2,8 @@
 hypotheses for the same configuration, decode.json timing, then score and RESULTS.md on its output."""
 
 import json
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +186,80 @@ def test_one_failing_utterance_is_reported_and_the_rest_decoded(tmp_path):
                    segments={"s1": Segment("rec", 0.0, None), "s2": Segment("gone", 0.0, None)})
     records = run(args, data, Flaky(), progress=False)  # a segment of a missing recording: one error
     assert [r.get("error") for r in records] == [None, "recording 'gone' is not in wav.scp"]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI_CONF = ROOT / "egs" / "mini_synth" / "asr1" / "conf"
+
+
+@pytest.mark.parametrize("stage", ["1", "4", "5a"])
+def test_planned_jobs_equal_their_command_line_text(stage, tmp_path):
+    """--train_config/--decode_config call the planner directly; each job's options are what its
+    printed line (xtrans.bin.decode_plan) parses to, and decode.yaml's beam reaches the beam jobs."""
+    from xtrans.bin.decode import get_parser, planned_jobs
+    from xtrans.recipes.decode_plan import plan
+
+    decode_yaml = tmp_path / "decode.yaml"
+    decode_yaml.write_text("searches: [greedy, beam]\nbeam: 7\nmodes: [simulated, streaming]\n"
+                           "multi_chunk_ms: [320, 1280]\n")
+    base = ["--model", "m.pt", "--data", "dump/test", "--outdir", "exp/x", "--nj", "2"]
+    parser = get_parser()
+    args = parser.parse_args(base + ["--train_config", str(MINI_CONF / f"train_stage{stage}.yaml"),
+                                     "--decode_config", str(decode_yaml)])
+    got = planned_jobs(args, parser)
+    jobs = plan(args.train_config, args.decode_config)
+    assert [tag for tag, _ in got] == [job.tag for job in jobs] and len(set(job.tag for job in jobs)) == len(jobs)
+    assert len(jobs) == {"1": 2, "4": 8, "5a": 4}[stage]
+    for (tag, ns), job in zip(got, jobs):
+        text = parser.parse_args(base + shlex.split(job.args()) + ["--train_config", args.train_config,
+                                                                  "--decode_config", args.decode_config])
+        assert vars(ns) == {**vars(text), "outdir": f"exp/x/decode_test_{tag}"}
+        assert ns.beam == (7 if job.search == "beam" else 4) and ns.nj == 2
+    if stage == "5a":
+        assert {(ns.mode, ns.chunk_ms, ns.left_ms, ns.sinks) for _, ns in got} == {
+            ("simulated", 640.0, 640.0, 4), ("streaming", 640.0, 640.0, 4)}
+    if stage == "1":
+        assert [(ns.mode, ns.chunk_ms, ns.search) for _, ns in got] == [("simulated", None, "greedy"),
+                                                                       ("simulated", None, "beam")]
+
+
+def test_decode_runs_the_plan_of_two_configs(exp, capsys, tmp_path):
+    """The recipe's stage 11: every planned configuration decoded and scored in one process, each
+    equal to its single-configuration run; inconsistent options are refused before decoding."""
+    model = str(exp / "exp" / "stage5" / "5a" / "best.pt")
+    data = str(exp / "data" / "test")
+    decode_yaml = tmp_path / "decode.yaml"
+    decode_yaml.write_text("searches: [greedy]\nmodes: [simulated, streaming]\n")
+    train_yaml = str(MINI_CONF / "train_stage5a.yaml")  # chunk 640 ms, left 640 ms, 4 sinks
+    outdir = tmp_path / "out"
+    assert decode_main(["--model", model, "--data", data, "--outdir", str(outdir), "--train_config", train_yaml,
+                        "--decode_config", str(decode_yaml)]) == 0
+    tags = ["simulated_chunk640_left640_sinks4_greedy", "streaming_chunk640_left640_sinks4_greedy"]
+    assert sorted(p.name for p in outdir.iterdir()) == [f"decode_test_{t}" for t in tags]
+    single = _decode(exp, "single_sim_c640", "--mode", "simulated", "--chunk_ms", "640", "--left_ms", "640",
+                     "--sinks", "4")
+    for tag in tags:
+        d = outdir / f"decode_test_{tag}"
+        assert read_text(d / "text") == read_text(single / "text") and (d / "wer.json").is_file()
+        info = json.loads((d / "decode.json").read_text())
+        assert (info["mode"], info["chunk_ms"], info["left_ms"], info["sinks"], info["search"]) == (
+            tag.split("_")[0], 640, 640, 4, "greedy")
+    assert "2 configurations" in capsys.readouterr().out
+
+    bad = str(tmp_path / "bad")
+    common = ["--model", model, "--data", data, "--outdir", bad]
+    assert decode_main(common + ["--train_config", train_yaml]) == 2
+    assert "--train_config: expected --decode_config with it, found none" in capsys.readouterr().err
+    assert decode_main(common + ["--train_config", train_yaml, "--decode_config", str(decode_yaml),
+                                 "--chunk_ms", "320"]) == 2
+    assert "found --chunk_ms 320.0 on the command line" in capsys.readouterr().err
+    assert decode_main(common + ["--train_config", train_yaml, "--decode_config", str(decode_yaml),
+                                 "--plan", str(tmp_path / "plan.txt")]) == 2
+    assert "--plan: expected either a plan file or --train_config/--decode_config, found both" in \
+        capsys.readouterr().err
+    assert decode_main(common + ["--train_config", train_yaml, "--decode_config", str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml" in capsys.readouterr().err
+    decode_yaml.write_text("searches: [greedy]\nbeam: 0\n")
+    assert decode_main(common + ["--train_config", train_yaml, "--decode_config", str(decode_yaml)]) == 2
+    assert "beam: expected >= 1, found 0" in capsys.readouterr().err
+    assert not Path(bad).exists()

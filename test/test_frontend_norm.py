@@ -147,6 +147,27 @@ def test_mini_preset():
     assert out.shape == (1, 49, 192) and int(lengths[0]) == 49
 
 
+@pytest.mark.parametrize("corpus_name", ["mini_synth", "fsdd"])
+def test_mini_preset_is_what_the_demo_stages_use(corpus_name):
+    """The demo confs' streamable settings are the preset's own; only the fitted, frozen
+    batch_norm CNN (recipe stage 4) and the regularisation differ from it."""
+    from pathlib import Path
+
+    from xtrans.config import load_config
+    from xtrans.train.config import TrainConfig
+
+    confs = sorted((Path(__file__).resolve().parents[1] / "egs" / corpus_name / "asr1" / "conf")
+                   .glob("train_stage*.yaml"))
+    assert len(confs) == 11
+    preset = preset_kwargs("mini")
+    for conf in confs:
+        enc = load_config(conf, TrainConfig).model.encoder
+        assert enc.preset == "mini", conf
+        arch = preset_kwargs("mini", **enc.overrides())
+        differ = {k for k in preset if arch[k] != preset[k]}
+        assert differ <= {"extractor_mode", "dropout", "freeze_feature_extractor"}, (conf, differ)
+
+
 def test_batch_norm_training_statistics_skip_padding():
     torch.manual_seed(4)
     norm = MaskedBatchNorm(3).train()

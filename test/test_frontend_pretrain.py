@@ -11,7 +11,8 @@ import torch
 from xtrans.bin.pretrain_frontend import main as pretrain_main
 from xtrans.data.kaldi_dir import read_data_dir
 from xtrans.features import hz_to_mel, log_mel, mel_filterbank, mel_to_hz
-from xtrans.models.transducer import build_transducer
+from xtrans.models.arch import ModelArch, StatelessPredictorArch
+from xtrans.models.config import build_model
 from xtrans.models.wav2vec2.model import XLSR_CONV_LAYERS, Wav2Vec2Encoder, conv_output_lengths
 from xtrans.models.wav2vec2.presets import preset_kwargs
 from xtrans.testing.train_fixtures import make_tiny_corpus
@@ -99,7 +100,7 @@ def test_pretraining_fits_only_the_cnn(corpus):
 def test_command_line_tool_writes_an_encoder_stage_1_loads(corpus, tmp_path, capsys):
     encoder = small_encoder()
     path = tmp_path / "encoder.pt"
-    torch.save({"encoder": encoder.state_dict(), "arch": encoder.arch, "source": "random:test"}, path)
+    torch.save({"encoder": encoder.state_dict(), "arch": encoder.arch.to_dict(), "source": "random:test"}, path)
     conf = tmp_path / "pretrain_frontend.yaml"
     conf.write_text("max_seconds: 4.0\nnum_buckets: 1\nmax_updates: 5\nn_mels: 16\nstats_batches: 2\n")
     assert pretrain_main(["--config", str(conf), "--encoder", str(path), "--train_dir", str(corpus.train_dir),
@@ -114,9 +115,8 @@ def test_command_line_tool_writes_an_encoder_stage_1_loads(corpus, tmp_path, cap
     assert len(report["history"]) == 5 and report["config"]["lr"] == 0.002 and report["dev_loss"] > 0
     assert (tmp_path / "frontend_pretrain.png").stat().st_size > 1000
     fresh = small_encoder()
-    model = build_transducer(encoder=fresh, vocab_size=10, predictor=dict(kind="stateless", embed_dim=8,
-                                                                           context_size=2),
-                             joiner_dim=8, encoder_kwargs=fresh.arch)
+    model = build_model(ModelArch(encoder=fresh.arch, predictor=StatelessPredictorArch(embed_dim=8, context_size=2),
+                                  vocab_size=10, joiner_dim=8))
     assert load_init(model, path) == "encoder"
     assert torch.equal(model.encoder.state_dict()["feature_extractor.conv_layers.0.conv.weight"],
                        saved["encoder"]["feature_extractor.conv_layers.0.conv.weight"])

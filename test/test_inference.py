@@ -12,9 +12,10 @@ import soundfile
 import torch
 
 from xtrans.bin.transcribe import main as transcribe_main
+from xtrans.checkpoint import model_checkpoint
 from xtrans.data.audio import RAW_HINT, BadAudioError, peak_dbfs
 from xtrans.data.resample import resample
-from xtrans.inference import Speech2Text, TokenTable, _StreamingResampler
+from xtrans.inference import Speech2Text, TokenTable
 from xtrans.masks import StreamingConfig
 from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
 from xtrans.tokenizer import train_tokenizer
@@ -37,7 +38,7 @@ def workdir(tmp_path_factory):
     with torch.no_grad():  # louder logits so that paths are clear-cut; a few tokens per utterance
         model.joiner.output.weight.mul_(4.0)
         model.joiner.output.bias[0] += 2.0
-    torch.save({"version": 1, "model": model.state_dict(), "arch": model.arch}, exp / "best.pt")
+    torch.save(model_checkpoint(model), exp / "best.pt")
     tokenizer.write_tokens(exp / "tokens.txt")
     rng = np.random.default_rng(0)
     audio = root / "audio"
@@ -89,14 +90,6 @@ def test_array_input_and_rates(workdir):
     assert s2t.transcribe(mono16k).tokens == from_file.tokens
     pcm = (samples * 32767).astype(np.int16)  # integer PCM is scaled like soundfile does
     assert s2t.transcribe(pcm, sample_rate=rate).text == s2t.transcribe(pcm / 32768.0, sample_rate=rate).text
-
-
-def test_streaming_resampler_matches_whole_resampling():
-    x = torch.randn(7001, generator=torch.Generator().manual_seed(0))
-    for rate in (8000, 22050, 44100, 48000):
-        r = _StreamingResampler(rate)
-        pieces = [r.accept(x[i:i + n]) for i, n in zip(range(0, 7001, 613), [613] * 12)] + [r.flush()]
-        torch.testing.assert_close(torch.cat(pieces), resample(x, rate, 16000), atol=1e-5, rtol=0)
 
 
 def test_token_table_decodes_like_tokenizer(workdir):
@@ -285,3 +278,47 @@ def test_in_memory_model_and_streaming_check(workdir):
     assert not model.training
     with pytest.raises(StreamingNotSupportedError, match="pos_conv='full' looks 64 frames"):
         Speech2Text(model, tokenizer, streaming=StreamingConfig(chunk_size=4))
+
+
+def test_session_state_is_one_value_replaced_per_call(workdir):
+    """The session's frame count follows the chunk geometry, each call replaces one frozen state,
+    and a call that raises leaves the state as it was."""
+    import dataclasses
+
+    from xtrans.frames import num_frames, samples_for_chunk
+    from xtrans.inference import SessionState
+
+    cfg = StreamingConfig(chunk_size=4, left_context=4, num_sinks=2)
+    s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt", streaming=cfg)
+    session = s2t.stream()
+    assert (session.num_frames, session.sample_rate, session.channels, session.finished) == (0, None, None, False)
+    wave = (0.3 * np.random.default_rng(1).standard_normal(12000)).astype(np.float32)
+    need = samples_for_chunk(1, 4)  # chunks 0 and 1 complete exactly here
+    session.accept_waveform(wave[:need - 1])
+    assert session.num_frames == 4
+    before = session.state
+    assert isinstance(before, SessionState) and before.num_frames == 4 and before.channels == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.num_frames = 0
+    with pytest.raises(ValueError, match="this session's audio is at 16000 Hz, found 8000 Hz"):
+        session.accept_waveform(wave[need - 1:need], 8000)
+    assert session.state is before
+    session.accept_waveform(wave[need - 1:need])
+    assert session.num_frames == 8 and session.state is not before and before.num_frames == 4
+    session.accept_waveform(wave[need:])
+    final = session.finalize()
+    assert session.num_frames == num_frames(len(wave)) and session.finished
+    assert final.tokens == s2t.transcription(session.state.search).tokens == s2t.transcribe(wave).tokens
+
+
+def test_transcription_of_a_search_state(workdir):
+    s2t = Speech2Text.from_checkpoint(workdir / "exp" / "best.pt", search="beam", beam=3, nbest=2)
+    empty = s2t.transcription(s2t.search.init_state(1))
+    assert (empty.tokens, empty.text, len(empty.nbest)) == ([], "", 1)
+
+
+def test_tokenizer_helpers_are_reexported():
+    from xtrans import inference, tokenizer
+    assert inference.TokenTable is tokenizer.TokenTable
+    assert inference.find_tokenizer is tokenizer.find_tokenizer
+    assert inference.load_tokenizer is tokenizer.load_tokenizer

@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from xtrans.masks import (MultiChunkConfig, MultiChunkSampler, StreamingConfig, chunk_attention_mask,
-                          frames_to_ms, ms_to_frames, sample_configs)
+from xtrans.masks import StreamingConfig, chunk_attention_mask, frames_to_ms, ms_to_frames
+from xtrans.train.multichunk import MultiChunkConfig, MultiChunkSampler, sample_configs
 
 
 def picture(rows):

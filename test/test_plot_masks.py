@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from xtrans.masks import MultiChunkConfig, StreamingConfig, chunk_attention_mask, sample_configs
+from xtrans.masks import StreamingConfig, chunk_attention_mask
+from xtrans.train.multichunk import MultiChunkConfig, sample_configs
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "plot_masks.py"
 

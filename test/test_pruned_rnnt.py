@@ -504,15 +504,16 @@ def test_pruned_loss_scales_follow_icefalls_warmup():
 
 
 def test_full_loss_model_is_unchanged_and_pruned_model_round_trips():
-    from xtrans.models.transducer import Transducer
+    from xtrans.models.arch import LossArch
+    from xtrans.models.config import build_model
 
     full = _tiny_model()
-    assert "loss" not in full.arch and not hasattr(full, "simple_am_proj")
+    assert full.arch.loss == LossArch(kind="full") and not hasattr(full, "simple_am_proj")
     assert not any(k.startswith("simple_") for k in full.state_dict())
     pruned = _tiny_model(kind="pruned", prune_range=3, warmup_updates=10)
-    assert pruned.arch["loss"] == dict(kind="pruned", prune_range=3, simple_loss_scale=0.5, warmup_updates=10)
+    assert pruned.arch.loss == LossArch(kind="pruned", prune_range=3, simple_loss_scale=0.5, warmup_updates=10)
     assert pruned.simple_am_proj.out_features == pruned.simple_lm_proj.out_features == 7
-    rebuilt = Transducer.from_arch(pruned.arch)
+    rebuilt = build_model(pruned.arch)
     rebuilt.load_state_dict(pruned.state_dict())  # strict: the same parameters
     assert rebuilt.loss_kind == "pruned" and rebuilt.prune_range == 3 and rebuilt.warmup_updates == 10
 

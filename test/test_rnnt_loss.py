@@ -386,3 +386,9 @@ def test_no_grad_forward_gives_the_same_loss():
     with torch.no_grad():
         actual = rnnt_loss(logits, targets, logit_lengths, target_lengths, reduction="none")
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_empty_dimension_is_refused():
+    args = _bad(logits=torch.zeros(2, 4, 4, 0), targets=torch.ones(2, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"logits: expected no empty dimension, found shape \(2, 4, 4, 0\)"):
+        rnnt_loss(**args)

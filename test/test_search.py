@@ -248,3 +248,31 @@ def test_errors():
         modified_beam_search(model, torch.zeros(2, 4, D), torch.tensor([5, 1]))
     with pytest.raises(ValueError, match="nbest: expected >= 1"):
         modified_beam_search(model, torch.zeros(1, 4, D), nbest=0)
+
+
+@pytest.mark.parametrize("make", [GreedySearch, ModifiedBeamSearch])
+def test_both_searches_check_their_chunks_alike(make):
+    """One chunk check (xtrans.search.hypothesis.check_chunk) serves both searches' step."""
+    search = make(tiny_model())
+    state = search.init_state(2)
+    with pytest.raises(ValueError, match="enc: expected a batch of 2 streams"):
+        search.step(torch.zeros(3, 4, D), state)
+    with pytest.raises(ValueError, match=r"lengths: expected shape \(2,\), found \(3,\)"):
+        search.step(torch.zeros(2, 4, D), state, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"lengths: expected values in \[0, 4\], found \[-1, 2\]"):
+        search.step(torch.zeros(2, 4, D), state, torch.tensor([-1, 2]))
+
+
+def test_beam_search_does_not_import_greedy_search():
+    """The searches share xtrans.search.hypothesis, not each other (check_chunk stays importable from greedy)."""
+    import ast
+    import inspect
+
+    import xtrans.search.beam
+    from xtrans.search.greedy import check_chunk
+    from xtrans.search.hypothesis import check_chunk as common
+
+    tree = ast.parse(inspect.getsource(xtrans.search.beam))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "xtrans.search.hypothesis" in imported and "xtrans.search.greedy" not in imported
+    assert check_chunk is common

@@ -99,3 +99,11 @@ def test_train_bpe_cli(tmp_path, capsys):
     tok = Tokenizer(tmp_path / "lang" / "bpe.model")
     assert tok.normalizer_name == "lower" and tok.decode(tok.encode("ONE TWO")) == "one two"
     assert (tmp_path / "lang" / "tokens.txt").read_text().startswith("<blk> 0\n<unk> 1\n")
+
+
+def test_id_to_token_range(bpe):
+    assert bpe.id_to_token(0) == "<blk>"
+    with pytest.raises(ValueError, match=r"i: expected a token id in \[0, 40\), found 40"):
+        bpe.id_to_token(40)
+    with pytest.raises(ValueError, match=r"i: expected a token id in \[0, 40\), found -1"):
+        bpe.id_to_token(-1)

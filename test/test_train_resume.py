@@ -4,11 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 import torch
 
+from xtrans.testing.crash import command
 from xtrans.testing.train_fixtures import make_tiny_corpus, tiny_train_config, write_yaml
 from xtrans.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -36,11 +36,12 @@ def setup(tmp_path_factory):
     return root, conf, ref
 
 
-def run(conf, outdir, *extra, env=None, check=True):
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "xtrans.bin.train", "--config", str(conf), "--outdir", str(outdir),
-                           "--init", "none", "--no_progress", *extra], env=full_env, capture_output=True, text=True,
-                          timeout=300)
+def run(conf, outdir, *extra, kill_in_save=None, kill_after_step=None, check=True):
+    """``python -m xtrans.bin.train``, SIGKILLed at a chosen moment by :mod:`xtrans.testing.crash`."""
+    full_env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["--config", str(conf), "--outdir", str(outdir), "--init", "none", "--no_progress", *extra]
+    proc = subprocess.run(command("xtrans.bin.train", args, kill_in_save=kill_in_save, kill_after_step=kill_after_step),
+                          env=full_env, capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -60,7 +61,7 @@ def assert_same_weights(a, b):
 def test_resume_after_sigkill_continues_exactly(setup):
     root, conf, ref = setup
     out = root / "killed"
-    proc = run(conf, out, env={"XTRANS_TEST_SIGKILL_AFTER_STEP": str(K // 2)}, check=False)
+    proc = run(conf, out, kill_after_step=K // 2, check=False)
     assert proc.returncode == -signal.SIGKILL
     assert [s["step"] for s in steps(out)] == list(range(1, K // 2 + 1))
     run(conf, out, "--resume")
@@ -77,7 +78,7 @@ def test_kill_during_save_keeps_previous_checkpoint(setup):
     root, conf, ref = setup
     out = root / "killed_in_save"
     # saves happen at updates 2, 4, ...: die half-way through writing the second one
-    proc = run(conf, out, env={"XTRANS_TEST_SIGKILL_IN_SAVE": "2"}, check=False)
+    proc = run(conf, out, kill_in_save=2, check=False)
     assert proc.returncode == -signal.SIGKILL
     assert (out / "ckpt_step4.pt.tmp").is_file() and not (out / "ckpt_step4.pt").exists()
     with pytest.raises(CheckpointError, match="unreadable checkpoint"):
@@ -105,3 +106,15 @@ def test_keep_last_and_best(setup):
     assert (ref / "config.yaml").is_file() and (ref / "train.log").is_file()
     log = (ref / "train.log").read_text()
     assert "step 1 epoch 1 loss" in log and "audio_h/s" in log and "grad_norm" in log
+
+
+def test_trainer_checkpoints_rebuild_their_model(setup):
+    from xtrans.checkpoint import CHECKPOINT_VERSION, load_model
+
+    _, _, ref = setup
+    model, ckpt = load_model(ref / f"ckpt_step{K}.pt")
+    assert ckpt["version"] == CHECKPOINT_VERSION and ckpt["arch"] == model.arch.to_dict()
+    assert model.arch.encoder.num_layers == 2 and model.arch.encoder.layer_drop == 0.3  # the run's config
+    assert model.arch.ctc_weight == 0.1 and model.arch.encoder.freeze_feature_extractor
+    for k, v in ckpt["model"].items():
+        assert torch.equal(model.state_dict()[k], v), k

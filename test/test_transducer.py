@@ -8,7 +8,6 @@ import torch
 
 from xtrans.masks import StreamingConfig
 from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
-from xtrans.models.transducer import Transducer
 
 TONES = {1: 400.0, 2: 900.0, 3: 1500.0, 4: 2300.0}
 
@@ -60,7 +59,7 @@ def test_forward_shapes_and_padding_invariance(predictor):
 
 def test_rebuild_from_arch():
     model = tiny_model("lstm", ctc_weight=0.2)
-    copy = Transducer.from_arch(model.arch)
+    copy = build_model(model.arch)
     copy.load_state_dict(model.state_dict())
     wave, lengths, targets, tlens = batch([[1, 2]])
     model.eval(), copy.eval()

@@ -37,8 +37,8 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 from matplotlib.patches import Patch
 
-from xtrans.masks import (FRAME_MS, MultiChunkConfig, StreamingConfig, chunk_attention_mask, ms_to_frames,
-                          sample_configs)
+from xtrans.masks import FRAME_MS, StreamingConfig, chunk_attention_mask, ms_to_frames
+from xtrans.train.multichunk import MultiChunkConfig, sample_configs
 
 MASKED, VISIBLE, SINK = 0, 1, 2
 """Cell values of the drawn image: masked, visible through chunk/left context, visible only as a sink."""

@@ -1,7 +1,8 @@
 """Log-mel filterbank features framed like the wav2vec 2.0 CNN (the front-end pretraining target).
 
 The CNN's output frame ``t`` reads samples ``[t * hop, t * hop + window)`` with ``window`` its
-receptive field and ``hop`` its stride (400 and 320 samples, 25 ms and 20 ms, for XLSR-53).
+receptive field and ``hop`` its stride (400 and 320 samples, 25 ms and 20 ms, for XLSR-53: the
+defaults, from :mod:`xtrans.frames`).
 :func:`log_mel` frames the waveform the same way (no centring, no padding), so frame ``t`` of the
 features and frame ``t`` of the CNN see the same samples:
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from xtrans.frames import FRAME_STRIDE, RECEPTIVE_FIELD, SAMPLE_RATE
 
 
 def hz_to_mel(f: float) -> float:
@@ -55,8 +58,8 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int, f_min: float = 20.
     return torch.clamp(torch.minimum(rising, falling), min=0.0).to(torch.float32)
 
 
-def log_mel(waveform: torch.Tensor, *, n_mels: int = 80, window: int = 400, hop: int = 320,
-            sample_rate: int = 16000, f_max: float | None = None, floor: float = 1e-6) -> torch.Tensor:
+def log_mel(waveform: torch.Tensor, *, n_mels: int = 80, window: int = RECEPTIVE_FIELD,
+            hop: int = FRAME_STRIDE, sample_rate: int = SAMPLE_RATE, f_max: float | None = None, floor: float = 1e-6) -> torch.Tensor:
     """Log-mel energies of every complete ``window`` of samples, ``hop`` apart.
 
     Args:

@@ -22,172 +22,31 @@ with the same filter, so this holds for audio at other rates too.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import os
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from dataclasses import dataclass, replace
+from typing import Optional, Union
 
 import numpy as np
 import torch
 
-from xtrans.data.audio import BadAudioError, read_audio
-from xtrans.data.resample import resample
+from xtrans.data.audio import BadAudioError, as_samples, read_audio
+from xtrans.data.resample import ResampleState, init_resample_state, resample, resample_chunk, resample_flush
 from xtrans.data.validate import audio_problems
+from xtrans.frames import SAMPLE_RATE
 from xtrans.masks import StreamingConfig
 from xtrans.models.transducer import Transducer
-from xtrans.search import GreedySearch, Hypothesis, ModifiedBeamSearch
-from xtrans.streaming import StreamingEncoder
-from xtrans.tokenizer import Tokenizer
-from xtrans.train.checkpoint import CheckpointError, load_checkpoint
+from xtrans.search import BeamState, GreedySearch, GreedyState, Hypothesis, ModifiedBeamSearch
+from xtrans.streaming import EncoderState, StreamingEncoder
+from xtrans.tokenizer import find_tokenizer, load_tokenizer  # noqa: F401 (re-exported)
+from xtrans.transcription import TokenTable, Transcription  # noqa: F401 (re-exported)
+from xtrans.checkpoint import CheckpointError, load_model  # noqa: F401 (CheckpointError: documented here)
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-"""The model's sample rate."""
 
 SEARCHES = ("greedy", "beam")
 
 Audio = Union[str, os.PathLike, np.ndarray, torch.Tensor]
-
-
-@dataclass
-class Transcription:
-    """The result of decoding one utterance.
-
-    Attributes:
-        text: the decoded text.
-        tokens: token ids (no blank).
-        pieces: the token strings.
-        timestamps: emission time of each token in seconds (frame index x 20 ms).
-        score: log-probability of the result as defined by the search
-            (:mod:`xtrans.search.greedy`, :mod:`xtrans.search.beam`).
-        nbest: for beam search, every returned hypothesis best first (the first is this one);
-            empty for greedy search.
-    """
-
-    text: str
-    tokens: List[int]
-    pieces: List[str]
-    timestamps: List[float]
-    score: float
-    nbest: List["Transcription"] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain types (for JSON)."""
-        return asdict(self)
-
-
-class TokenTable:
-    """A ``tokens.txt`` (``<token> <id>`` per line, id 0 = blank) used as a decode-only tokenizer.
-
-    Pieces are joined and sentencepiece's word marker ``▁`` becomes a space.
-
-    Raises:
-        ValueError: on a malformed line or ids that are not ``0 .. V-1``.
-    """
-
-    def __init__(self, path: Union[str, os.PathLike]):
-        self.path = Path(path)
-        table: Dict[int, str] = {}
-        for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f"{self.path}:{n}: expected '<token> <id>', found {line!r}")
-            table[int(parts[1])] = parts[0]
-        if sorted(table) != list(range(len(table))):
-            raise ValueError(f"{self.path}: expected ids 0 .. {len(table) - 1}, each once")
-        self._tokens = [table[i] for i in range(len(table))]
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self._tokens)
-
-    def id_to_token(self, i: int) -> str:
-        return self._tokens[i]
-
-    def decode(self, ids) -> str:
-        return "".join(self._tokens[int(i)] for i in ids if int(i) != 0).replace("\u2581", " ").strip()
-
-
-def _as_samples(audio: Union[np.ndarray, torch.Tensor], name: str = "audio") -> torch.Tensor:
-    """An (S,) or channels-last (S, C) array -> (S, C) float32 tensor (integer PCM scaled to [-1, 1))."""
-    if isinstance(audio, np.ndarray):
-        if np.issubdtype(audio.dtype, np.integer):
-            scale = 128.0 if audio.dtype == np.uint8 else float(2 ** (8 * audio.dtype.itemsize - 1))
-            audio = (audio.astype(np.float32) - (128.0 if audio.dtype == np.uint8 else 0.0)) / scale
-        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    elif isinstance(audio, torch.Tensor):
-        if not audio.is_floating_point():
-            raise TypeError(f"{name}: expected a float tensor, found dtype {audio.dtype}")
-        x = audio.detach().to("cpu", torch.float32)
-    else:
-        raise TypeError(f"{name}: expected a path, numpy array or torch tensor, found {type(audio).__name__}")
-    if x.dim() == 1:
-        return x[:, None]
-    if x.dim() == 2:
-        return x
-    raise ValueError(f"{name}: expected (S,) or channels-last (S, C) samples, found shape {tuple(x.shape)}")
-
-
-class _StreamingResampler:
-    """Incremental :func:`~xtrans.data.resample.resample` to 16 kHz: the concatenated outputs of
-    :meth:`accept` and :meth:`flush` equal ``resample(whole_input, rate, 16000)``.
-
-    ``resample`` reduces the ratio to ``L / M`` and computes output block ``k`` (outputs
-    ``kL .. kL+L-1``) from inputs ``[kM - W, kM + M + W)`` (zeros outside the signal). A block
-    is emitted once those inputs have arrived; inputs no block needs any more are dropped.
-    """
-
-    def __init__(self, rate: int):
-        g = math.gcd(rate, SAMPLE_RATE)
-        self.rate = rate
-        self.M, self.L = rate // g, SAMPLE_RATE // g
-        defaults = inspect.signature(resample).parameters  # the filter ``resample`` uses
-        cutoff = 0.5 * defaults["rolloff"].default * min(self.M, self.L) / self.M
-        self.W = math.ceil(defaults["zero_crossings"].default / (2 * cutoff)) + 1
-        self.buffer = torch.zeros(0)
-        self.buffer_start = 0  # input index of buffer[0]
-        self.received = 0
-        self.next_block = 0
-
-    def _window_start(self) -> int:
-        """First input index (a multiple of M) the next block may read."""
-        return self.M * max(0, (self.next_block * self.M - self.W) // self.M)
-
-    def _emit(self, num_out: int) -> torch.Tensor:
-        a = self._window_start()
-        y = resample(self.buffer[a - self.buffer_start:], self.rate, SAMPLE_RATE)
-        offset = (a // self.M) * self.L
-        out = y[self.next_block * self.L - offset:num_out - offset]
-        self.next_block = -(-num_out // self.L)
-        keep = self._window_start()
-        self.buffer, self.buffer_start = self.buffer[keep - self.buffer_start:], keep
-        return out
-
-    def accept(self, x: torch.Tensor) -> torch.Tensor:
-        """New input samples (S,) -> the 16 kHz samples now complete."""
-        if self.rate == SAMPLE_RATE:
-            return x
-        self.buffer = torch.cat([self.buffer, x])
-        self.received += x.shape[0]
-        end_block = (self.received - self.W - self.M) // self.M + 1
-        if end_block <= self.next_block:
-            return x.new_zeros(0)
-        return self._emit(end_block * self.L)
-
-    def flush(self) -> torch.Tensor:
-        """The remaining output at the end of the input."""
-        if self.rate == SAMPLE_RATE or self.received == 0:
-            return torch.zeros(0)
-        total = -(-self.received * self.L // self.M)
-        if total <= self.next_block * self.L:
-            return torch.zeros(0)
-        return self._emit(total)
 
 
 class Speech2Text:
@@ -195,7 +54,7 @@ class Speech2Text:
 
     Args:
         model: the :class:`Transducer` (put in eval mode and moved to ``device``).
-        tokenizer: a :class:`~xtrans.tokenizer.Tokenizer` or :class:`TokenTable` (``decode``,
+        tokenizer: a :class:`~xtrans.tokenizer.Tokenizer` or :class:`~xtrans.tokenizer.TokenTable` (``decode``,
             ``id_to_token``, ``vocab_size``) of the model's vocabulary.
         device: where to run.
         streaming: the streaming rule for :meth:`transcribe` (masked full pass) and the default
@@ -235,7 +94,7 @@ class Speech2Text:
                         streaming: Optional[StreamingConfig] = None, *, chunk_ms: Optional[float] = None,
                         left_ms: Optional[float] = None, sinks: int = 0, search: str = "greedy",
                         beam: int = 4, max_symbols: int = 3, nbest: Optional[int] = None) -> "Speech2Text":
-        """Loads a training checkpoint (``{"model": state_dict, "arch": Transducer.arch, ...}``).
+        """Loads a checkpoint of any format (:func:`xtrans.checkpoint.load_model`).
 
         Args:
             path: the checkpoint file (``best.pt``, ``average.pt``, ``ckpt_step<N>.pt``).
@@ -259,18 +118,7 @@ class Speech2Text:
             streaming = StreamingConfig.from_ms(chunk_ms, left_ms, sinks)
         elif left_ms is not None or sinks:
             raise ValueError("chunk_ms: left_ms/sinks need a chunk size (chunk_ms)")
-        ckpt = load_checkpoint(path, map_location="cpu")
-        if not isinstance(ckpt, dict) or "model" not in ckpt or not ckpt.get("arch"):
-            raise CheckpointError(path, "not a transducer checkpoint (expected a dict with 'model' "
-                                        "and 'arch')")
-        model = Transducer.from_arch(ckpt["arch"])
-        state = ckpt["model"]
-        if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
-            state = {k[len("module."):]: v for k, v in state.items()}
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise CheckpointError(path, f"weights do not fit its 'arch': {err}") from None
+        model, ckpt = load_model(path, map_location="cpu")
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             tokenizer = load_tokenizer(tokenizer if tokenizer is not None else find_tokenizer(path, ckpt))
         logger.info("loaded %s (V=%d, %s, %s search)", path, model.vocab_size,
@@ -295,7 +143,7 @@ class Speech2Text:
             samples = torch.from_numpy(np.ascontiguousarray(samples))
         else:
             path, rate = "<array>", sample_rate
-            samples = _as_samples(audio)
+            samples = as_samples(audio)
         if int(rate) != rate or rate <= 0:
             raise ValueError(f"sample_rate: expected a positive integer (Hz), found {rate}")
         problems = [(code, reason) for code, reason
@@ -321,12 +169,21 @@ class Speech2Text:
         lengths = torch.tensor([wave.shape[0]], device=self.device)
         enc, enc_lengths = self.model.encode(wave[None], lengths, self.streaming)
         state = self.search.init_state(1, self.device)
-        return self._result(self.search.step(enc, state, enc_lengths))
+        return self.transcription(self.search.step(enc, state, enc_lengths))
 
-    def _result(self, state) -> Transcription:
+    def transcription(self, search_state: Union[GreedyState, BeamState]) -> Transcription:
+        """The result so far of a one-stream search state of :attr:`search`.
+
+        Args:
+            search_state: from ``self.search.init_state(1)`` and ``self.search.step`` calls.
+
+        Returns:
+            the best hypothesis as a :class:`Transcription`; for beam search with the
+            :attr:`nbest` best hypotheses in ``nbest``.
+        """
         if isinstance(self.search, GreedySearch):
-            return self._make(self.search.results(state)[0])
-        hyps = self.search.results(state, self.nbest)[0]
+            return self._make(self.search.results(search_state)[0])
+        hyps = self.search.results(search_state, self.nbest)[0]
         nbest = [self._make(h) for h in hyps]
         return replace(nbest[0], nbest=nbest)
 
@@ -354,64 +211,119 @@ class Speech2Text:
             raise ValueError("chunk_ms: left_ms/sinks need a chunk size (chunk_ms)")
         else:
             config = self.streaming
-        if config is None or config.chunk_size is None:
+        if config is None or config.is_full:
             raise ValueError("chunk_ms: streaming needs a chunk size; pass chunk_ms or construct "
                              "Speech2Text with a streaming configuration")
         return StreamingSession(self, config)
 
 
+@dataclass(frozen=True)
+class SessionState:
+    """Everything a :class:`StreamingSession` carries between calls, as one value.
+
+    Each call of the session computes a new value from the old one and replaces it (only when
+    the call succeeds, so a call that raises leaves the session as it was).
+
+    Attributes:
+        encoder: the streaming encoder's state (batch 1).
+        search: the search's state (batch 1).
+        resampler: the incremental resampling to 16 kHz; ``None`` until the first audio fixes
+            the session's sample rate.
+        channels: channels of the session's audio; ``None`` until the first audio.
+        num_frames: encoder frames (20 ms) decoded so far.
+        finished: True after :meth:`StreamingSession.finalize`.
+    """
+
+    encoder: EncoderState
+    search: Union[GreedyState, BeamState]
+    resampler: Optional[ResampleState] = None
+    channels: Optional[int] = None
+    num_frames: int = 0
+    finished: bool = False
+
+
 class StreamingSession:
     """One audio stream decoded as it arrives (made by :meth:`Speech2Text.stream`).
 
-    Audio is resampled to 16 kHz incrementally, fed to a
-    :class:`~xtrans.streaming.StreamingEncoder`, and every completed chunk of encoder frames
-    advances the search. The sample rate and channel count must stay the same within a session.
+    Audio is resampled to 16 kHz incrementally (:func:`~xtrans.data.resample.resample_chunk`),
+    fed to a :class:`~xtrans.streaming.StreamingEncoder`, and every completed chunk of encoder
+    frames advances the search. The sample rate and channel count must stay the same within a
+    session. Between calls the session holds one :class:`SessionState` (:attr:`state`).
     """
 
     def __init__(self, s2t: Speech2Text, streaming: StreamingConfig):
         self.s2t = s2t
         self.streaming = streaming
         self.encoder = StreamingEncoder(s2t.model.encoder, streaming)
-        self.encoder_state = self.encoder.init_state(1, s2t.device)
-        self.search_state = s2t.search.init_state(1, s2t.device)
-        self.sample_rate: Optional[int] = None
-        self.channels: Optional[int] = None
-        self.finished = False
-        self._resampler: Optional[_StreamingResampler] = None
+        self._state = SessionState(encoder=self.encoder.init_state(1, s2t.device),
+                                   search=s2t.search.init_state(1, s2t.device))
 
+    @property
+    def state(self) -> SessionState:
+        """The session's state after the last call."""
+        return self._state
+
+    @property
+    def sample_rate(self) -> Optional[int]:
+        """The rate of the session's audio in Hz (``None`` before the first audio)."""
+        return None if self._state.resampler is None else self._state.resampler.orig_rate
+
+    @property
+    def channels(self) -> Optional[int]:
+        """Channels of the session's audio (``None`` before the first audio)."""
+        return self._state.channels
+
+    @property
+    def finished(self) -> bool:
+        """True after :meth:`finalize`."""
+        return self._state.finished
+
+    @property
+    def num_frames(self) -> int:
+        """Encoder frames decoded so far: the search has seen frames ``0 .. num_frames - 1``.
+
+        A multiple of the chunk size until :meth:`finalize` adds the last, shorter chunk.
+        """
+        return self._state.num_frames
+
+    @torch.no_grad()
     def accept_waveform(self, samples: Union[np.ndarray, torch.Tensor], sample_rate: int = SAMPLE_RATE) -> str:
         """Feeds the next samples ``(n,)`` or ``(n, C)``; returns the text decoded so far.
 
         Raises:
             ValueError: after :meth:`finalize`, or when the rate or channel count changes.
         """
-        if self.finished:
+        state = self._state
+        if state.finished:
             raise ValueError("session: already finalized; open a new one with Speech2Text.stream()")
         if int(sample_rate) != sample_rate or sample_rate <= 0:
             raise ValueError(f"sample_rate: expected a positive integer (Hz), found {sample_rate}")
-        x = _as_samples(samples, "samples")
-        if self.sample_rate is None:
-            self.sample_rate, self.channels = int(sample_rate), x.shape[1]
-            self._resampler = _StreamingResampler(self.sample_rate)
-        if sample_rate != self.sample_rate:
-            raise ValueError(f"sample_rate: this session's audio is at {self.sample_rate} Hz, found "
+        x = as_samples(samples, "samples")
+        resampler, channels = state.resampler, state.channels
+        if resampler is None:
+            resampler, channels = init_resample_state(int(sample_rate), SAMPLE_RATE), x.shape[1]
+        if sample_rate != resampler.orig_rate:
+            raise ValueError(f"sample_rate: this session's audio is at {resampler.orig_rate} Hz, found "
                              f"{sample_rate} Hz; open a new session for another rate")
-        if x.shape[1] != self.channels:
-            raise ValueError(f"samples: this session's audio has {self.channels} channel(s), found {x.shape[1]}")
-        self._feed(self._resampler.accept(x.mean(dim=1)))
+        if x.shape[1] != channels:
+            raise ValueError(f"samples: this session's audio has {channels} channel(s), found {x.shape[1]}")
+        wave, resampler = resample_chunk(x.mean(dim=1), resampler)
+        self._state = self._feed(replace(state, resampler=resampler, channels=channels), wave)
         return self.text
 
-    @torch.no_grad()
-    def _feed(self, wave: torch.Tensor) -> None:
+    def _feed(self, state: SessionState, wave: torch.Tensor) -> SessionState:
+        """``state`` after new 16 kHz samples (n,)."""
         if wave.shape[0] == 0:
-            return
-        frames, counts, self.encoder_state = self.encoder.forward_chunk(
-            wave[None].to(self.s2t.device), self.encoder_state)
-        self._search(frames, counts)
+            return state
+        frames, counts, encoder = self.encoder.forward_chunk(wave[None].to(self.s2t.device), state.encoder)
+        return self._search(replace(state, encoder=encoder), frames, counts)
 
-    def _search(self, frames: torch.Tensor, counts: torch.Tensor) -> None:
-        if frames.shape[1]:
-            self.search_state = self.s2t.search.step(frames, self.search_state, counts)
+    def _search(self, state: SessionState, frames: torch.Tensor, counts: torch.Tensor) -> SessionState:
+        """``state`` after encoder frames (1, T, D) with valid counts (1,)."""
+        if frames.shape[1] == 0:
+            return state
+        return replace(state, search=self.s2t.search.step(frames, state.search, counts),
+                       num_frames=state.num_frames + frames.shape[1])
 
     @property
     def text(self) -> str:
@@ -420,49 +332,19 @@ class StreamingSession:
 
     def result(self) -> Transcription:
         """The current best result (partial until :meth:`finalize`)."""
-        return self.s2t._result(self.search_state)
+        return self.s2t.transcription(self._state.search)
 
     @torch.no_grad()
     def finalize(self) -> Transcription:
         """Ends the stream: decodes the last (partial) chunk and returns the final result."""
-        if self.finished:
+        state = self._state
+        if state.finished:
             raise ValueError("session: already finalized; open a new one with Speech2Text.stream()")
-        if self._resampler is not None:
-            self._feed(self._resampler.flush())
-        frames, counts, self.encoder_state = self.encoder.finalize(self.encoder_state)
-        self._search(frames, counts)
-        self.finished = True
+        if state.resampler is not None:
+            wave, resampler = resample_flush(state.resampler)
+            state = self._feed(replace(state, resampler=resampler), wave)
+        frames, counts, encoder = self.encoder.finalize(state.encoder)
+        state = self._search(replace(state, encoder=encoder), frames, counts)
+        self._state = replace(state, finished=True)
         return self.result()
 
-
-def find_tokenizer(checkpoint: Union[str, os.PathLike], ckpt: Dict[str, Any]) -> Path:
-    """Where the tokenizer of a checkpoint is: ``ckpt["tokenizer"]``, the training config's
-    ``data.tokenizer``, else ``bpe.model`` / ``tokens.txt`` next to the checkpoint.
-
-    Raises:
-        FileNotFoundError: naming every place looked at.
-    """
-    candidates = []
-    if isinstance(ckpt.get("tokenizer"), str):
-        candidates.append(Path(ckpt["tokenizer"]))
-    config = ckpt.get("config")
-    if isinstance(config, dict) and isinstance(config.get("data"), dict) \
-            and isinstance(config["data"].get("tokenizer"), str):
-        candidates.append(Path(config["data"]["tokenizer"]))
-    here = Path(checkpoint).parent
-    candidates += [here / "bpe.model", here / "tokens.txt"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(f"tokenizer: none given for {checkpoint} and none found at "
-                            f"{', '.join(str(c) for c in candidates)}; pass --tokenizer / tokenizer=")
-
-
-def load_tokenizer(path: Union[str, os.PathLike]):
-    """A sentencepiece ``.model`` -> :class:`~xtrans.tokenizer.Tokenizer`; ``tokens.txt`` -> :class:`TokenTable`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"tokenizer: {path} does not exist")
-    if path.suffix == ".txt":
-        return TokenTable(path)
-    return Tokenizer(path)

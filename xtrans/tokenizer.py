@@ -15,6 +15,9 @@ Text is normalised before training and encoding by a named function from
 :data:`NORMALIZERS` (``"none"``, ``"upper"``, ``"lower"``, ``"upper_no_punct"``,
 ``"lower_no_punct"``; add more with :func:`register_normalizer`). The name is saved next to the
 model (``<prefix>.json``) so that a loaded tokenizer normalises as it was trained.
+
+For decoding, :func:`load_tokenizer` reads either a ``.model`` or a bare ``tokens.txt``
+(:class:`TokenTable`), and :func:`find_tokenizer` finds the one a checkpoint was trained with.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
+
+from xtrans.transcription import TokenTable  # noqa: F401 (a tokenizer for decoding; torch-free home)
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +181,7 @@ class Tokenizer:
     def id_to_token(self, i: int) -> str:
         """The token string of an id (``<blk>`` for 0)."""
         if not 0 <= i < self.vocab_size:
-            raise ValueError(f"i must be in [0, {self.vocab_size}), got {i}")
+            raise ValueError(f"i: expected a token id in [0, {self.vocab_size}), found {i}")
         return BLANK if i == BLANK_ID else self._sp.id_to_piece(i - 1)
 
     def tokens(self) -> list[str]:
@@ -222,16 +227,43 @@ def train_tokenizer(
     """
     if model_type not in ("bpe", "unigram", "char", "word"):
         raise ValueError(
-            f"model_type must be 'bpe', 'unigram', 'char' or 'word', got {model_type!r}"
+            f"model_type must be 'bpe', 'unigram', 'char' or 'word', found {model_type!r}"
         )
     if vocab_size < 3:
-        raise ValueError(f"vocab_size must be >= 3 (blank, unk and a piece), got {vocab_size}")
+        raise ValueError(f"vocab_size must be >= 3 (blank, unk and a piece), found {vocab_size}")
     normalize = get_normalizer(normalizer)
     sentences = [s for s in (normalize(t) for t in texts) if s]
     if not sentences:
         raise ValueError("texts holds no non-empty transcript to train on")
     prefix = Path(model_prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
+    options = _sentencepiece_options(sentences, prefix, vocab_size, model_type, character_coverage,
+                                     user_defined_symbols, seed_sentencepiece_size)
+    try:
+        spm.SentencePieceTrainer.train(**options)
+    except RuntimeError as err:
+        raise ValueError(
+            f"sentencepiece could not train vocab_size={vocab_size} "
+            f"({vocab_size - 1} pieces) on {len(sentences)} sentences: {err}; "
+            "lower vocab_size or give more text"
+        ) from None
+    Path(f"{prefix}.json").write_text(
+        json.dumps({"normalizer": normalizer, "model_type": model_type, "vocab_size": vocab_size})
+        + "\n"
+    )
+    tokenizer = Tokenizer(f"{prefix}.model")
+    logger.info("trained %s tokenizer, V=%d, at %s", model_type, tokenizer.vocab_size, prefix)
+    return tokenizer
+
+
+def _sentencepiece_options(sentences: list[str], prefix: Path, vocab_size: int, model_type: str,
+                           character_coverage: float, user_defined_symbols: Sequence[str],
+                           seed_sentencepiece_size: int | None) -> dict:
+    """The options of ``SentencePieceTrainer.train`` for a vocabulary of ``V = vocab_size``.
+
+    ``V - 1`` pieces, the unknown piece at id 0, no bos/eos/pad: :class:`Tokenizer` shifts every
+    id by one to put the blank at 0.
+    """
     options = dict(
         sentence_iterator=iter(sentences),
         model_prefix=str(prefix),
@@ -251,18 +283,45 @@ def train_tokenizer(
     )
     if seed_sentencepiece_size is not None:
         options["seed_sentencepiece_size"] = seed_sentencepiece_size
-    try:
-        spm.SentencePieceTrainer.train(**options)
-    except RuntimeError as err:
-        raise ValueError(
-            f"sentencepiece could not train vocab_size={vocab_size} "
-            f"({vocab_size - 1} pieces) on {len(sentences)} sentences: {err}; "
-            "lower vocab_size or give more text"
-        ) from None
-    Path(f"{prefix}.json").write_text(
-        json.dumps({"normalizer": normalizer, "model_type": model_type, "vocab_size": vocab_size})
-        + "\n"
-    )
-    tokenizer = Tokenizer(f"{prefix}.model")
-    logger.info("trained %s tokenizer, V=%d, at %s", model_type, tokenizer.vocab_size, prefix)
-    return tokenizer
+    return options
+
+
+def find_tokenizer(checkpoint: str | os.PathLike, ckpt: dict) -> Path:
+    """Where the tokenizer of a checkpoint is: ``ckpt["tokenizer"]``, the training config's
+    ``data.tokenizer``, else ``bpe.model`` / ``tokens.txt`` next to the checkpoint.
+
+    Args:
+        checkpoint: the checkpoint's path.
+        ckpt: the loaded checkpoint dict.
+
+    Raises:
+        FileNotFoundError: naming every place looked at.
+    """
+    candidates = []
+    if isinstance(ckpt.get("tokenizer"), str):
+        candidates.append(Path(ckpt["tokenizer"]))
+    config = ckpt.get("config")
+    if isinstance(config, dict) and isinstance(config.get("data"), dict) \
+            and isinstance(config["data"].get("tokenizer"), str):
+        candidates.append(Path(config["data"]["tokenizer"]))
+    here = Path(checkpoint).parent
+    candidates += [here / "bpe.model", here / "tokens.txt"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"tokenizer: none given for {checkpoint} and none found at "
+                            f"{', '.join(str(c) for c in candidates)}; pass --tokenizer / tokenizer=")
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer | TokenTable:
+    """A sentencepiece ``.model`` -> :class:`Tokenizer`; a ``tokens.txt`` -> :class:`TokenTable`.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenizer: {path} does not exist")
+    if path.suffix == ".txt":
+        return TokenTable(path)
+    return Tokenizer(path)

@@ -26,16 +26,20 @@ Score with ``python -m xtrans.bin.score --decode_dir OUTDIR``. A failed utteranc
 too short, or any other failure) is reported on stderr, gets an empty hypothesis and is listed
 under ``failed``; the others are decoded. Digital silence is decoded like any audio.
 
-Several configurations in one process (recipe stage 11)::
+Several configurations in one process: recipe stage 11 decodes a model with every configuration
+that :func:`xtrans.recipes.decode_plan.plan` gives for its training config and ``conf/decode.yaml``::
 
     python -m xtrans.bin.decode --model exp/stage4/best.pt --data dump/test --outdir exp/stage4 \
-        --plan exp/stage4/decode_plan.txt [--nj 2]
+        --train_config conf/train_stage4.yaml --decode_config conf/decode.yaml [--nj 2]
 
-``--plan`` reads lines ``<tag> <options>`` (as printed by ``xtrans.bin.decode_plan``); options given
-on the command line apply to every line and override the line's (``--beam 8`` decodes every beam
-configuration with beam 8). Each line's output goes to ``<outdir>/decode_<data name>_<tag>`` and
-is scored there (``wer.json``, ``result.txt``) when the data has a ``text``. Python, the model and
-the ``--nj`` worker processes start once, not once per configuration.
+The plan sets ``--mode --search --chunk_ms --left_ms --sinks`` of each configuration and ``--beam``
+(``beam`` of ``conf/decode.yaml``) of the beam-search ones, and refuses them on the command line; the
+other options given (``--nj``, ``--piece_ms``, ``--max_symbols``, ...) apply to all. A plan of
+one's own is a file of lines ``<tag> <options>`` (``python -m xtrans.bin.decode_plan`` prints the
+recipe's in that form), given as ``--plan FILE``; options on the command line apply to every line
+and override the line's. Each configuration's output goes to ``<outdir>/decode_<data name>_<tag>``
+and is scored there (``wer.json``, ``result.txt``) when the data has a ``text``. Python, the model
+and the ``--nj`` worker processes start once, not once per configuration.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from xtrans.data.audio import BadAudioError, read_audio
 from xtrans.data.augment import apply_gain
 from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
 from xtrans.inference import Speech2Text
+from xtrans.recipes import decode_plan
 from xtrans.scoring.results import DECODE_JSON, score_decode_dir, stage_variant
 from xtrans.scoring.wer import write_text, write_trn
 
@@ -90,6 +95,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", default=None,
                    help="file of '<tag> <options>' lines: decode (and score) every configuration into "
                         "<outdir>/decode_<data name>_<tag>")
+    p.add_argument("--train_config", "--train-config", default=None,
+                   help="with --decode_config: decode (and score) every configuration that recipe stage 11 "
+                        "plans for the model trained with this config (xtrans.recipes.decode_plan)")
+    p.add_argument("--decode_config", "--decode-config", default=None, help="conf/decode.yaml of the plan")
     return p
 
 
@@ -125,12 +134,12 @@ def decode_streaming(s2t: Speech2Text, samples, rate: int, piece_ms: float) -> T
     chunk_ms: List[float] = []
     total = 0.0
     for begin in range(0, samples.shape[0], step):
-        before = session.encoder_state.num_frames
+        before = session.num_frames
         t0 = time.perf_counter()
         session.accept_waveform(samples[begin:begin + step], rate)
         dt = time.perf_counter() - t0
         total += dt
-        chunks = (session.encoder_state.num_frames - before) // C
+        chunks = (session.num_frames - before) // C
         if chunks:
             chunk_ms += [1000.0 * dt / chunks] * chunks
     t0 = time.perf_counter()
@@ -244,14 +253,13 @@ def summarise(args: argparse.Namespace, s2t: Speech2Text, records: List[Dict[str
     seconds = sum(r["seconds"] for r in ok)
     stage, variant = stage_variant(args.model)
     cfg = s2t.streaming
-    arch = s2t.model.arch or {}
     info: Dict[str, Any] = {
         "model": str(args.model), "data": str(args.data), "tokenizer": args.tokenizer,
         "stage": stage, "variant": variant, "mode": args.mode,
         "chunk_ms": None if cfg is None or cfg.chunk_size is None else cfg.chunk_size * 20,
         "left_ms": None if cfg is None or cfg.left_context is None else cfg.left_context * 20,
         "sinks": 0 if cfg is None else cfg.num_sinks,
-        "pos_conv": (arch.get("encoder") or {}).get("pos_conv"),
+        "pos_conv": s2t.model.arch.encoder.pos_conv if s2t.model.arch is not None else None,
         "search": args.search, "beam": args.beam if args.search == "beam" else None,
         "device": str(s2t.device), "num_threads": args.num_threads, "nj": args.nj,
         "num_utts": len(records), "failed": {r["utt"]: r["error"] for r in records if "error" in r},
@@ -326,6 +334,38 @@ def read_plan(path: str | Path) -> List[Tuple[str, List[str]]]:
     return plan
 
 
+def planned_jobs(args: argparse.Namespace, parser: argparse.ArgumentParser
+                 ) -> List[Tuple[str, argparse.Namespace]]:
+    """The configurations that :func:`xtrans.recipes.decode_plan.plan` gives for
+    ``args.train_config`` and ``args.decode_config``: per job, its tag and ``args`` with the job's
+    options set and ``outdir`` its ``<outdir>/decode_<data name>_<tag>``.
+
+    Raises:
+        ValueError: when only one of the two configs is given, or with ``--plan``, or when an option
+            that the plan sets is given on the command line.
+        ConfigError, OSError: for a config file that does not load.
+    """
+    if args.train_config is None or args.decode_config is None:
+        given, missing = (("--train_config", "--decode_config") if args.decode_config is None
+                          else ("--decode_config", "--train_config"))
+        raise ValueError(f"{given}: expected {missing} with it, found none")
+    if args.plan is not None:
+        raise ValueError("--plan: expected either a plan file or --train_config/--decode_config, found both")
+    jobs = decode_plan.plan(args.train_config, args.decode_config)
+    fixed = list(dict.fromkeys(name for job in jobs for name in job.options()))
+    clash = [f"--{name} {getattr(args, name)}" for name in fixed if getattr(args, name) != parser.get_default(name)]
+    if clash:
+        raise ValueError(f"--train_config: expected the plan of {args.train_config} and {args.decode_config} to set "
+                         f"--{', --'.join(fixed)}, found {' '.join(clash)} on the command line")
+    out = []
+    for job in jobs:
+        options = {k: float(v) if k in ("chunk_ms", "left_ms") and v is not None else v
+                   for k, v in job.options().items()}  # as the command line gives them
+        outdir = str(Path(args.outdir) / f"decode_{Path(args.data).name}_{job.tag}")
+        out.append((job.tag, argparse.Namespace(**{**vars(args), **options, "outdir": outdir})))
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = get_parser()
@@ -333,7 +373,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     jobs = [(None, args)]
     try:
-        if args.plan:
+        if args.train_config is not None or args.decode_config is not None:
+            jobs = planned_jobs(args, parser)
+            print(f"{args.model}: {len(jobs)} configurations of {args.train_config} and {args.decode_config}",
+                  flush=True)
+        elif args.plan:
             jobs = []
             for tag, words in read_plan(args.plan):
                 job = parser.parse_args(words + argv)  # the command line's options override the line's
@@ -346,7 +390,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 2
         data = read_data_dir(args.data)
         models = [_load(job) for _, job in jobs]  # every configuration is checked before decoding starts
-    except (ValueError, FileNotFoundError, DataDirError) as err:  # CheckpointError is a ValueError
+    except (ValueError, OSError, DataDirError) as err:  # CheckpointError and ConfigError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = False

@@ -2,7 +2,9 @@
 
     python -m xtrans.bin.decode_plan --train_config conf/train_stage4.yaml --decode_config conf/decode.yaml
 
-See :mod:`xtrans.recipes.decode_plan` for the rules.
+To look at the plan, or to edit it: the output is a ``--plan`` file of ``xtrans.bin.decode``. Stage
+11 itself passes the two configs to ``xtrans.bin.decode``, which calls the planner directly. See
+:mod:`xtrans.recipes.decode_plan` for the rules.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from xtrans.config import ConfigError, load_config
-from xtrans.models.config import build_encoder
+from xtrans.models.config import ModelConfig, build_model
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder, load_pretrained, preset_kwargs
 from xtrans.train.config import TrainConfig
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             if args.pretrained:
                 cfg = dataclasses.replace(cfg, pretrained=args.pretrained)
             torch.manual_seed(args.seed)
-            encoder = build_encoder(cfg)
+            encoder = build_model(ModelConfig(encoder=cfg), vocab_size=2).encoder  # the encoder stage 1 builds
             source = cfg.pretrained or f"random:{cfg.preset}:seed{args.seed}"
         elif args.pretrained:
             encoder = load_pretrained(args.pretrained, **overrides)
@@ -76,12 +76,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save({"encoder": encoder.state_dict(), "arch": encoder.arch, "source": source}, tmp)
+    torch.save({"encoder": encoder.state_dict(), "arch": encoder.arch.to_dict(), "source": source}, tmp)
     os.replace(tmp, out)
     params = sum(p.numel() for p in encoder.parameters())
     arch = encoder.arch
-    print(f"{out}: {source}, {params / 1e6:.2f}M parameters, {arch['num_layers']} layers x {arch['embed_dim']}, "
-          f"extractor {arch['extractor_mode']}, pos_conv {arch['pos_conv']}, waveform_norm {arch['waveform_norm']}")
+    print(f"{out}: {source}, {params / 1e6:.2f}M parameters, {arch.num_layers} layers x {arch.embed_dim}, "
+          f"extractor {arch.extractor_mode}, pos_conv {arch.pos_conv}, waveform_norm {arch.waveform_norm}")
     return 0
 
 

@@ -37,8 +37,8 @@ from tqdm import tqdm
 from xtrans.bin.decode import run as decode_records
 from xtrans.bin.decode import worker_pool
 from xtrans.data.kaldi_dir import DataDirError, read_data_dir
+from xtrans.frames import frames_to_ms
 from xtrans.inference import Speech2Text
-from xtrans.masks import frames_to_ms
 from xtrans.scoring.level import (DEFAULT_GAINS, default_tag, format_table, gain_key, gain_score, gain_value,
                                   parse_gains, parse_model, results_section, streaming_dict, training_streaming)
 from xtrans.scoring.plots import plot_level_robustness

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from xtrans.data.kaldi_dir import read_data_dir
 from xtrans.data.prepare import DROPPED_FILE, prepare_audio
+from xtrans.frames import SAMPLE_RATE
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("src", help="input Kaldi data directory")
     parser.add_argument("dest", help="output data directory (ark files go to <dest>/data/)")
     parser.add_argument("--nj", type=int, default=1, help="parallel worker processes")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz")
+    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="output rate in Hz")
     parser.add_argument("--dtype", choices=("int16", "float32"), default="int16",
                         help="sample storage in the ark (default: int16 PCM)")
     parser.add_argument("--min-seconds", type=float, default=0.025,

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from xtrans.config import ConfigError, load_config, to_dict
 from xtrans.data.kaldi_dir import DataDirError, read_data_dir
+from xtrans.models.arch import encoder_arch, encoder_defaults
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder
 from xtrans.train.frontend_pretrain import FrontendPretrainConfig, pretrain_frontend
 
@@ -54,7 +55,8 @@ def load_encoder(path: str | os.PathLike) -> tuple[Wav2Vec2Encoder, dict]:
     if not isinstance(obj, dict) or not {"encoder", "arch"} <= set(obj):
         raise ValueError(f"{path}: expected an encoder-only file of xtrans.bin.import_encoder "
                          f"(keys 'encoder' and 'arch'), found {sorted(obj) if isinstance(obj, dict) else type(obj)}")
-    encoder = Wav2Vec2Encoder(**obj["arch"])
+    # files of older versions hold only the arguments known then: the others take their defaults
+    encoder = Wav2Vec2Encoder(**encoder_arch({**encoder_defaults(), **obj["arch"]}, f"{path}: arch").kwargs())
     encoder.load_state_dict(obj["encoder"])
     return encoder, obj
 

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("dest")
     args = p.parse_args(argv)
     if args.n < 1:
-        print(f"subset_data: --n must be >= 1, found {args.n}", file=sys.stderr)
+        print(f"subset_data: --n: expected >= 1, found {args.n}", file=sys.stderr)
         return 2
     try:
         data = read_data_dir(args.src)

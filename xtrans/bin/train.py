@@ -187,9 +187,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             bar = tqdm(total=cfg.training.max_updates, initial=trainer.state.step, unit="upd", dynamic_ncols=True)
 
         def on_update(rec):
-            if bar is not None and not rec["skipped"]:
+            if bar is not None and not rec.skipped:
                 bar.update(1)
-                bar.set_postfix(epoch=rec["epoch"] + 1, loss=f"{rec['loss']:.3f}")
+                bar.set_postfix(epoch=rec.epoch + 1, loss=f"{rec.loss:.3f}")
 
         trainer.fit(on_update)
         if bar is not None:

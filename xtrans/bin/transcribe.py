@@ -5,6 +5,7 @@ Usage::
     python -m xtrans.bin.transcribe --model exp/stage5/best.pt [--tokenizer bpe.model] \\
         [--streaming --chunk-ms 640 --left-ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
         [--timestamps] [--jsonl] [--raw-sample-rate 8000 --raw-format s16le] FILE...
+    python -m xtrans.bin.transcribe --onnx exp/onnx [--search greedy|beam --beam 4] FILE...
 
 Reads WAV/FLAC/... at any sample rate, mono or multi-channel. Headerless ``*.raw`` / ``*.pcm``
 files are read when ``--raw-sample-rate`` and ``--raw-format`` say how (and refused with that
@@ -21,6 +22,13 @@ never saw in training).
 ``--streaming`` decodes under the streaming rule: by default as a masked full pass (what the
 model computes in streaming, in one go); ``--real-streaming`` feeds the audio chunk by chunk
 through the streaming encoder instead (same result, for checking and latency work).
+
+``--onnx DIR`` decodes with an ONNX export (``python -m xtrans.bin.export_onnx``) on onnxruntime
+(:mod:`xtrans.onnx`) instead of a checkpoint: always chunk by chunk under the streaming rule the
+export was made with and its own ``tokens.txt``: ``--tokenizer``, ``--device`` (other than cpu),
+``--streaming`` and ``--real-streaming`` are refused, ``--chunk-ms``, ``--left-ms``, ``--sinks`` and
+``--piece-ms`` do not apply. Audio at other rates is resampled to 16 kHz here, with the same filter
+as with ``--model``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import torch
 from tqdm import tqdm
 
 from xtrans.data.audio import RAW_FORMATS, BadAudioError, RawFormat, peak_dbfs, read_audio
+from xtrans.data.resample import resample
+from xtrans.data.validate import audio_problems
 from xtrans.inference import Speech2Text, Transcription
 
 QUIET_PEAK_DBFS = -50.0
@@ -45,7 +55,11 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m xtrans.bin.transcribe", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, ...)")
-    p.add_argument("--model", required=True, help="checkpoint (best.pt, average.pt, ckpt_step<N>.pt)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint (best.pt, average.pt, ckpt_step<N>.pt)")
+    source.add_argument("--onnx", metavar="DIR", default=None,
+                        help="ONNX export directory (python -m xtrans.bin.export_onnx): decode with "
+                             "onnxruntime, chunk by chunk under the export's streaming rule")
     p.add_argument("--tokenizer", default=None,
                    help="sentencepiece .model or tokens.txt (default: from the checkpoint, or "
                         "bpe.model / tokens.txt next to it)")
@@ -62,7 +76,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest", type=int, default=None, help="beam: hypotheses in the JSON output")
     p.add_argument("--timestamps", action="store_true", help="add token start times (s)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per file")
-    p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--num-threads", type=int, default=None, help="torch (or onnxruntime) CPU threads")
     p.add_argument("--piece-ms", type=float, default=100.0, help="--real-streaming: audio per call (ms)")
     p.add_argument("--raw-sample-rate", type=int, default=None,
                    help="headerless *.raw / *.pcm files: their sample rate (Hz); needs --raw-format")
@@ -143,6 +157,33 @@ def stream_file(s2t: Speech2Text, path: str, piece_ms: float, audio=None) -> Tra
     return session.finalize()
 
 
+class OnnxFiles:
+    """An :class:`xtrans.onnx.OnnxSpeech2Text` behind the two methods :func:`main` calls on a
+    :class:`Speech2Text`: ``load_audio`` (the same checks, resampling to 16 kHz) and ``transcribe``."""
+
+    def __init__(self, directory: str, **kwargs):
+        from xtrans.onnx import OnnxSpeech2Text
+
+        self.s2t = OnnxSpeech2Text(directory, **kwargs)
+
+    def load_audio(self, samples, rate: int):
+        """(S, C) samples at ``rate`` -> (S',) float32 mono at the export's rate.
+
+        Raises:
+            BadAudioError: for audio that is empty, not finite or shorter than one encoder frame.
+        """
+        problems = [reason for code, reason in audio_problems(samples, int(rate), sample_rate=None, mono=False)
+                    if code != "silent"]
+        if problems:
+            raise BadAudioError("", "<array>", "; ".join(problems))
+        wave = samples.mean(axis=1, dtype="float32") if samples.ndim == 2 else samples
+        target = self.s2t.sample_rate
+        return resample(wave, int(rate), target).numpy().astype("float32") if rate != target else wave
+
+    def transcribe(self, samples, rate: int):
+        return self.s2t.transcribe(self.load_audio(samples, rate), self.s2t.sample_rate)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -153,11 +194,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         raw = raw_format(args)
-        s2t = Speech2Text.from_checkpoint(
-            args.model, args.tokenizer, args.device,
-            chunk_ms=args.chunk_ms if args.streaming else None,
-            left_ms=args.left_ms if args.streaming else None, sinks=args.sinks if args.streaming else 0,
-            search=args.search, beam=args.beam, max_symbols=args.max_symbols, nbest=args.nbest)
+        if args.onnx is not None:
+            refused = [name for name, given in (("--tokenizer", args.tokenizer is not None),
+                                                ("--streaming", args.streaming),
+                                                ("--real-streaming", args.real_streaming),
+                                                ("--device", args.device != "cpu")) if given]
+            if refused:
+                raise ValueError(f"{', '.join(refused)}: not used with --onnx (the export has its own "
+                                 "tokens.txt and streaming rule and runs on onnxruntime); drop them")
+            s2t = OnnxFiles(args.onnx, search=args.search, beam=args.beam, max_symbols=args.max_symbols,
+                            nbest=args.nbest, num_threads=args.num_threads)
+        else:
+            s2t = Speech2Text.from_checkpoint(
+                args.model, args.tokenizer, args.device,
+                chunk_ms=args.chunk_ms if args.streaming else None,
+                left_ms=args.left_ms if args.streaming else None, sinks=args.sinks if args.streaming else 0,
+                search=args.search, beam=args.beam, max_symbols=args.max_symbols, nbest=args.nbest)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

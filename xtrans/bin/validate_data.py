@@ -19,6 +19,7 @@ import sys
 from tqdm import tqdm
 
 from xtrans.data.validate import validate_data_dir, write_clean_data_dir
+from xtrans.frames import SAMPLE_RATE
 from xtrans.tokenizer import Tokenizer
 
 
@@ -27,8 +28,8 @@ def get_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("data_dir", help="Kaldi data directory to check")
-    parser.add_argument("--sample-rate", type=int, default=16000,
-                        help="required sample rate in Hz (default 16000)")
+    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE,
+                        help=f"required sample rate in Hz (default {SAMPLE_RATE})")
     parser.add_argument("--any-rate", action="store_true",
                         help="accept any sample rate and channel count (raw corpora)")
     parser.add_argument("--no-audio", action="store_true",

@@ -36,11 +36,12 @@ import torch
 
 from xtrans.data.kaldi_dir import Segment, is_pipe, split_ark_offset
 from xtrans.data.resample import resample
+from xtrans.frames import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-ARK_SAMPLE_RATE = 16000
-"""Sample rate assumed for bare float vectors in ark files (they store no rate)."""
+ARK_SAMPLE_RATE = SAMPLE_RATE
+"""Sample rate assumed for bare float vectors in ark files (they store no rate): the model's."""
 
 PIPE_TIMEOUT_S = 600
 """Seconds a ``cmd |`` entry may run before it is reported as bad audio."""
@@ -319,6 +320,34 @@ def read_audio(
         raise BadAudioError(utt_id, entry, _backend_reason(err)) from None
 
 
+def as_samples(audio: np.ndarray | torch.Tensor, name: str = "audio") -> torch.Tensor:
+    """In-memory samples ``(S,)`` or channels-last ``(S, C)`` -> ``(S, C)`` float32 tensor (CPU).
+
+    Integer PCM arrays are scaled to [-1, 1) as soundfile reads them (8-bit is unsigned).
+
+    Args:
+        audio: a numpy array (float or integer PCM) or a float tensor.
+        name: the argument's name, for error messages.
+
+    Raises:
+        TypeError: for another type, or an integer tensor.
+        ValueError: for another number of dimensions.
+    """
+    if isinstance(audio, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(_to_float32(audio)))
+    elif isinstance(audio, torch.Tensor):
+        if not audio.is_floating_point():
+            raise TypeError(f"{name}: expected a float tensor, found dtype {audio.dtype}")
+        x = audio.detach().to("cpu", torch.float32)
+    else:
+        raise TypeError(f"{name}: expected a numpy array or torch tensor, found {type(audio).__name__}")
+    if x.dim() == 1:
+        return x[:, None]
+    if x.dim() == 2:
+        return x
+    raise ValueError(f"{name}: expected (S,) or channels-last (S, C) samples, found shape {tuple(x.shape)}")
+
+
 def to_mono(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Down-mix ``(S, C)`` samples to ``(S,)`` by averaging the channels (float32 tensor)."""
     x = torch.as_tensor(samples, dtype=torch.float32)
@@ -341,7 +370,7 @@ def load_waveform(
     *,
     utt_id: str = "",
     segment: Segment | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     raw: RawFormat | None = None,
 ) -> torch.Tensor:
     """Read an utterance as a mono waveform at ``sample_rate``.

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from xtrans.data.resample import resample
+from xtrans.frames import SAMPLE_RATE
 
 
-def speed_perturb(waveform: torch.Tensor, factor: float, sample_rate: int = 16000) -> torch.Tensor:
+def speed_perturb(waveform: torch.Tensor, factor: float, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """Play the waveform ``factor`` times faster (pitch and tempo together, like ``sox speed``).
 
     Implemented as resampling from ``round(factor * sample_rate)`` Hz to ``sample_rate`` Hz:
@@ -35,7 +36,7 @@ def speed_perturb(waveform: torch.Tensor, factor: float, sample_rate: int = 1600
         ValueError: when ``factor`` is not positive.
     """
     if not factor > 0:
-        raise ValueError(f"factor must be positive, got {factor}")
+        raise ValueError(f"factor must be positive, found {factor}")
     if factor == 1.0:
         return waveform
     return resample(waveform, round(factor * sample_rate), sample_rate)
@@ -64,9 +65,9 @@ def time_mask(
         ValueError: for negative ``num_masks`` or ``max_width``.
     """
     if num_masks < 0:
-        raise ValueError(f"num_masks must be >= 0, got {num_masks}")
+        raise ValueError(f"num_masks must be >= 0, found {num_masks}")
     if max_width < 0:
-        raise ValueError(f"max_width must be >= 0 samples, got {max_width}")
+        raise ValueError(f"max_width: expected >= 0 samples, found {max_width}")
     out = waveform.clone()
     length = out.shape[-1]
     for _ in range(num_masks):

@@ -22,6 +22,7 @@ import torch
 from xtrans.data.audio import load_waveform
 from xtrans.data.augment import apply_gain, speed_perturb, time_mask
 from xtrans.data.kaldi_dir import DataDir, read_data_dir
+from xtrans.frames import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def collate(examples: Sequence[Example]) -> Batch:
         ValueError: when ``examples`` is empty.
     """
     if not examples:
-        raise ValueError("examples must hold at least one Example, got none")
+        raise ValueError("examples must hold at least one Example, found none")
     wave_lengths = torch.tensor([len(e.waveform) for e in examples], dtype=torch.int64)
     target_lengths = torch.tensor([len(e.targets) for e in examples], dtype=torch.int64)
     waveforms = torch.zeros(len(examples), int(wave_lengths.max()), dtype=torch.float32)
@@ -98,7 +99,7 @@ def collate(examples: Sequence[Example]) -> Batch:
     return Batch(waveforms, wave_lengths, targets, target_lengths, [e.utt_id for e in examples])
 
 
-def utterance_durations(data: DataDir, sample_rate: int = 16000) -> list[float]:
+def utterance_durations(data: DataDir, sample_rate: int = SAMPLE_RATE) -> list[float]:
     """Seconds per utterance in ``data.utt_ids`` order, for :class:`DurationBatchSampler`.
 
     Uses ``utt2num_samples`` (taken to be at ``sample_rate``, as ``prepare_audio`` writes it),
@@ -157,7 +158,7 @@ class AsrDataset(torch.utils.data.Dataset):
         data: DataDir | str | os.PathLike,
         tokenizer: Callable[[str], Sequence[int]],
         *,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         speed_factors: Sequence[float] | None = None,
         num_time_masks: int = 0,
         time_mask_seconds: float = 0.05,
@@ -174,10 +175,10 @@ class AsrDataset(torch.utils.data.Dataset):
                 "clean it with python -m xtrans.bin.validate_data --clean-dir"
             )
         if speed_factors is not None and not all(f > 0 for f in speed_factors):
-            raise ValueError(f"speed_factors must all be positive, got {list(speed_factors)}")
+            raise ValueError(f"speed_factors: expected positive factors, found {list(speed_factors)}")
         if num_time_masks < 0 or time_mask_seconds < 0:
             raise ValueError(
-                f"num_time_masks and time_mask_seconds must be >= 0, got {num_time_masks} "
+                f"num_time_masks, time_mask_seconds: expected >= 0, found {num_time_masks} "
                 f"and {time_mask_seconds}"
             )
         if gain_db is not None:

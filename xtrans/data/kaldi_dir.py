@@ -168,7 +168,7 @@ def _parse_number(path: Path, line_no: int, key: str, value: str, kind: type) ->
             f"{key}: expected {'an integer' if kind is int else 'a number'}, found {value!r}",
         ) from None
     if not number >= 0:  # also NaN
-        raise DataDirError(path, line_no, f"{key}: must be >= 0, found {value}")
+        raise DataDirError(path, line_no, f"{key}: expected a number >= 0, found {value}")
     return number
 
 

@@ -35,7 +35,8 @@ import torch
 from xtrans.data.audio import BadAudioError, read_audio, to_mono
 from xtrans.data.kaldi_dir import DataDir, Segment, read_data_dir, read_table, write_data_dir
 from xtrans.data.resample import resample
-from xtrans.data.validate import RECEPTIVE_FIELD, Problem, audio_problems
+from xtrans.data.validate import Problem, audio_problems
+from xtrans.frames import RECEPTIVE_FIELD, SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +210,9 @@ def prepare_audio(
     dest: str | os.PathLike,
     *,
     nj: int = 1,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     dtype: str = "int16",
-    min_seconds: float = RECEPTIVE_FIELD / 16000,
+    min_seconds: float = RECEPTIVE_FIELD / SAMPLE_RATE,
     max_seconds: float | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> PrepareResult:
@@ -234,31 +235,16 @@ def prepare_audio(
         ValueError: for a bad ``nj``, ``dtype``, ``sample_rate`` or length bounds.
         DataDirError: when ``src`` is not a readable data directory.
     """
-    if nj < 1:
-        raise ValueError(f"nj must be >= 1, got {nj}")
-    if dtype not in ("int16", "float32"):
-        raise ValueError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
-    if max_seconds is not None and max_seconds < min_seconds:
-        raise ValueError(f"max_seconds ({max_seconds}) must be >= min_seconds ({min_seconds})")
+    _check_prepare_args(nj, dtype, sample_rate, min_seconds, max_seconds)
     data = read_data_dir(src)
     dest = Path(dest)
     if dest.resolve() == Path(src).resolve():
-        raise ValueError(f"dest must differ from src, got {dest}")
+        raise ValueError(f"dest must differ from src, found {dest}")
     (dest / "data").mkdir(parents=True, exist_ok=True)
     on_progress = on_progress or (lambda n: None)
 
     outcomes: dict[str, int | Problem] = {}
-    items: list[_Item] = []
-    for utt in data.utt_ids:
-        try:
-            entry, segment = data.wav_entry(utt)
-        except KeyError:
-            outcomes[utt] = Problem(utt, "missing_recording", "recording not in wav.scp")
-            on_progress(1)
-            continue
-        items.append((utt, entry, segment))
+    items = _recordings(data, outcomes, on_progress)
     nj = max(1, min(nj, len(items)))
     bounds = np.linspace(0, len(items), nj + 1).round().astype(int)
     shards = [items[bounds[j]:bounds[j + 1]] for j in range(nj)]
@@ -276,7 +262,45 @@ def prepare_audio(
         _write_shard(shards[0], *paths[0], *args, report)
     else:
         _run_parallel(shards, paths, args, on_progress, outcomes)
+    result = _write_prepared(data, dest, paths, outcomes, sample_rate)
+    logger.info("%s: %s", dest, result.summary())
+    return result
 
+
+def _check_prepare_args(nj: int, dtype: str, sample_rate: int, min_seconds: float,
+                        max_seconds: float | None) -> None:
+    """The argument checks of :func:`prepare_audio`."""
+    if nj < 1:
+        raise ValueError(f"nj must be >= 1, got {nj}")
+    if dtype not in ("int16", "float32"):
+        raise ValueError(f"dtype must be 'int16' or 'float32', got {dtype!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate: expected a positive number of Hz, found {sample_rate}")
+    if max_seconds is not None and max_seconds < min_seconds:
+        raise ValueError(f"max_seconds ({max_seconds}) must be >= min_seconds ({min_seconds})")
+
+
+def _recordings(data: DataDir, outcomes: dict, on_progress: Callable[[int], None]) -> list[_Item]:
+    """The work items ``(utt_id, wav entry, segment)``; an utterance without a recording goes to ``outcomes``."""
+    items: list[_Item] = []
+    for utt in data.utt_ids:
+        try:
+            entry, segment = data.wav_entry(utt)
+        except KeyError:
+            outcomes[utt] = Problem(utt, "missing_recording", "recording not in wav.scp")
+            on_progress(1)
+            continue
+        items.append((utt, entry, segment))
+    return items
+
+
+def _write_prepared(data: DataDir, dest: Path, paths: list[tuple[str, str]], outcomes: dict,
+                    sample_rate: int) -> PrepareResult:
+    """Merges the shards' scp files and writes the output data directory and ``dropped_utts``.
+
+    ``outcomes`` maps each utterance to its sample count (converted) or a :class:`Problem`;
+    a converted utterance whose scp line is missing (its worker died) is dropped too.
+    """
     wav_scp = {}
     for _, scp_path in paths:
         if Path(scp_path).exists():
@@ -297,6 +321,4 @@ def prepare_audio(
     (dest / DROPPED_FILE).write_text(
         "".join(f"{p.utt_id} {p.code}: {p.reason}\n" for p in dropped), encoding="utf-8"
     )
-    result = PrepareResult(out, dropped)
-    logger.info("%s: %s", dest, result.summary())
-    return result
+    return PrepareResult(out, dropped)

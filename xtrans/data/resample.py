@@ -15,14 +15,21 @@ block ``k`` of ``M`` input samples, so the whole operation is one strided ``conv
 ``L`` output channels (the classic polyphase structure, as in ``scipy.signal.resample_poly``,
 libsamplerate's sinc converters and ``torchaudio.functional.resample``).
 
-The defaults are librosa/resampy's "kaiser_best" (``K = 64``, ``rolloff = 0.9476``,
-``beta = 14.77``). Measured 8 kHz -> 16 kHz and 16 kHz -> 8 kHz: pass-band error below 1e-5 of
+The defaults (:data:`ZERO_CROSSINGS`, :data:`ROLLOFF`, :data:`BETA`) are librosa/resampy's
+"kaiser_best" (``K = 64``, ``rolloff = 0.9476``, ``beta = 14.77``). Measured 8 kHz -> 16 kHz and 16 kHz -> 8 kHz: pass-band error below 1e-5 of
 full scale up to 88% of the lower Nyquist frequency (3.5 kHz for 8 kHz audio), transition band
 88-100%, stop band below -140 dB from the Nyquist frequency on.
+
+Streaming: :func:`init_resample_state`, :func:`resample_chunk` and :func:`resample_flush`
+resample a signal that arrives in pieces; the concatenated outputs equal :func:`resample` of
+the whole signal. Output block ``k`` (outputs ``kL .. kL + L - 1``) reads inputs
+``[kM - W, kM + M + W)`` (zeros outside the signal), so it is emitted once those inputs have
+arrived, and inputs no later block reads are dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -32,6 +39,21 @@ import torch
 MAX_FILTER_TAPS = 1 << 24
 """Largest filter bank (phases x taps) built before refusing a ratio, ~64 MB of float32."""
 
+ZERO_CROSSINGS = 64
+"""Default ``K``: sinc zero crossings kept on each side of the filter."""
+
+ROLLOFF = 0.9475937167399596
+"""Default cut-off as a fraction of the lower Nyquist frequency."""
+
+BETA = 14.769656459379492
+"""Default Kaiser window shape."""
+
+
+def _half_width(orig: int, new: int, zero_crossings: int, rolloff: float) -> int:
+    """``W``: filter taps on each side, in input samples, of the reduced ratio ``new / orig``."""
+    cutoff = 0.5 * rolloff * min(orig, new) / orig  # f_c, cycles per input sample
+    return math.ceil(zero_crossings / (2 * cutoff))
+
 
 @functools.lru_cache(maxsize=32)
 def _filter_bank(
@@ -39,7 +61,7 @@ def _filter_bank(
 ) -> tuple[np.ndarray, int]:
     """The ``(L, 1, 2W + M)`` float64 polyphase filters and the padding ``W`` (input samples)."""
     cutoff = 0.5 * rolloff * min(orig, new) / orig  # f_c, cycles per input sample
-    half_width = math.ceil(zero_crossings / (2 * cutoff))  # W: taps on each side
+    half_width = _half_width(orig, new, zero_crossings, rolloff)  # W: taps on each side
     if new * (2 * half_width + orig) > MAX_FILTER_TAPS:
         raise ValueError(
             f"resampling ratio {new}/{orig} (after dividing by the gcd) needs a filter bank of "
@@ -62,9 +84,9 @@ def resample(
     orig_rate: int,
     new_rate: int,
     *,
-    zero_crossings: int = 64,
-    rolloff: float = 0.9475937167399596,
-    beta: float = 14.769656459379492,
+    zero_crossings: int = ZERO_CROSSINGS,
+    rolloff: float = ROLLOFF,
+    beta: float = BETA,
 ) -> torch.Tensor:
     """Resample along the last axis with a Kaiser-windowed sinc polyphase filter.
 
@@ -85,14 +107,10 @@ def resample(
         ValueError: for non-positive or non-integer rates, a ``rolloff`` outside (0, 1], or a
             ratio whose filter bank would be unreasonably large.
     """
-    for name, rate in (("orig_rate", orig_rate), ("new_rate", new_rate)):
-        if int(rate) != rate or rate <= 0:
-            raise ValueError(f"{name} must be a positive integer number of Hz, got {rate!r}")
-    if not 0.0 < rolloff <= 1.0:
-        raise ValueError(f"rolloff must be in (0, 1], got {rolloff}")
+    _check_settings(orig_rate, new_rate, rolloff)
     x = torch.as_tensor(waveform)
     if not x.is_floating_point():
-        raise ValueError(f"waveform must be floating point, got dtype {x.dtype}")
+        raise ValueError(f"waveform must be floating point, found dtype {x.dtype}")
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     if orig_rate == new_rate:
@@ -110,3 +128,127 @@ def resample(
     y = y.transpose(1, 2).reshape(y.shape[0], -1)  # (N, L * blocks): sample n = k L + p
     out_len = -(-num_samples * new // orig)  # ceil(S L / M)
     return y[:, :out_len].reshape(*shape[:-1], out_len)
+
+
+def _check_settings(orig_rate: int, new_rate: int, rolloff: float) -> None:
+    for name, rate in (("orig_rate", orig_rate), ("new_rate", new_rate)):
+        if int(rate) != rate or rate <= 0:
+            raise ValueError(f"{name} must be a positive integer number of Hz, found {rate!r}")
+    if not 0.0 < rolloff <= 1.0:
+        raise ValueError(f"rolloff must be in (0, 1], found {rolloff}")
+
+
+# ---------------------------------------------------------------------------- streaming
+
+
+@dataclasses.dataclass(frozen=True)
+class ResampleState:
+    """Where a streaming resampling stands (made by :func:`init_resample_state`).
+
+    Attributes:
+        orig_rate, new_rate: the rates in Hz.
+        zero_crossings, rolloff, beta: the filter, as in :func:`resample`.
+        buffer: ``(n,)`` the inputs some later output block still reads.
+        buffer_start: input index of ``buffer[0]`` (a multiple of ``M``).
+        received: input samples received so far.
+        next_block: the first output block not yet emitted (outputs from ``next_block * L`` on).
+    """
+
+    orig_rate: int
+    new_rate: int
+    zero_crossings: int
+    rolloff: float
+    beta: float
+    buffer: torch.Tensor
+    buffer_start: int = 0
+    received: int = 0
+    next_block: int = 0
+
+    @property
+    def ratio(self) -> tuple[int, int]:
+        """``(M, L)``: the rates divided by their gcd (``M`` inputs give ``L`` outputs)."""
+        g = math.gcd(self.orig_rate, self.new_rate)
+        return self.orig_rate // g, self.new_rate // g
+
+    @property
+    def half_width(self) -> int:
+        """``W``: inputs read on each side of a block (as :func:`resample` pads)."""
+        M, L = self.ratio
+        return _half_width(M, L, self.zero_crossings, self.rolloff)
+
+    def _window_start(self, block: int) -> int:
+        """First input index (a multiple of ``M``) that output block ``block`` or a later one reads."""
+        M = self.ratio[0]
+        return M * max(0, (block * M - self.half_width) // M)
+
+
+def init_resample_state(
+    orig_rate: int,
+    new_rate: int,
+    *,
+    zero_crossings: int = ZERO_CROSSINGS,
+    rolloff: float = ROLLOFF,
+    beta: float = BETA,
+) -> ResampleState:
+    """The state before the first piece of a streamed resampling (arguments as :func:`resample`).
+
+    Raises:
+        ValueError: as :func:`resample`, for bad rates or ``rolloff``.
+    """
+    _check_settings(orig_rate, new_rate, rolloff)
+    return ResampleState(int(orig_rate), int(new_rate), int(zero_crossings), float(rolloff),
+                         float(beta), buffer=torch.zeros(0))
+
+
+def _emit(state: ResampleState, num_out: int) -> tuple[torch.Tensor, ResampleState]:
+    """Outputs ``[next_block L, num_out)`` (all their inputs are in the buffer) and the new state."""
+    M, L = state.ratio
+    a = state._window_start(state.next_block)
+    y = resample(state.buffer[a - state.buffer_start:], state.orig_rate, state.new_rate,
+                 zero_crossings=state.zero_crossings, rolloff=state.rolloff, beta=state.beta)
+    offset = (a // M) * L  # output index of y[0]
+    out = y[state.next_block * L - offset:num_out - offset]
+    next_block = -(-num_out // L)
+    keep = state._window_start(next_block)
+    return out, dataclasses.replace(state, buffer=state.buffer[keep - state.buffer_start:],
+                                    buffer_start=keep, next_block=next_block)
+
+
+def resample_chunk(x: torch.Tensor, state: ResampleState) -> tuple[torch.Tensor, ResampleState]:
+    """Feeds the next input samples; returns the outputs they complete and the new state.
+
+    Args:
+        x: ``(n,)`` float, the next ``n`` samples at ``state.orig_rate`` (any ``n``, also 0).
+        state: from :func:`init_resample_state` or the previous call.
+
+    Returns:
+        ``(m,)`` the next outputs at ``state.new_rate`` (possibly none) and the new state.
+
+    Raises:
+        ValueError: if ``x`` is not a 1-D floating-point tensor.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 1 or not x.is_floating_point():
+        found = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x: expected a 1-D float tensor (n,), found {found}")
+    if state.orig_rate == state.new_rate:
+        return x, dataclasses.replace(state, received=state.received + x.shape[0])
+    M, L = state.ratio
+    received = state.received + x.shape[0]
+    state = dataclasses.replace(state, buffer=torch.cat([state.buffer.to(x), x]), received=received)
+    end_block = (received - state.half_width - M) // M + 1  # blocks whose inputs all arrived
+    if end_block <= state.next_block:
+        return x.new_zeros(0), state
+    return _emit(state, end_block * L)
+
+
+def resample_flush(state: ResampleState) -> tuple[torch.Tensor, ResampleState]:
+    """Ends the input: returns the remaining outputs (the signal is zero after its end).
+
+    After it, ``resample_chunk`` outputs concatenated with these equal ``resample`` of the whole
+    input, ``ceil(S * new_rate / orig_rate)`` samples; a second flush returns none.
+    """
+    M, L = state.ratio
+    total = -(-state.received * L // M)
+    if state.orig_rate == state.new_rate or total <= state.next_block * L:
+        return state.buffer.new_zeros(0), state
+    return _emit(state, total)

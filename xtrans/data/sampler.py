@@ -68,7 +68,7 @@ class DurationBatchSampler:
         durations = np.asarray(durations, dtype=np.float64)
         if durations.ndim != 1 or len(durations) == 0:
             raise ValueError(
-                f"durations must be a non-empty 1-D sequence, got shape {durations.shape}"
+                f"durations must be a non-empty 1-D sequence, found shape {durations.shape}"
             )
         if not np.all(durations > 0):  # also catches NaN
             bad = int(np.flatnonzero(~(durations > 0))[0])
@@ -76,13 +76,13 @@ class DurationBatchSampler:
                 f"durations must be positive seconds, found {durations[bad]} at index {bad}"
             )
         if not max_seconds > 0:
-            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+            raise ValueError(f"max_seconds must be positive, found {max_seconds}")
         if num_buckets < 1:
-            raise ValueError(f"num_buckets must be >= 1, got {num_buckets}")
+            raise ValueError(f"num_buckets must be >= 1, found {num_buckets}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         if max_batch_size is not None and max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1 or None, got {max_batch_size}")
+            raise ValueError(f"max_batch_size: expected >= 1 or None, found {max_batch_size}")
         self.durations = durations
         self.max_seconds = float(max_seconds)
         self.num_buckets = min(num_buckets, len(durations))
@@ -172,7 +172,7 @@ class DurationBatchSampler:
         """
         position = self.position if consumed is None else consumed
         if not 0 <= position <= len(self):
-            raise ValueError(f"consumed must be in [0, {len(self)}], got {consumed}")
+            raise ValueError(f"consumed must be in [0, {len(self)}], found {consumed}")
         return {
             "epoch": self.epoch,
             "position": position,

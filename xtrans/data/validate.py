@@ -18,7 +18,8 @@ Problems found (``code``: meaning):
   frame), ``length_mismatch`` (``utt2num_samples`` disagrees with the audio).
 * ``empty_text``: a blank transcript.
 * ``too_long``: more target tokens than the transducer may emit. The encoder (stride 320,
-  receptive field 400 samples at 16 kHz) gives ``T = (S - 400) // 320 + 1`` frames; an
+  receptive field 400 samples at 16 kHz) gives ``T = (S - 400) // 320 + 1`` frames
+  (:func:`xtrans.frames.num_frames`); an
   utterance is rejected when ``U > max_tokens_per_frame * T``. A standard RNN-T can emit several
   tokens per frame, but one per frame is the limit of monotonic/pruned transducer losses and of
   greedy search with one symbol per frame, and ``U > T`` almost always means a wrong
@@ -45,27 +46,20 @@ from xtrans.data.kaldi_dir import (
     read_table,
     write_data_dir,
 )
+from xtrans.frames import FRAME_STRIDE, RECEPTIVE_FIELD, SAMPLE_RATE, num_frames  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
-MODEL_SAMPLE_RATE = 16000
+MODEL_SAMPLE_RATE = SAMPLE_RATE
 """Rate of the encoder's input; frame counts are computed at this rate."""
-
-FRAME_STRIDE = 320
-"""Encoder frame stride in samples at 16 kHz (20 ms)."""
-
-RECEPTIVE_FIELD = 400
-"""Samples at 16 kHz read by one encoder frame (25 ms)."""
 
 REPORT_FILE = "validation_report.txt"
 """Name of the report written into a clean data directory."""
 
 
-def encoder_frames(num_samples: int) -> int:
-    """Encoder frames ``T = (S - 400) // 320 + 1`` of ``S`` samples at 16 kHz (0 if S < 400)."""
-    if num_samples < RECEPTIVE_FIELD:
-        return 0
-    return (num_samples - RECEPTIVE_FIELD) // FRAME_STRIDE + 1
+encoder_frames = num_frames
+"""Encoder frames ``T = (S - 400) // 320 + 1`` of ``S`` samples at 16 kHz (0 if S < 400);
+the same function as :func:`xtrans.frames.num_frames`."""
 
 
 def count_characters(text: str) -> list[str]:
@@ -260,10 +254,10 @@ def validate_data_dir(
     """
     if max_tokens_per_frame is not None and max_tokens_per_frame <= 0:
         raise ValueError(
-            f"max_tokens_per_frame must be positive or None, got {max_tokens_per_frame}"
+            f"max_tokens_per_frame must be positive or None, found {max_tokens_per_frame}"
         )
     if sample_rate is not None and sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive number of Hz or None, got {sample_rate}")
+        raise ValueError(f"sample_rate must be a positive number of Hz or None, found {sample_rate}")
     root = Path(path)
     data = read_data_dir(root)
     problems: list[Problem] = []
@@ -279,44 +273,63 @@ def validate_data_dir(
         if text is not None and not text.strip():
             problems.append(Problem(utt, "empty_text", "transcript is empty"))
         if check_audio:
-            try:
-                entry, segment = data.wav_entry(utt)
-            except KeyError:
-                continue  # missing_recording, reported above
-            try:
-                samples, rate = read_audio(entry, utt_id=utt, segment=segment)
-                found = audio_problems(samples, rate, sample_rate=sample_rate, mono=mono)
-            except BadAudioError as err:
-                problems.append(Problem(utt, "unreadable", err.reason))
+            length = _check_audio(utt, data, sample_rate, mono, problems)
+            if length is None:
                 continue
-            except Exception as err:  # one bad utterance never stops the check of the others
-                logger.debug("checking %s (%s) failed", utt, entry, exc_info=True)
-                problems.append(Problem(utt, "unreadable", f"{type(err).__name__}: {err}"))
-                continue
-            num_samples[utt], rates[utt] = len(samples), rate
-            for code, reason in found:
-                problems.append(Problem(utt, code, reason))
-            expected = None if data.utt2num_samples is None else data.utt2num_samples.get(utt)
-            if expected is not None and expected != len(samples):
-                problems.append(Problem(
-                    utt, "length_mismatch",
-                    f"utt2num_samples says {expected} samples, the audio has {len(samples)}",
-                ))
+            num_samples[utt], rates[utt] = length
         if text and text.strip() and max_tokens_per_frame is not None:
             samples_16k = _samples_at_16k(utt, data, num_samples, rates, sample_rate)
             if samples_16k is not None:
-                num_tokens = len(tokenize(text))
-                frames = encoder_frames(samples_16k)
-                if num_tokens > max_tokens_per_frame * frames:
-                    problems.append(Problem(
-                        utt, "too_long",
-                        f"{num_tokens} tokens for {frames} encoder frames "
-                        f"({samples_16k / MODEL_SAMPLE_RATE:.2f} s); a transducer allows at most "
-                        f"{max_tokens_per_frame:g} per frame",
-                    ))
+                _check_token_rate(utt, len(tokenize(text)), samples_16k, max_tokens_per_frame, problems)
     report = ValidationReport(str(root), len(data), problems, num_samples, data)
     logger.info("%s", report.summary())
     return report
+
+
+def _check_audio(
+    utt: str, data: DataDir, sample_rate: int | None, mono: bool, problems: list[Problem]
+) -> tuple[int, int] | None:
+    """Reads one utterance's audio and appends its problems; ``(samples, rate)``, or ``None`` if unread.
+
+    ``None`` for a missing recording (``missing_recording`` is reported by ``_check_ids``) and
+    for unreadable audio (reported here).
+    """
+    try:
+        entry, segment = data.wav_entry(utt)
+    except KeyError:
+        return None
+    try:
+        samples, rate = read_audio(entry, utt_id=utt, segment=segment)
+        found = audio_problems(samples, rate, sample_rate=sample_rate, mono=mono)
+    except BadAudioError as err:
+        problems.append(Problem(utt, "unreadable", err.reason))
+        return None
+    except Exception as err:  # one bad utterance never stops the check of the others
+        logger.debug("checking %s (%s) failed", utt, entry, exc_info=True)
+        problems.append(Problem(utt, "unreadable", f"{type(err).__name__}: {err}"))
+        return None
+    for code, reason in found:
+        problems.append(Problem(utt, code, reason))
+    expected = None if data.utt2num_samples is None else data.utt2num_samples.get(utt)
+    if expected is not None and expected != len(samples):
+        problems.append(Problem(
+            utt, "length_mismatch",
+            f"utt2num_samples says {expected} samples, the audio has {len(samples)}",
+        ))
+    return len(samples), rate
+
+
+def _check_token_rate(utt: str, num_tokens: int, samples_16k: int, max_tokens_per_frame: float,
+                      problems: list[Problem]) -> None:
+    """``too_long`` when the transcript has more tokens than a transducer may emit on its frames."""
+    frames = num_frames(samples_16k)
+    if num_tokens > max_tokens_per_frame * frames:
+        problems.append(Problem(
+            utt, "too_long",
+            f"{num_tokens} tokens for {frames} encoder frames "
+            f"({samples_16k / MODEL_SAMPLE_RATE:.2f} s); a transducer allows at most "
+            f"{max_tokens_per_frame:g} per frame",
+        ))
 
 
 def _samples_at_16k(
@@ -356,7 +369,7 @@ def write_clean_data_dir(report: ValidationReport, path: str | os.PathLike) -> D
         raise ValueError("report has no data directory attached; pass one from validate_data_dir")
     root = Path(path)
     if root.exists() and root.resolve() == Path(report.data_dir).resolve():
-        raise ValueError(f"path must differ from the validated directory, got {path}")
+        raise ValueError(f"path must differ from the validated directory, found {path}")
     bad = report.bad_utt_ids
     data = report.data
     clean = data.subset(u for u in data.utt_ids if u not in bad)

@@ -95,9 +95,9 @@ def rnnt_loss(
             ``backend``; the message names the argument.
     """
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, found {reduction!r}")
     if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be one of {_BACKENDS}, found {backend!r}")
     blank = _validate(logits, targets, logit_lengths, target_lengths, blank)
     device = logits.device
     targets = targets.to(device=device, dtype=torch.int64)
@@ -132,18 +132,18 @@ def _validate(
         ("target_lengths", target_lengths),
     ):
         if not isinstance(value, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+            raise ValueError(f"{name} must be a torch.Tensor, found {type(value).__name__}")
     if logits.dim() != 4:
         raise ValueError(
-            f"logits must have shape (B, T, U+1, V), got {tuple(logits.shape)}"
+            f"logits must have shape (B, T, U+1, V), found {tuple(logits.shape)}"
         )
     if logits.dtype not in _FLOAT_DTYPES:
         raise ValueError(
-            f"logits must be float16, bfloat16, float32 or float64, got {logits.dtype}"
+            f"logits must be float16, bfloat16, float32 or float64, found {logits.dtype}"
         )
     batch, max_frames, max_labels_plus_1, vocab = logits.shape
     if batch == 0 or max_frames == 0 or max_labels_plus_1 == 0 or vocab == 0:
-        raise ValueError(f"logits must not have an empty dimension, got {tuple(logits.shape)}")
+        raise ValueError(f"logits: expected no empty dimension, found shape {tuple(logits.shape)}")
     return _check_index_args(
         targets,
         logit_lengths,
@@ -177,23 +177,23 @@ def _check_index_args(
     from, for the messages. Returns ``blank`` as an index in ``[0, V)``.
     """
     if targets.dim() != 2:
-        raise ValueError(f"targets must have shape (B, U), got {tuple(targets.shape)}")
+        raise ValueError(f"targets must have shape (B, U), found {tuple(targets.shape)}")
     if targets.dtype not in _INDEX_DTYPES:
-        raise ValueError(f"targets must have an integer dtype, got {targets.dtype}")
+        raise ValueError(f"targets must have an integer dtype, found {targets.dtype}")
     if targets.shape != (batch, max_labels):
         raise ValueError(
             f"targets must have shape (B, U) = ({batch}, {max_labels}) to match "
-            f"{scores}, got {tuple(targets.shape)}"
+            f"{scores}, found {tuple(targets.shape)}"
         )
     for name, lengths in (("logit_lengths", logit_lengths), ("target_lengths", target_lengths)):
         if lengths.shape != (batch,):
             raise ValueError(
-                f"{name} must have shape (B,) = ({batch},), got {tuple(lengths.shape)}"
+                f"{name} must have shape (B,) = ({batch},), found {tuple(lengths.shape)}"
             )
         if lengths.dtype not in _INDEX_DTYPES:
-            raise ValueError(f"{name} must have an integer dtype, got {lengths.dtype}")
+            raise ValueError(f"{name} must have an integer dtype, found {lengths.dtype}")
     if not -vocab <= blank < vocab:
-        raise ValueError(f"blank must be in [-V, V) = [{-vocab}, {vocab}), got {blank}")
+        raise ValueError(f"blank must be in [-V, V) = [{-vocab}, {vocab}), found {blank}")
     blank = blank % vocab
 
     # One host synchronisation for all data-dependent checks.
@@ -214,17 +214,17 @@ def _check_index_args(
     min_t, max_t, min_u, max_u, min_label, max_label, num_blank = stats
     if min_t < 1 or max_t > max_frames:
         raise ValueError(
-            f"logit_lengths must lie in [1, T] = [1, {max_frames}], got values in "
+            f"logit_lengths must lie in [1, T] = [1, {max_frames}], found values in "
             f"[{min_t}, {max_t}]"
         )
     if min_u < 0 or max_u > max_labels:
         raise ValueError(
-            f"target_lengths must lie in [0, U] = [0, {max_labels}], got values in "
+            f"target_lengths must lie in [0, U] = [0, {max_labels}], found values in "
             f"[{min_u}, {max_u}]"
         )
     if min_label < 0 or max_label >= vocab:
         raise ValueError(
-            f"targets must be label ids in [0, V) = [0, {vocab}) within target_lengths, got "
+            f"targets must be label ids in [0, V) = [0, {vocab}) within target_lengths, found "
             f"values in [{min_label}, {max_label}]"
         )
     if num_blank:

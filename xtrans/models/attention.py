@@ -32,7 +32,8 @@ Self-Supervised Pretrained Models", ICASSP 2025.
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,7 @@ def dense_attention_mask(lengths: torch.Tensor, num_frames: int,
         output is discarded).
     """
     valid = key_padding_mask(lengths, num_frames)  # (B, T)
-    if streaming is None or streaming.chunk_size is None:
+    if streaming is None or streaming.is_full:
         if bool(valid.all()):
             return None
         return (valid | (lengths == 0)[:, None])[:, None, None, :]  # (B, 1, 1, T)
@@ -113,7 +114,7 @@ def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
         TypeError: when ``streaming`` is neither None nor a :class:`~xtrans.masks.StreamingConfig`.
     """
     _check_inputs(q, k, v, lengths, streaming)
-    if streaming is None or streaming.chunk_size is None or streaming.left_context is None or q.shape[2] == 0:
+    if streaming is None or streaming.is_full or streaming.left_context is None or q.shape[2] == 0:
         return _dense(q, k, v, lengths, streaming, dropout_p)
     return _chunked_attention(q, k, v, lengths, streaming.chunk_size, streaming.left_context,
                               streaming.num_sinks, dropout_p)
@@ -163,18 +164,113 @@ def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length
         return window.reshape(B * N, H, S + W, Dh)
 
     chunk_start = torch.arange(N, device=device) * C  # (N,)
-    window_pos = chunk_start[:, None] - L + torch.arange(W, device=device)  # (N, W) frame of each key
-    length = lengths.to(device)[:, None, None]  # (B, 1, 1)
-    key_valid = (window_pos >= 0) & (window_pos < length)  # (B, N, W)
-    if S:
-        sink_pos = torch.arange(S, device=device)
-        sink_valid = (sink_pos < chunk_start[:, None] - L) & (sink_pos < length)  # (B, N, S)
-        key_valid = torch.cat([sink_valid, key_valid], dim=2)  # (B, N, S + W)
-    query_valid = chunk_start[:, None] + torch.arange(C, device=device) < length  # (B, N, C)
-    # padded query rows see every gathered key (finite, discarded), so that no row is empty
-    mask = key_valid[:, :, None, :] | ~query_valid[:, :, :, None]  # (B, N, C, S + W)
+    mask = chunk_key_mask(chunk_start[None, :], C, S, L, lengths.to(device)[:, None])  # (B, N, C, S + W)
 
     out = F.scaled_dot_product_attention(qc, gather(k), gather(v), dropout_p=dropout_p,
                                          attn_mask=mask.reshape(B * N, 1, C, S + W))  # (B*N, H, C, D/H)
     # (B*N, H, C, D/H) -> (B, N, H, C, D/H) -> (B, H, N*C, D/H) -> (B, H, T, D/H)
     return out.view(B, N, H, C, Dh).transpose(1, 2).reshape(B, H, Tp, Dh)[:, :, :T]
+
+
+def chunk_key_mask(chunk_start: torch.Tensor, chunk_len: int, num_sinks: int, left: int,
+                   lengths: torch.Tensor) -> torch.Tensor:
+    """Which gathered keys each query of a chunk may attend (True = may attend).
+
+    The keys of a chunk starting at frame ``s`` are laid out as ``[sinks 0 .. S-1] + [frames
+    s - L .. s + n - 1]`` (``S = num_sinks``, ``L = left``, ``n = chunk_len``), the layout of
+    both :func:`streaming_attention`'s gather path and :class:`AttentionCache`. A sink is
+    attended only when it lies before the window (``j < s - L``: otherwise it is in the window
+    already), a window key only when it exists (``0 <= j``); no key at or past its utterance's
+    length is attended. Query rows of padded frames (``s + i >= length``) see every key: their
+    output is discarded, and no row may be empty::
+
+        s=4, n=2, S=1, L=2, length=5     keys: sink0 | 2 3 4 5
+                              query 4 ->   x   | x x x .
+                              query 5 ->   x   | x x x x   (padded row: all)
+
+    Args:
+        chunk_start: chunk start frames ``s``, any shape broadcastable with ``lengths``.
+        chunk_len: ``n``, queries per chunk.
+        num_sinks: ``S``.
+        left: ``L``, window frames before the chunk.
+        lengths: valid frames per utterance, broadcastable with ``chunk_start``.
+
+    Returns:
+        bool (..., n, S + L + n), ``...`` the broadcast shape of ``chunk_start`` and ``lengths``.
+    """
+    device = chunk_start.device
+    start, length = chunk_start[..., None], lengths[..., None]  # (..., 1)
+    window_pos = start - left + torch.arange(left + chunk_len, device=device)  # (..., L + n)
+    key_valid = (window_pos >= 0) & (window_pos < length)
+    if num_sinks:
+        sink_pos = torch.arange(num_sinks, device=device)
+        sink_valid = (sink_pos < start - left) & (sink_pos < length)  # (..., S)
+        key_valid = torch.cat([sink_valid.expand(*key_valid.shape[:-1], num_sinks), key_valid], dim=-1)
+    query_valid = start + torch.arange(chunk_len, device=device) < length  # (..., n)
+    return key_valid[..., None, :] | ~query_valid[..., :, None]
+
+
+@dataclass(frozen=True)
+class AttentionCache:
+    """Keys and values one attention layer keeps between chunks, each (B, H, K, D/H).
+
+    The streaming side of :func:`chunk_key_mask`'s layout: ``S`` sink slots holding frames
+    ``0 .. S-1`` and a window of the last ``L`` frames before the next chunk. With a bounded
+    left context every slot exists from the start (zeros, masked until its frame exists), so
+    the shapes never change (what an exported graph needs); with ``L = None`` the window keeps
+    every frame and grows, and there are no sink slots (every sink is in the window).
+
+    Attributes:
+        sink_keys: (B, H, S, D/H) keys of frames ``0 .. S-1`` (zero until computed).
+        sink_values: their values.
+        left_keys: (B, H, L, D/H) keys of the ``L`` frames before the next chunk (all frames so
+            far when ``L`` is None).
+        left_values: their values.
+    """
+
+    sink_keys: torch.Tensor
+    sink_values: torch.Tensor
+    left_keys: torch.Tensor
+    left_values: torch.Tensor
+
+    @staticmethod
+    def zeros(batch_size: int, num_heads: int, head_dim: int, num_sinks: int, left: Optional[int],
+              device=None, dtype: Optional[torch.dtype] = None) -> "AttentionCache":
+        """The cache before the first frame: ``S`` and ``L`` zero slots (none when ``L`` is None)."""
+        S, L = (0, 0) if left is None else (num_sinks, left)
+
+        def empty(n: int) -> torch.Tensor:
+            return torch.zeros(batch_size, num_heads, n, head_dim, device=device, dtype=dtype)
+
+        return AttentionCache(empty(S), empty(S), empty(L), empty(L))
+
+    def keys_values(self, k: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A chunk's keys and values (B, H, n, D/H) after the cached ones, in :func:`chunk_key_mask`'s layout."""
+        return (torch.cat([self.sink_keys, self.left_keys, k], dim=2),
+                torch.cat([self.sink_values, self.left_values, v], dim=2))
+
+    def mask(self, start: torch.Tensor, chunk_len: int, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, 1, n, K) attention mask of a chunk at frames ``start`` (B,), valid ``lengths`` (B,)."""
+        S, L = self.sink_keys.shape[2], self.left_keys.shape[2]
+        return chunk_key_mask(start, chunk_len, S, L, lengths)[:, None]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, bounded: bool) -> "AttentionCache":
+        """The cache after a chunk with keys/values (B, H, n, D/H) at frames ``start .. start + n - 1``.
+
+        Sink slot ``i`` takes frame ``i`` when the chunk holds it; the window keeps its last
+        ``L`` frames (``bounded``) or every frame.
+        """
+        n, S = k.shape[2], self.sink_keys.shape[2]
+        sink_k, sink_v = self.sink_keys, self.sink_values
+        if S:
+            offset = torch.arange(S, device=k.device)[None, :] - start[:, None]  # (B, S) index in the chunk
+            inside = ((offset >= 0) & (offset < n))[:, None, :, None]  # (B, 1, S, 1)
+            index = offset.clamp(0, n - 1)[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            sink_k = torch.where(inside, k.gather(2, index), sink_k)
+            sink_v = torch.where(inside, v.gather(2, index), sink_v)
+        left_k = torch.cat([self.left_keys, k], dim=2)
+        left_v = torch.cat([self.left_values, v], dim=2)
+        if bounded:
+            L = self.left_keys.shape[2]
+            left_k, left_v = left_k[:, :, left_k.shape[2] - L:], left_v[:, :, left_v.shape[2] - L:]
+        return AttentionCache(sink_k, sink_v, left_k, left_v)

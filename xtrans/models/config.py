@@ -1,11 +1,19 @@
-"""Model configs (frozen dataclasses, loaded from a recipe's YAML) and ``build_model``."""
+"""Model configs (frozen dataclasses, loaded from a recipe's YAML), their resolution to a
+:class:`~xtrans.models.arch.ModelArch`, and ``build_model``, the one builder of a transducer::
+
+    arch = resolve_arch(cfg, vocab_size=tokenizer.vocab_size)   # presets, overrides, pretrained shape
+    model = build_model(arch)                                   # model.arch == arch
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
-from xtrans.models.transducer import Transducer, build_transducer
+from xtrans.models.arch import EncoderArch, LossArch, ModelArch, encoder_arch, encoder_defaults, predictor_arch
+from xtrans.models.joiner import Joiner
+from xtrans.models.predictor import LSTMPredictor, StatelessPredictor
+from xtrans.models.transducer import Transducer
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
 from xtrans.models.wav2vec2.presets import preset_kwargs
 
@@ -15,7 +23,7 @@ class EncoderConfig:
     """The encoder: a preset (or a pretrained checkpoint) plus overrides.
 
     Attributes:
-        preset: ``xlsr_53 | wav2vec2_base | tiny``; ignored when ``pretrained`` is set.
+        preset: ``xlsr_53 | wav2vec2_base | tiny | mini``; ignored when ``pretrained`` is set.
         pretrained: a Hugging Face directory or fairseq ``.pt`` to import (recipe stage 4);
             ``None`` = random initialisation from ``preset``.
         pos_conv: ``full | chunk | causal | none`` (None = the preset's / checkpoint's).
@@ -111,7 +119,7 @@ class LossConfig:
             raise ValueError(f"warmup_updates: expected >= 0, found {self.warmup_updates}")
 
     def kwargs(self) -> Optional[dict]:
-        """The ``loss`` argument of :func:`build_transducer` (None for the full loss)."""
+        """The pruned loss's settings (None for the full loss)."""
         if self.kind == "full":
             return None
         return dict(kind=self.kind, prune_range=self.prune_range, simple_loss_scale=self.simple_loss_scale,
@@ -130,39 +138,88 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
 
 
-def build_encoder(cfg: EncoderConfig) -> Wav2Vec2Encoder:
-    """The encoder of ``cfg``: imported from ``cfg.pretrained`` or built from ``cfg.preset``."""
-    overrides = cfg.overrides()
-    if cfg.pretrained is not None:
-        from xtrans.models.wav2vec2 import load_pretrained
-        if cfg.conv_channels is not None:
-            raise ValueError("conv_channels: cannot change the CNN of a pretrained encoder")
-        for name in ("pos_conv_kernel", "pos_conv_groups"):
-            if getattr(cfg, name) is not None:
-                raise ValueError(f"{name}: cannot change the positional convolution of a pretrained encoder")
-        return load_pretrained(cfg.pretrained, **overrides)
-    kwargs = preset_kwargs(cfg.preset, **overrides)
-    if cfg.conv_channels is not None:
-        kwargs["conv_layers"] = tuple((cfg.conv_channels, k, s) for _, k, s in kwargs["conv_layers"])
-    return Wav2Vec2Encoder(**kwargs)
-
-
-def build_model(cfg: ModelConfig, vocab_size: Optional[int] = None, encoder: Optional[Wav2Vec2Encoder] = None
-                ) -> Transducer:
-    """Turns a :class:`ModelConfig` into a :class:`Transducer`.
+def resolve_arch(cfg: ModelConfig, vocab_size: Optional[int] = None,
+                 pretrained: Optional[EncoderArch] = None) -> ModelArch:
+    """The architecture that ``cfg`` describes: presets and overrides applied, the shape of a
+    pretrained encoder read from its file.
 
     Args:
         cfg: the model config.
         vocab_size: ``V`` incl. blank (from the tokenizer); overrides ``cfg.vocab_size``.
-        encoder: an already built/loaded encoder to use instead of building one from ``cfg.encoder``.
+        pretrained: when ``cfg.encoder.pretrained`` is set, the arch of that encoder as
+            ``load_pretrained(path, **cfg.encoder.overrides())`` gives it (:func:`build_model`
+            passes the one it loaded); ``None`` = load the file to read it.
 
     Raises:
-        ValueError: when no vocabulary size is known.
+        ValueError: when no vocabulary size is known, for an unknown preset or encoder option,
+            or an option that would change the shape of a pretrained encoder.
     """
     V = vocab_size or cfg.vocab_size
     if not V:
         raise ValueError("vocab_size: not set in the config and not given (pass the tokenizer's size)")
-    enc = encoder if encoder is not None else build_encoder(cfg.encoder)
-    return build_transducer(encoder=enc, vocab_size=V, predictor=cfg.predictor.kwargs(),
-                            joiner_dim=cfg.joiner_dim, blank=0, ctc_weight=cfg.ctc_weight,
-                            encoder_kwargs=enc.arch, loss=cfg.loss.kwargs())
+    enc = cfg.encoder
+    if enc.pretrained is not None:
+        _check_pretrained_options(enc)
+        encoder = pretrained if pretrained is not None else _load_pretrained(enc).arch
+    else:
+        kwargs = preset_kwargs(enc.preset, **enc.overrides())
+        if enc.conv_channels is not None:
+            kwargs["conv_layers"] = tuple((enc.conv_channels, k, s) for _, k, s in kwargs["conv_layers"])
+        encoder = encoder_arch({**encoder_defaults(), **kwargs}, "model.encoder")
+    loss = LossArch() if cfg.loss.kind == "full" else LossArch(**cfg.loss.kwargs())
+    return ModelArch(encoder=encoder, predictor=predictor_arch(**cfg.predictor.kwargs()), vocab_size=V,
+                     joiner_dim=cfg.joiner_dim, blank=0, ctc_weight=cfg.ctc_weight, loss=loss)
+
+
+def _check_pretrained_options(cfg: EncoderConfig) -> None:
+    if cfg.conv_channels is not None:
+        raise ValueError("conv_channels: cannot change the CNN of a pretrained encoder")
+    for name in ("pos_conv_kernel", "pos_conv_groups"):
+        if getattr(cfg, name) is not None:
+            raise ValueError(f"{name}: cannot change the positional convolution of a pretrained encoder")
+
+
+def _load_pretrained(cfg: EncoderConfig) -> Wav2Vec2Encoder:
+    from xtrans.models.wav2vec2 import load_pretrained
+
+    _check_pretrained_options(cfg)
+    return load_pretrained(cfg.pretrained, **cfg.overrides())
+
+
+def build_model(arch: Union[ModelArch, ModelConfig], vocab_size: Optional[int] = None) -> Transducer:
+    """Builds the :class:`Transducer` of ``arch`` (randomly initialised); ``model.arch == arch``.
+
+    Args:
+        arch: the architecture; or a :class:`ModelConfig`, resolved first with
+            :func:`resolve_arch` (a config naming a ``pretrained`` encoder also gets its weights).
+        vocab_size: with a config only: ``V`` incl. blank, as in :func:`resolve_arch`.
+
+    Raises:
+        ValueError: as :func:`resolve_arch`; ``vocab_size`` given with a :class:`ModelArch`.
+        TypeError: ``arch`` is neither.
+    """
+    if isinstance(arch, ModelConfig):
+        pretrained = _load_pretrained(arch.encoder) if arch.encoder.pretrained is not None else None
+        model = build_model(resolve_arch(arch, vocab_size, None if pretrained is None else pretrained.arch))
+        if pretrained is not None:
+            model.encoder.load_state_dict(pretrained.state_dict())
+        return model
+    if not isinstance(arch, ModelArch):
+        raise TypeError(f"arch: expected a ModelArch or a ModelConfig, found {type(arch).__name__}")
+    if vocab_size is not None and vocab_size != arch.vocab_size:
+        raise ValueError(f"vocab_size: the arch fixes it ({arch.vocab_size}); found {vocab_size}")
+    encoder = Wav2Vec2Encoder(**arch.encoder.kwargs())
+    p = arch.predictor
+    if p.kind == "stateless":
+        predictor = StatelessPredictor(vocab_size=arch.vocab_size, embed_dim=p.embed_dim, blank=arch.blank,
+                                       context_size=p.context_size)
+    else:
+        predictor = LSTMPredictor(vocab_size=arch.vocab_size, embed_dim=p.embed_dim, hidden_dim=p.hidden_dim,
+                                  num_layers=p.num_layers, dropout=p.dropout, blank=arch.blank)
+    joiner = Joiner(encoder_dim=encoder.embed_dim, predictor_dim=predictor.output_dim, joiner_dim=arch.joiner_dim,
+                    vocab_size=arch.vocab_size)
+    loss = arch.loss
+    return Transducer(encoder=encoder, predictor=predictor, joiner=joiner, vocab_size=arch.vocab_size,
+                      blank=arch.blank, ctc_weight=arch.ctc_weight, arch=arch, loss_kind=loss.kind,
+                      prune_range=loss.prune_range, simple_loss_scale=loss.simple_loss_scale,
+                      warmup_updates=loss.warmup_updates)

@@ -19,15 +19,15 @@ Interspeech 2022; icefall's pruned_transducer_stateless recipes)::
 with icefall's warm-up: over the first ``warmup_updates`` updates ``simple_scale`` falls
 linearly from 1.0 to ``simple_loss_scale`` and ``pruned_scale`` rises from 0.1 to 1.0.
 
-The architecture is kept as a plain dict (``arch``) so that a checkpoint rebuilds the model
-without the pretrained file it started from (:meth:`Transducer.from_arch`).
+:attr:`Transducer.arch` is the typed :class:`~xtrans.models.arch.ModelArch` it was built from
+(:func:`xtrans.models.config.build_model`), so that a checkpoint rebuilds the model without the
+pretrained file it started from.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +35,8 @@ from torch import nn
 
 from xtrans.losses import prune_joiner_inputs, prune_ranges, pruned_rnnt_loss, rnnt_loss, simple_rnnt_loss
 from xtrans.masks import StreamingConfig
+from xtrans.models.arch import LOSS_KINDS, ModelArch
 from xtrans.models.joiner import Joiner
-from xtrans.models.predictor import LSTMPredictor, StatelessPredictor
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
 
 
@@ -62,9 +62,6 @@ class TransducerOutput:
     simple: Optional[torch.Tensor] = None
 
 
-LOSS_KINDS = ("full", "pruned")
-
-
 def pruned_loss_scales(updates: Optional[int], simple_loss_scale: float, warmup_updates: int):
     """icefall's warm-up of the pruned RNN-T loss: ``(simple_scale, pruned_scale)`` at an update.
 
@@ -78,15 +75,6 @@ def pruned_loss_scales(updates: Optional[int], simple_loss_scale: float, warmup_
     return 1.0 - progress * (1.0 - simple_loss_scale), 0.1 + 0.9 * progress
 
 
-def build_predictor(kind: str, vocab_size: int, blank: int, **kwargs: Any) -> nn.Module:
-    """``stateless`` -> :class:`StatelessPredictor`, ``lstm`` -> :class:`LSTMPredictor`."""
-    if kind == "stateless":
-        return StatelessPredictor(vocab_size=vocab_size, blank=blank, **kwargs)
-    if kind == "lstm":
-        return LSTMPredictor(vocab_size=vocab_size, blank=blank, **kwargs)
-    raise ValueError(f"predictor kind: expected 'stateless' or 'lstm', found {kind!r}")
-
-
 class Transducer(nn.Module):
     """Encoder, prediction network, joiner and (optionally) an auxiliary CTC head.
 
@@ -97,7 +85,8 @@ class Transducer(nn.Module):
         vocab_size: ``V`` including blank.
         blank: blank id (0 in xtrans tokenizers).
         ctc_weight: weight of the auxiliary CTC loss on the encoder output (0 = no CTC head).
-        arch: the plain-dict architecture (set by :func:`build_transducer`).
+        arch: the architecture it was built from (set by :func:`xtrans.models.config.build_model`;
+            None for a module assembled by hand, which a checkpoint cannot rebuild).
         loss_kind: ``full`` (the exact RNN-T loss on the (B, T, U+1, V) lattice) or ``pruned``
             (simple + pruned RNN-T; adds the ``simple_am_proj``/``simple_lm_proj`` layers).
         prune_range: ``R``, label positions per frame of the pruned loss (raised for a batch
@@ -108,7 +97,7 @@ class Transducer(nn.Module):
 
     def __init__(self, *, encoder: Wav2Vec2Encoder, predictor: nn.Module, joiner: Joiner,
                  vocab_size: int, blank: int = 0, ctc_weight: float = 0.0,
-                 arch: Optional[Dict[str, Any]] = None, loss_kind: str = "full", prune_range: int = 5,
+                 arch: Optional[ModelArch] = None, loss_kind: str = "full", prune_range: int = 5,
                  simple_loss_scale: float = 0.5, warmup_updates: int = 2000):
         super().__init__()
         if not 0 <= blank < vocab_size:
@@ -192,41 +181,3 @@ class Transducer(nn.Module):
         simple_scale, pruned_scale = pruned_loss_scales(updates, self.simple_loss_scale, self.warmup_updates)
         loss = simple_scale * simple + pruned_scale * nll.mean()
         return loss, nll, simple.detach()
-
-    @classmethod
-    def from_arch(cls, arch: Dict[str, Any]) -> "Transducer":
-        """Rebuilds a (randomly initialised) model from :attr:`arch` (e.g. from a checkpoint)."""
-        return build_transducer(encoder=Wav2Vec2Encoder(**arch["encoder"]), **{
-            k: copy.deepcopy(v) for k, v in arch.items() if k != "encoder"}, encoder_kwargs=arch["encoder"])
-
-
-def build_transducer(*, encoder: Wav2Vec2Encoder, vocab_size: int, predictor: Dict[str, Any],
-                     joiner_dim: int, blank: int = 0, ctc_weight: float = 0.0,
-                     encoder_kwargs: Dict[str, Any], loss: Optional[Dict[str, Any]] = None) -> Transducer:
-    """Assembles a :class:`Transducer` and records its plain-dict architecture.
-
-    Args:
-        encoder: the encoder module (already built or loaded).
-        vocab_size: ``V`` including blank.
-        predictor: ``{"kind": "stateless" | "lstm", ...}`` keyword arguments of the predictor.
-        joiner_dim: ``J``.
-        blank: blank id.
-        ctc_weight: auxiliary CTC weight.
-        encoder_kwargs: the keyword arguments that rebuild ``encoder``.
-        loss: ``{"kind": "pruned", "prune_range": R, "simple_loss_scale": s, "warmup_updates": N}``
-            for the pruned loss; None = the full RNN-T loss (and an ``arch`` without this key,
-            as before the pruned loss existed).
-    """
-    pred_kwargs = dict(predictor)
-    kind = pred_kwargs.pop("kind")
-    pred = build_predictor(kind, vocab_size, blank, **pred_kwargs)
-    joiner = Joiner(encoder_dim=encoder.embed_dim, predictor_dim=pred.output_dim, joiner_dim=joiner_dim,
-                    vocab_size=vocab_size)
-    arch = dict(encoder=dict(encoder_kwargs), vocab_size=vocab_size, predictor=dict(predictor),
-                joiner_dim=joiner_dim, blank=blank, ctc_weight=ctc_weight)
-    loss_kwargs = {}
-    if loss is not None and loss.get("kind", "full") != "full":
-        arch["loss"] = dict(loss)
-        loss_kwargs = {("loss_kind" if k == "kind" else k): v for k, v in loss.items()}
-    return Transducer(encoder=encoder, predictor=pred, joiner=joiner, vocab_size=vocab_size, blank=blank,
-                      ctc_weight=ctc_weight, arch=arch, **loss_kwargs)

@@ -4,16 +4,18 @@ the model was trained under (read from the stage's training config).
 Rules: a full-attention model (stage 1) is decoded with full attention (simulated only: there is
 no chunk to stream); a chunked model with its own chunk / left context / sinks, simulated (the
 masked full pass) and real chunk-by-chunk streaming; the multi-chunk model (stage 4) at every
-chunk size of ``multi_chunk_ms`` with its left context. Each mode is decoded with every search.
+chunk size of ``multi_chunk_ms`` with its left context. Each mode is decoded with every search
+(modified beam search with ``beam``). ``python -m xtrans.bin.decode --train_config --decode_config``
+decodes every job of the plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from xtrans.config import load_config
-from xtrans.masks import frames_to_ms, ms_to_frames
+from xtrans.frames import frames_to_ms, ms_to_frames
 from xtrans.train.config import TrainConfig
 
 
@@ -34,6 +36,8 @@ class DecodeConfig:
     multi_chunk_ms: Tuple[int, ...] = (320, 640, 1280)
 
     def __post_init__(self):
+        if self.beam < 1:
+            raise ValueError(f"beam: expected >= 1, found {self.beam}")
         for s in self.searches:
             if s not in ("greedy", "beam"):
                 raise ValueError(f"searches: expected greedy or beam, found {s!r}")
@@ -46,13 +50,15 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """One decoding: mode, chunk/left in ms (None = full / unlimited), sinks, search."""
+    """One decoding: mode, chunk/left in ms (None = full / unlimited), sinks, search and, for
+    ``search="beam"``, the beam size (None for greedy)."""
 
     mode: str
     chunk_ms: Optional[int]
     left_ms: Optional[int]
     sinks: int
     search: str
+    beam: Optional[int] = None
 
     @property
     def tag(self) -> str:
@@ -61,14 +67,17 @@ class DecodeJob:
         sinks = f"_sinks{self.sinks}" if self.sinks else ""
         return f"{self.mode}_{chunk}{left}{sinks}_{self.search}"
 
+    def options(self) -> Dict[str, Any]:
+        """The options of ``python -m xtrans.bin.decode`` this job sets, by name (``chunk_ms``, ...)."""
+        out = {"mode": self.mode, "search": self.search, "sinks": self.sinks, "chunk_ms": self.chunk_ms,
+               "left_ms": self.left_ms}
+        if self.beam is not None:
+            out["beam"] = self.beam
+        return out
+
     def args(self) -> str:
-        """Arguments of ``python -m xtrans.bin.decode`` for this job."""
-        out = [f"--mode {self.mode}", f"--search {self.search}", f"--sinks {self.sinks}"]
-        if self.chunk_ms is not None:
-            out.append(f"--chunk_ms {self.chunk_ms}")
-        if self.left_ms is not None:
-            out.append(f"--left_ms {self.left_ms}")
-        return " ".join(out)
+        """:meth:`options` as command-line text (what ``xtrans.bin.decode_plan`` prints; ``None`` left out)."""
+        return " ".join(f"--{name} {value}" for name, value in self.options().items() if value is not None)
 
 
 def plan(train_config: str, decode_config: str) -> List[DecodeJob]:
@@ -79,14 +88,15 @@ def plan(train_config: str, decode_config: str) -> List[DecodeJob]:
     if mask.multi_chunk is not None:
         left = frames_to_ms(mask.multi_chunk.left_context)
         streams = [(ms, left, mask.multi_chunk.num_sinks) for ms in dec.multi_chunk_ms]
-    elif mask.chunk_size is None:
+    elif mask.fixed() is None:  # full attention
         streams = []
     else:
         streams = [(frames_to_ms(mask.chunk_size), frames_to_ms(mask.left_context), mask.num_sinks)]
     jobs = []
     for search in dec.searches:
+        beam = dec.beam if search == "beam" else None
         if not streams:
-            jobs.append(DecodeJob("simulated", None, None, 0, search))
+            jobs.append(DecodeJob("simulated", None, None, 0, search, beam))
         for chunk, left, sinks in streams:
-            jobs += [DecodeJob(mode, chunk, left, sinks, search) for mode in dec.modes]
+            jobs += [DecodeJob(mode, chunk, left, sinks, search, beam) for mode in dec.modes]
     return jobs

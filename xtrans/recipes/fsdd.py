@@ -39,6 +39,7 @@ import soundfile
 
 from xtrans.data.kaldi_dir import DataDir, write_data_dir
 from xtrans.data.resample import resample
+from xtrans.frames import SAMPLE_RATE
 from xtrans.recipes.download import download, extract_tar
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,7 @@ No checksum is published for it (GitHub generates tag archives on request), so t
 not verified; pass ``sha256`` to :func:`download_fsdd` to pin one."""
 
 SOURCE_RATE = 8000
-"""FSDD's sample rate (Hz)."""
-
-SAMPLE_RATE = 16000
-"""The rate of the written utterances (Hz)."""
+"""FSDD's sample rate (Hz); utterances are written at the model's rate, ``SAMPLE_RATE`` (Hz)."""
 
 DIGIT_WORDS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
 
@@ -345,32 +343,49 @@ def prepare(fsdd_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], num
             continue
         if split not in by_split:
             logger.warning("%s: no recordings of the %s takes; no data/%s written", fsdd_dir, split, split)
-            for stale in (root / split, root / "wavs" / split):
-                if (stale / "wav.scp").exists() or stale.parent.name == "wavs":
-                    shutil.rmtree(stale, ignore_errors=True)
+            _remove_split(root, split)
             continue
         plans = plan_split(split, by_split[split], n, seed, min_digits, max_digits, min_pause, max_pause)
-        wav_dir = (root / "wavs" / split).resolve()
-        shutil.rmtree(wav_dir, ignore_errors=True)  # no stale files of a larger earlier corpus
-        wav_dir.mkdir(parents=True)
-        lengths = {}
-        for plan in plans:
-            audio = render(plan, noise_level, part_peak, read)
-            soundfile.write(str(wav_dir / f"{plan.utt_id}.wav"), audio, SAMPLE_RATE, subtype="PCM_16")
-            lengths[plan.utt_id] = int(audio.shape[0])
-            if on_progress is not None:
-                on_progress(1)
-        write_data_dir(DataDir(
-            wav_scp={p.utt_id: str(wav_dir / f"{p.utt_id}.wav") for p in plans},
-            text={p.utt_id: p.text for p in plans},
-            utt2spk={p.utt_id: p.speaker for p in plans},
-            utt2num_samples=lengths,
-            utt2dur={u: s / SAMPLE_RATE for u, s in lengths.items()}), root / split)
+        lengths = _write_split(root, split, plans, lambda plan: render(plan, noise_level, part_peak, read),
+                               on_progress)
         summaries[split] = SplitSummary(split, root / split, len(plans), len({p.speaker for p in plans}),
                                         sum(lengths.values()) / SAMPLE_RATE, len(by_split[split]))
         logger.info("%s: %d utterances, %.2f h -> %s", split, len(plans), summaries[split].seconds / 3600,
                     root / split)
     return summaries
+
+
+def _remove_split(root: Path, split: str) -> None:
+    """Removes an older ``<root>/<split>`` data directory and its ``<root>/wavs/<split>`` audio."""
+    for stale in (root / split, root / "wavs" / split):
+        if (stale / "wav.scp").exists() or stale.parent.name == "wavs":
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _write_split(root: Path, split: str, plans: Sequence[UttPlan], synthesize: Callable[[UttPlan], np.ndarray],
+                 on_progress: Optional[Callable[[int], None]]) -> Dict[str, int]:
+    """Renders ``plans`` to ``<root>/wavs/<split>/*.wav`` and writes the data directory ``<root>/<split>``.
+
+    Returns:
+        utterance id -> samples at 16 kHz.
+    """
+    wav_dir = (root / "wavs" / split).resolve()
+    shutil.rmtree(wav_dir, ignore_errors=True)  # no stale files of a larger earlier corpus
+    wav_dir.mkdir(parents=True)
+    lengths = {}
+    for plan in plans:
+        audio = synthesize(plan)
+        soundfile.write(str(wav_dir / f"{plan.utt_id}.wav"), audio, SAMPLE_RATE, subtype="PCM_16")
+        lengths[plan.utt_id] = int(audio.shape[0])
+        if on_progress is not None:
+            on_progress(1)
+    write_data_dir(DataDir(
+        wav_scp={p.utt_id: str(wav_dir / f"{p.utt_id}.wav") for p in plans},
+        text={p.utt_id: p.text for p in plans},
+        utt2spk={p.utt_id: p.speaker for p in plans},
+        utt2num_samples=lengths,
+        utt2dur={u: s / SAMPLE_RATE for u, s in lengths.items()}), root / split)
+    return lengths
 
 
 def download_fsdd(dest: Union[str, os.PathLike], url: str = URL, sha256: Optional[str] = None,

@@ -29,11 +29,12 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from xtrans.checkpoint import load_checkpoint
 from xtrans.config import ConfigError, from_dict
-from xtrans.masks import StreamingConfig, frames_to_ms
+from xtrans.frames import frames_to_ms
+from xtrans.masks import StreamingConfig
 from xtrans.scoring.results import stage_variant
 from xtrans.scoring.wer import ErrorCounts
-from xtrans.train.checkpoint import load_checkpoint
 from xtrans.train.config import MaskConfig
 
 logger = logging.getLogger(__name__)

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from xtrans.search.greedy import check_chunk
-from xtrans.search.hypothesis import Hypothesis, PredictorState, initial_prediction, select_state, where_state
+from xtrans.search.hypothesis import (Hypothesis, PredictorState, check_chunk, initial_prediction, select_state,
+                                      where_state)
 
 
 @dataclass
@@ -71,6 +71,17 @@ class BeamState:
     @property
     def batch_size(self) -> int:
         return self.num_frames.shape[0]
+
+
+class _Extension(NamedTuple):
+    """A hypothesis of the next frame's beam, before the batched prediction-network step."""
+
+    stream: int  # its stream b
+    parent: int  # its row in the previous state
+    symbol: int  # the symbol it appended (blank or a token)
+    score: float  # log-probability (module docstring)
+    tokens: Tuple[int, ...]
+    timestamps: Tuple[int, ...]
 
 
 def _log_add(a: float, b: float) -> float:
@@ -145,8 +156,7 @@ class ModifiedBeamSearch:
         V = cand.shape[1]
         position = {r: i for i, r in enumerate(rows)}  # row -> index in cand
 
-        # new hypotheses: (stream, parent row, symbol, score, tokens, timestamps)
-        new: List[Tuple[int, int, int, float, Tuple[int, ...], Tuple[int, ...]]] = []
+        new: List[_Extension] = []
         start = 0
         while start < len(streams):
             b = streams[start]
@@ -154,7 +164,7 @@ class ModifiedBeamSearch:
             while end < len(streams) and streams[end] == b:
                 end += 1
             if not active[b]:  # stream already ended in this chunk: keep its beam as is
-                new += [(b, r, blank, float(state.scores[r]), state.tokens[r], state.timestamps[r])
+                new += [_Extension(b, r, blank, float(state.scores[r]), state.tokens[r], state.timestamps[r])
                         for r in range(start, end)]
             else:
                 flat = cand[position[start]:position[start] + (end - start)].reshape(-1)
@@ -167,15 +177,15 @@ class ModifiedBeamSearch:
                         tokens, times = tokens + (symbol,), times + (frame[b],)
                     if self.merge and tokens in merged:  # an earlier (better) alignment holds it
                         k = merged[tokens]
-                        new[k] = new[k][:3] + (_log_add(new[k][3], score),) + new[k][4:]
+                        new[k] = new[k]._replace(score=_log_add(new[k].score, score))
                         continue
                     merged[tokens] = len(new)
-                    new.append((b, parent, symbol, score, tokens, times))
+                    new.append(_Extension(b, parent, symbol, score, tokens, times))
             start = end
 
         device = state.scores.device
-        parent = torch.tensor([h[1] for h in new], dtype=torch.long, device=device)
-        symbol = torch.tensor([h[2] for h in new], dtype=torch.long, device=device)
+        parent = torch.tensor([h.parent for h in new], dtype=torch.long, device=device)
+        symbol = torch.tensor([h.symbol for h in new], dtype=torch.long, device=device)
         pstate = select_state(state.predictor_state, parent)
         pproj = state.predictor_proj[parent]
         emit = symbol != blank
@@ -184,9 +194,9 @@ class ModifiedBeamSearch:
             pstate = where_state(emit, stepped, pstate)
             pproj = torch.where(emit[:, None], joiner.predictor_proj(out), pproj)
         return BeamState(
-            stream=torch.tensor([h[0] for h in new], dtype=torch.long, device=device),
-            tokens=[h[4] for h in new], timestamps=[h[5] for h in new],
-            scores=torch.tensor([h[3] for h in new], dtype=torch.float64, device=device),
+            stream=torch.tensor([h.stream for h in new], dtype=torch.long, device=device),
+            tokens=[h.tokens for h in new], timestamps=[h.timestamps for h in new],
+            scores=torch.tensor([h.score for h in new], dtype=torch.float64, device=device),
             predictor_state=pstate, predictor_proj=pproj, num_frames=state.num_frames)
 
     def results(self, state: BeamState, nbest: Optional[int] = None) -> List[List[Hypothesis]]:

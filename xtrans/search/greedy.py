@@ -27,7 +27,7 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 
-from xtrans.search.hypothesis import Hypothesis, PredictorState, initial_prediction, where_state
+from xtrans.search.hypothesis import Hypothesis, PredictorState, check_chunk, initial_prediction, where_state
 
 
 @dataclass
@@ -53,25 +53,6 @@ class GreedyState:
     @property
     def batch_size(self) -> int:
         return len(self.tokens)
-
-
-def check_chunk(enc: torch.Tensor, lengths: Optional[torch.Tensor], batch_size: int) -> torch.Tensor:
-    """Validates an encoder chunk (B, T, D) and its lengths (B,); returns the lengths (default T).
-
-    Raises:
-        ValueError: on a wrong rank, batch size or length.
-    """
-    if enc.dim() != 3:
-        raise ValueError(f"enc: expected encoder frames (B, T, D), found shape {tuple(enc.shape)}")
-    if enc.shape[0] != batch_size:
-        raise ValueError(f"enc: expected a batch of {batch_size} streams (as the state), found {enc.shape[0]}")
-    if lengths is None:
-        return torch.full((batch_size,), enc.shape[1], dtype=torch.long, device=enc.device)
-    if lengths.shape != (batch_size,):
-        raise ValueError(f"lengths: expected shape ({batch_size},), found {tuple(lengths.shape)}")
-    if batch_size and (int(lengths.max()) > enc.shape[1] or int(lengths.min()) < 0):
-        raise ValueError(f"lengths: expected values in [0, {enc.shape[1]}], found {lengths.tolist()}")
-    return lengths.to(device=enc.device, dtype=torch.long)
 
 
 class GreedySearch:

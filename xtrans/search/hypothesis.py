@@ -7,17 +7,18 @@ encoder frame at which each was emitted and the log-probability the search assig
 Searches keep the prediction network's state for a whole batch of hypotheses in one value
 (:class:`~xtrans.models.predictor.StatelessState` or
 :class:`~xtrans.models.predictor.LSTMState`); :func:`select_state` and :func:`where_state`
-reorder and blend those states along their batch dimension.
+reorder and blend those states along their batch dimension. :func:`check_chunk` validates the
+chunk of encoder frames that both searches' ``step`` consume.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, NamedTuple, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 
-from xtrans.masks import FRAME_MS
+from xtrans.frames import FRAME_MS
 from xtrans.models.predictor import LSTMState, StatelessState
 
 PredictorState = Union[StatelessState, LSTMState]
@@ -49,6 +50,25 @@ def initial_prediction(model, batch_size: int, device) -> Tuple[PredictorState, 
     projection (B, J): what every search begins from (nothing emitted yet)."""
     state = model.predictor.init_state(batch_size, device)
     return state, model.joiner.predictor_proj(model.predictor.output(state))
+
+
+def check_chunk(enc: torch.Tensor, lengths: Optional[torch.Tensor], batch_size: int) -> torch.Tensor:
+    """Validates an encoder chunk (B, T, D) and its lengths (B,); returns the lengths (default T).
+
+    Raises:
+        ValueError: on a wrong rank, batch size or length.
+    """
+    if enc.dim() != 3:
+        raise ValueError(f"enc: expected encoder frames (B, T, D), found shape {tuple(enc.shape)}")
+    if enc.shape[0] != batch_size:
+        raise ValueError(f"enc: expected a batch of {batch_size} streams (as the state), found {enc.shape[0]}")
+    if lengths is None:
+        return torch.full((batch_size,), enc.shape[1], dtype=torch.long, device=enc.device)
+    if lengths.shape != (batch_size,):
+        raise ValueError(f"lengths: expected shape ({batch_size},), found {tuple(lengths.shape)}")
+    if batch_size and (int(lengths.max()) > enc.shape[1] or int(lengths.min()) < 0):
+        raise ValueError(f"lengths: expected values in [0, {enc.shape[1]}], found {lengths.tolist()}")
+    return lengths.to(device=enc.device, dtype=torch.long)
 
 
 def _batch_dim(state: NamedTuple) -> int:

@@ -6,28 +6,27 @@ grow with the stream when the left context is bounded (Kumar et al., "XLSR-Trans
 Streaming ASR for Self-Supervised Pretrained Models", ICASSP 2025). Shape legend: ``B`` batch,
 ``S`` samples (16 kHz), ``T`` frames (20 ms), ``D`` model dim, ``H`` heads, ``C`` chunk frames.
 
-What each part of the encoder needs to stream (DESIGN.md, "Streaming rule"):
+The encoder's modules stream themselves (``init_state`` / ``forward_chunk`` beside ``forward``,
+one computation; their states are in :mod:`xtrans.models.wav2vec2.states` and
+:class:`~xtrans.models.attention.AttentionCache`); this module only composes them:
 
-- waveform normalisation ``cumulative``: three running sums (count, sum, sum of squares).
-- CNN: frame ``k`` reads samples ``[320k, 320k + 400)``; every conv layer carries the input
-  positions it has not consumed yet and runs only on those plus the new ones
-  (:mod:`xtrans.streaming.frontend`; the ``cumulative_norm`` extractor carries its sums).
-- positional convolution ``chunk``/``causal``: the last ``pos_conv.history`` projected frames
-  (64 / 127); in ``chunk`` mode the frames after the chunk read as zeros, so a chunk's
-  embedding is computable as soon as its last frame is.
-- attention: chunk ``c`` (frames ``cC .. cC+C-1``) attends::
+- :meth:`Wav2Vec2Encoder.extract_chunk`: waveform normalisation (running sums) and the CNN
+  (each layer carries the input positions it has not consumed) turn new samples into frames;
+- the frames wait in ``pending`` until a chunk of ``C`` is complete;
+- :meth:`Wav2Vec2Encoder.encode_chunk`: the positional convolution (its history) and every
+  layer's attention (keys/values of the sinks and of the last ``L`` frames) encode the chunk.
+  Chunk ``c`` attends::
 
       keys = [sink frames 0..S-1 not already in the window] + [frames cC-L .. cC-1] + [chunk]
 
-  which is exactly the set ``j < (c+1)C and (j >= cC - L or j < S)`` of the rule: every
-  cached key is visible to every query of the chunk, so no rule mask is needed, only a key
-  padding mask for streams that have ended. Per layer the state keeps the keys/values of the
-  sinks (at most ``S`` frames) and of the last ``L`` frames (all frames when ``L`` is None).
+  which is exactly the set ``j < (c+1)C and (j >= cC - L or j < S)`` of the rule.
 
 A chunk is complete, and emitted, once samples up to ``320 (c+1) C + 80`` have arrived.
 
 Batched streams run in lockstep: every open stream receives the same number of samples per
-call; a stream ends at the first call that gives it fewer samples than the others (``lengths``)
+call (streams need not have started together: the counters are per stream, and
+:func:`~xtrans.streaming.stack_states` / :func:`~xtrans.streaming.split_states` join and part
+them between calls); a stream ends at the first call that gives it fewer samples than the others (``lengths``)
 or at :meth:`StreamingEncoder.finalize`. An ended stream behaves as a padded utterance of the
 masked full pass (its frames past its end are zero and never attended), so a batch streamed to
 the end equals ``encoder(padded_waveform, lengths, streaming=cfg)`` frame for frame. Chunks
@@ -42,29 +41,17 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from xtrans.masks import StreamingConfig
+from xtrans.models.attention import AttentionCache
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
-from xtrans.streaming.frontend import FrontendState, StreamingFrontend
+from xtrans.models.wav2vec2.states import FrontendState, PositionalConvState
+from xtrans.streaming.state import flatten_state
 
 
-@dataclass(frozen=True)
-class LayerCache:
-    """Keys and values one transformer layer keeps between chunks, each (B, H, T', D/H).
-
-    Attributes:
-        sink_keys: keys of the sink frames ``0 .. min(S, N) - 1`` (N frames emitted so far).
-        sink_values: their values.
-        left_keys: keys of the last ``min(L, N)`` frames emitted (all ``N`` when ``L`` is None).
-        left_values: their values.
-    """
-
-    sink_keys: torch.Tensor
-    sink_values: torch.Tensor
-    left_keys: torch.Tensor
-    left_values: torch.Tensor
+LayerCache = AttentionCache
+"""One transformer layer's key/value cache (the name this module exported before the modules streamed themselves)."""
 
 
 @dataclass(frozen=True)
@@ -73,20 +60,25 @@ class EncoderState:
 
     Attributes:
         frontend: waveform-normalisation sums and the CNN layers' carry-over
-            (:class:`~xtrans.streaming.frontend.FrontendState`).
+            (:class:`~xtrans.models.wav2vec2.states.FrontendState`).
         pending: (B, T', D) projected CNN frames not yet emitted (``T' < C`` while a stream is open).
-        pos_history: (B, P, D) the ``P = pos_conv.history`` projected frames before ``pending``
-            (zeros before the stream starts).
-        layers: one :class:`LayerCache` per transformer layer.
-        num_frames: frames emitted so far, i.e. the first frame of the next chunk.
+        positional: the positional convolution's history, the ``P = pos_conv.history`` projected
+            frames before ``pending`` (zeros before the stream starts).
+        layers: one :class:`~xtrans.models.attention.AttentionCache` per transformer layer.
+        frames: (B,) long, frames emitted so far per stream, i.e. the first frame of its next chunk.
+        samples: (B,) long, samples received so far per stream.
         stream_ends: per stream, ``None`` while it is open, its total samples once it has ended.
+
+    Streams run in a batch need not have started together (:func:`~xtrans.streaming.stack_states`):
+    every counter is per stream; only the shapes (pending frames, CNN carries) must agree.
     """
 
     frontend: FrontendState
     pending: torch.Tensor
-    pos_history: torch.Tensor
-    layers: Tuple[LayerCache, ...]
-    num_frames: int
+    positional: PositionalConvState
+    layers: Tuple[AttentionCache, ...]
+    frames: torch.Tensor
+    samples: torch.Tensor
     stream_ends: Tuple[Optional[int], ...]
 
     @property
@@ -94,14 +86,24 @@ class EncoderState:
         return self.pending.shape[0]
 
     @property
-    def num_samples(self) -> int:
-        """Samples received by the longest stream (every open stream has this many)."""
-        return self.frontend.num_samples
+    def pos_history(self) -> torch.Tensor:
+        """(B, P, D) the positional convolution's history."""
+        return self.positional.history
 
     @property
-    def cnn_frames(self) -> int:
-        """Frames the CNN has produced so far (emitted + pending)."""
-        return self.num_frames + self.pending.shape[1]
+    def num_frames(self) -> int:
+        """Frames emitted so far by the stream furthest along (all of a lockstep batch)."""
+        return int(self.frames.max())
+
+    @property
+    def num_samples(self) -> int:
+        """Samples received by the stream furthest along (every open stream of a lockstep batch)."""
+        return int(self.samples.max())
+
+    @property
+    def cnn_frames(self) -> torch.Tensor:
+        """(B,) long: frames the CNN has produced so far per stream (emitted + pending)."""
+        return self.frames + self.pending.shape[1]
 
     @property
     def finished(self) -> bool:
@@ -109,11 +111,8 @@ class EncoderState:
         return all(end is not None for end in self.stream_ends)
 
     def tensors(self) -> List[torch.Tensor]:
-        """Every tensor of the state (for sizes and device moves)."""
-        out = [*self.frontend.tensors(), self.pending, self.pos_history]
-        for cache in self.layers:
-            out += [cache.sink_keys, cache.sink_values, cache.left_keys, cache.left_values]
-        return out
+        """Every tensor of the state (for sizes and device moves), in :func:`flatten_state` order."""
+        return [t for _, t in flatten_state(self)]
 
     def num_bytes(self) -> int:
         """Memory held by the state's tensors."""
@@ -147,14 +146,13 @@ class StreamingEncoder:
     def __init__(self, encoder: Wav2Vec2Encoder, streaming: StreamingConfig):
         if not isinstance(streaming, StreamingConfig):
             raise TypeError(f"streaming: expected a StreamingConfig, found {type(streaming).__name__}")
-        if streaming.chunk_size is None:
+        if streaming.is_full:
             raise ValueError("streaming.chunk_size: expected a chunk size in frames for streaming "
                              "inference, found None (full attention needs the whole utterance; "
                              "use encoder(waveform, lengths) instead)")
         encoder.check_streaming(streaming)
         self.encoder = encoder
         self.streaming = streaming
-        self.frontend = StreamingFrontend(encoder)
 
     # ------------------------------------------------------------------ state
     def init_state(self, batch_size: int, device: Union[str, torch.device, None] = None,
@@ -169,20 +167,12 @@ class StreamingEncoder:
         param = next(enc.parameters())
         device = param.device if device is None else device
         dtype = param.dtype if dtype is None else dtype
-        attn = enc.layers[0].attention if len(enc.layers) else None
-        H, Dh = (attn.num_heads, attn.head_dim) if attn is not None else (1, enc.embed_dim)
-        D = enc.embed_dim
-
-        def empty(*shape, dt=dtype):
-            return torch.zeros(*shape, device=device, dtype=dt)
-
-        layers = tuple(LayerCache(empty(batch_size, H, 0, Dh), empty(batch_size, H, 0, Dh),
-                                  empty(batch_size, H, 0, Dh), empty(batch_size, H, 0, Dh))
-                       for _ in enc.layers)
+        positional, layers = enc.init_chunk_state(batch_size, self.streaming, device, dtype)
         return EncoderState(
-            frontend=self.frontend.init_state(batch_size, device, dtype), pending=empty(batch_size, 0, D),
-            pos_history=empty(batch_size, enc.pos_conv.history, D), layers=layers,
-            num_frames=0, stream_ends=(None,) * batch_size)
+            frontend=enc.init_frontend_state(batch_size, device, dtype),
+            pending=torch.zeros(batch_size, 0, enc.embed_dim, device=device, dtype=dtype),
+            positional=positional, layers=layers, frames=torch.zeros(batch_size, dtype=torch.long, device=device),
+            samples=torch.zeros(batch_size, dtype=torch.long, device=device), stream_ends=(None,) * batch_size)
 
     # ------------------------------------------------------------------ public steps
     @torch.no_grad()
@@ -220,11 +210,13 @@ class StreamingEncoder:
             if ended:
                 raise ValueError(f"lengths: stream {ended[0]} has ended (given fewer samples than the "
                                  f"others, or finalized) and must be given 0 samples, found {new[ended[0]]}")
-        ends = tuple(end if end is not None or new[b] == n else state.num_samples + new[b]
+        received = state.samples.tolist()
+        ends = tuple(end if end is not None or new[b] == n else received[b] + new[b]
                      for b, end in enumerate(state.stream_ends))
         m = max(new)  # the new extent of the longest stream
         valid = torch.arange(m, device=samples.device)[None, :] < torch.tensor(new, device=samples.device)[:, None]
         state = self._consume(samples[:, :m].to(state.pending.dtype), valid, state, ends)
+        state = dataclasses.replace(state, samples=state.samples + torch.tensor(new, device=state.samples.device))
         return self._emit(state)
 
     @torch.no_grad()
@@ -236,7 +228,8 @@ class StreamingEncoder:
         :meth:`forward_chunk`; the returned state is finished.
         """
         self._check_eval()
-        ends = tuple(state.num_samples if end is None else end for end in state.stream_ends)
+        ends = tuple(received if end is None else end
+                     for received, end in zip(state.samples.tolist(), state.stream_ends))
         return self._emit(dataclasses.replace(state, stream_ends=ends))
 
     # ------------------------------------------------------------------ internals
@@ -252,18 +245,22 @@ class StreamingEncoder:
 
     def _frame_limits(self, state: EncoderState) -> torch.Tensor:
         """(B,) long: frames of each stream known valid (all produced for open streams)."""
-        limits = [state.cnn_frames if end is None else self._frames_for(end) for end in state.stream_ends]
-        return torch.tensor(limits, device=state.pending.device)
+        return self._limits(state.cnn_frames, state.stream_ends)
+
+    def _limits(self, produced: torch.Tensor, ends: Tuple[Optional[int], ...]) -> torch.Tensor:
+        """(B,) long: valid frames per stream: all ``produced`` while open, those of its samples once ended."""
+        ended = torch.tensor([0 if end is None else self._frames_for(end) for end in ends], device=produced.device)
+        is_open = torch.tensor([end is None for end in ends], device=produced.device)
+        return torch.where(is_open, produced, ended)
 
     def _consume(self, x: torch.Tensor, valid: torch.Tensor, state: EncoderState,
                  ends: Tuple[Optional[int], ...]) -> EncoderState:
         """Runs the front end on new samples (B, m) and queues the frames they complete."""
-        h, frontend = self.frontend.forward_chunk(x, valid, state.frontend)  # (B, T', D)
+        h, frontend = self.encoder.extract_chunk(x.masked_fill(~valid, 0.0), state.frontend)  # (B, T', D)
         # frames past an ended stream's last frame are padding: zero, as in Wav2Vec2Encoder.extract
-        first, n_frames = state.cnn_frames, h.shape[1]
-        limits = torch.tensor([first + n_frames if end is None else self._frames_for(end) for end in ends],
-                              device=h.device)
-        pad = torch.arange(first, first + n_frames, device=h.device)[None, :] >= limits[:, None]  # (B, T')
+        first, n_frames = state.cnn_frames, h.shape[1]  # (B,) first new frame per stream
+        limits = self._limits(first + n_frames, ends)
+        pad = first[:, None] + torch.arange(n_frames, device=h.device)[None, :] >= limits[:, None]  # (B, T')
         h = h.masked_fill(pad[:, :, None], 0.0)
         return dataclasses.replace(state, frontend=frontend, stream_ends=ends,
                                    pending=torch.cat([state.pending, h], dim=1))
@@ -280,67 +277,14 @@ class StreamingEncoder:
                 outputs.append(y)
         B, D = state.batch_size, self.encoder.embed_dim
         frames = torch.cat(outputs, dim=1) if outputs else state.pending.new_zeros(B, 0, D)
-        first = state.num_frames - frames.shape[1]
+        first = state.frames - frames.shape[1]
         counts = (limits - first).clamp(min=0, max=frames.shape[1])
         return frames, counts, state
-
-    def _positional(self, h: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """Positional embedding (B, n, D) of a chunk's frames ``h`` given the frames before it."""
-        pc = self.encoder.pos_conv
-        if pc.mode == "none":
-            return torch.zeros_like(h)
-        window = torch.cat([history, h], dim=1).transpose(1, 2)  # (B, P + n, D) -> (B, D, P + n)
-        if pc.mode == "chunk":  # frames after the chunk read as zero
-            window = F.pad(window, (0, pc.kernel // 2 - 1))
-        return F.gelu(pc.conv(window)).transpose(1, 2)  # (B, D, n) -> (B, n, D)
 
     def _encode_chunk(self, state: EncoderState, n: int, limits: torch.Tensor
                       ) -> Tuple[torch.Tensor, EncoderState]:
         """The next chunk: its ``n`` pending frames through the positional conv and the layers."""
-        enc, cfg = self.encoder, self.streaming
-        S, L = cfg.num_sinks, cfg.left_context
-        start = state.num_frames
-        h, pending = state.pending[:, :n], state.pending[:, n:]
-
-        x = h + self._positional(h, state.pos_history)
-        pos_history = torch.cat([state.pos_history, h], dim=1)[:, n:]  # keeps the last P frames
-        if not enc.layer_norm_first:
-            x = enc.layer_norm(x)
-
-        # keys: the sinks not inside the left-context window, the window, the chunk
-        num_left = state.layers[0].left_keys.shape[2] if state.layers else 0
-        num_sinks = 0 if L is None else min(S, max(0, start - L))
-        key_pos = torch.cat([torch.arange(num_sinks), torch.arange(start - num_left, start + n)]).to(limits.device)
-        query_valid = torch.arange(start, start + n, device=limits.device)[None, :] < limits[:, None]  # (B, n)
-        mask = None
-        if not bool(query_valid.all()):  # an ended stream: never attend its padding frames
-            key_valid = key_pos[None, :] < limits[:, None]  # (B, Tk)
-            mask = key_valid[:, None, None, :] | ~query_valid[:, None, :, None]  # (B, 1, n, Tk)
-
-        caches = []
-        for layer, cache in zip(enc.layers, state.layers):
-            k, v = layer.attention.project_kv(layer.attention_input(x))  # (B, H, n, D/H)
-            keys = torch.cat([cache.sink_keys[:, :, :num_sinks], cache.left_keys, k], dim=2)
-            values = torch.cat([cache.sink_values[:, :, :num_sinks], cache.left_values, v], dim=2)
-            x = layer.forward_with_kv(x, keys, values, mask)
-            caches.append(self._update_cache(cache, k, v))
-        if enc.layer_norm_first:
-            x = enc.layer_norm(x)
-        x = x.masked_fill(~query_valid[:, :, None], 0.0)
-        return x, dataclasses.replace(state, pending=pending, pos_history=pos_history,
-                                      layers=tuple(caches), num_frames=start + n)
-
-    def _update_cache(self, cache: LayerCache, k: torch.Tensor, v: torch.Tensor) -> LayerCache:
-        """Adds a chunk's keys/values (B, H, n, D/H): sinks fill up to S, the window keeps L."""
-        S, L = self.streaming.num_sinks, self.streaming.left_context
-        sink_k, sink_v = cache.sink_keys, cache.sink_values
-        if sink_k.shape[2] < S:
-            take = S - sink_k.shape[2]
-            sink_k = torch.cat([sink_k, k[:, :, :take]], dim=2)
-            sink_v = torch.cat([sink_v, v[:, :, :take]], dim=2)
-        left_k = torch.cat([cache.left_keys, k], dim=2)
-        left_v = torch.cat([cache.left_values, v], dim=2)
-        if L is not None:
-            drop = max(0, left_k.shape[2] - L)
-            left_k, left_v = left_k[:, :, drop:], left_v[:, :, drop:]
-        return LayerCache(sink_k, sink_v, left_k, left_v)
+        y, positional, layers = self.encoder.encode_chunk(state.pending[:, :n], state.positional, state.layers,
+                                                          state.frames, limits, self.streaming)
+        return y, dataclasses.replace(state, pending=state.pending[:, n:], positional=positional, layers=layers,
+                                      frames=state.frames + n)

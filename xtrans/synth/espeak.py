@@ -33,11 +33,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from xtrans.data.resample import resample
+from xtrans.frames import SAMPLE_RATE  # the output rate of render_utterance (re-exported)
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
-"""Output rate of :func:`render_utterance` (Hz)."""
 
 ENGLISH_LANGUAGES: Tuple[str, ...] = (
     "en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",

@@ -3,4 +3,6 @@
 Modules:
     pretrained_fixtures: random Hugging Face wav2vec2 models, fake fairseq checkpoints
         (dict / Namespace / omegaconf DictConfig configs), hostile pickles.
+    crash: runs a command-line module and SIGKILLs it half-way through a checkpoint write or
+        right after a checkpoint (``python -m xtrans.testing.crash``), for the crash tests.
 """

@@ -8,7 +8,7 @@ import kaldiio
 import numpy as np
 import soundfile
 
-RATE = 16000
+from xtrans.frames import SAMPLE_RATE as RATE
 
 
 def speech(seconds, rate=RATE, channels=1, seed=0):

@@ -19,8 +19,9 @@ import numpy as np
 import soundfile
 import yaml
 
+from xtrans.frames import SAMPLE_RATE
+
 WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero")
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def save_decoding_checkpoint(run: str | Path, sentences: Iterable[str], *, seed:
     """
     import torch
 
+    from xtrans.checkpoint import model_checkpoint
     from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
     from xtrans.tokenizer import train_tokenizer
 
@@ -177,5 +179,5 @@ def save_decoding_checkpoint(run: str | Path, sentences: Iterable[str], *, seed:
         model.joiner.output.weight.mul_(4.0)
         model.joiner.output.bias[0] += 2.0
     path = run / "best.pt"
-    torch.save({"version": 1, "model": model.state_dict(), "arch": model.arch, **(extra or {})}, path)
+    torch.save({**model_checkpoint(model), **(extra or {})}, path)
     return path

@@ -1,20 +1,10 @@
-"""Checkpoints: atomic save, keep-last-k, best-k, initialisation and averaging.
+"""A training run's checkpoints: keep-last-k, best-k, initialisation and averaging.
 
-A training checkpoint is one ``torch.save`` file holding plain types and tensors only (it loads
-with ``torch.load(weights_only=True)``)::
-
-    {"version": 1, "model": state_dict, "arch": Transducer.arch, "optimizer": ..., "scheduler": ...,
-     "scaler": ... | None, "config": to_dict(TrainConfig), "train_state": TrainState.state_dict()}
-
-Files in ``<outdir>``: ``ckpt_step<N>.pt`` (every ``save_interval_updates`` and at epoch ends),
-``latest.txt`` (name of the newest complete one), ``best.pt`` (hard link or copy of the best by
-dev loss or WER), ``average.pt`` (see :func:`average_state_dicts`).
-
-Writes are atomic: the file is written to ``<name>.tmp``, flushed and ``fsync``-ed, then
-``os.replace``-d onto its name and the directory is ``fsync``-ed. A process killed at any
-moment leaves either the old file or the new one, never a truncated checkpoint under a real name.
-No ``*.tmp`` outlives a save that returns or raises (only a killed process can leave one, which
-the next save of that name replaces).
+The format and its atomic file I/O live in :mod:`xtrans.checkpoint` (inference reads them
+without the training code); they are re-exported here. Files in ``<outdir>``: ``ckpt_step<N>.pt``
+(every ``save_interval_updates`` and at epoch ends), ``latest.txt`` (name of the newest complete
+one), ``best.pt`` (hard link or copy of the best by dev loss or WER), ``average.pt`` (see
+:func:`average_state_dicts`).
 """
 
 from __future__ import annotations
@@ -23,96 +13,22 @@ import logging
 import os
 import re
 import shutil
-import signal
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from torch import nn
 
+from xtrans.checkpoint import (CHECKPOINT_VERSION, CheckpointError, atomic_save, atomic_write_text, fsync_dir,
+                               load_checkpoint, read_arch)
+
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+__all__ = ["AUXILIARY_HEADS", "CHECKPOINT_VERSION", "CheckpointError", "atomic_save", "atomic_write_text",
+           "average_checkpoints", "average_state_dicts", "checkpoint_name", "find_latest", "link_or_copy",
+           "load_checkpoint", "load_init", "prune", "step_of", "update_best"]
+
 _STEP_RE = re.compile(r"^ckpt_step(\d+)\.pt$")
-
-KILL_IN_SAVE_ENV = "XTRANS_TEST_SIGKILL_IN_SAVE"
-"""Test hook: ``N`` SIGKILLs this process half-way through writing its N-th checkpoint file."""
-
-_saves_started = 0
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or init file cannot be used; ``path`` names it, ``reason`` says why."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{path}: {reason}")
-
-
-class _KillHalfway:
-    """File wrapper for the test hook: SIGKILLs the process after ``limit`` bytes reached disk."""
-
-    def __init__(self, f, limit: int):
-        self.f, self.limit, self.written = f, limit, 0
-
-    def write(self, data) -> int:
-        n = self.f.write(data)
-        self.written += n
-        if self.written >= self.limit:
-            self.f.flush()
-            os.fsync(self.f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
-        return n
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` via a temporary file, ``fsync`` and ``os.replace``."""
-    global _saves_started
-    _saves_started += 1
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    kill_at = os.environ.get(KILL_IN_SAVE_ENV)
-    try:
-        with open(tmp, "wb") as f:
-            if kill_at is not None and int(kill_at) == _saves_started:
-                torch.save(obj, _KillHalfway(f, limit=4096))
-            else:
-                torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write (disk full, ...) leaves no half file behind
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    """Writes a small text file atomically (same protocol as :func:`atomic_save`)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -135,22 +51,7 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)  # also the no-op rename of a link onto its own inode (a race)
-    _fsync_dir(dst.parent)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Loads a checkpoint written by :func:`atomic_save` (``weights_only=True``).
-
-    Raises:
-        CheckpointError: when the file is missing or unreadable (e.g. truncated).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such checkpoint file")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # zipfile, pickle and torch raise various types
-        raise CheckpointError(path, f"unreadable checkpoint ({type(err).__name__}: {err})") from None
+    fsync_dir(dst.parent)
 
 
 def step_of(name: str) -> Optional[int]:
@@ -325,9 +226,10 @@ def average_checkpoints(paths: List[str | os.PathLike], out: str | os.PathLike) 
         the written checkpoint dict (``model``, ``arch``, ``config``, ``averaged_from``).
     """
     ckpts = [load_checkpoint(p) for p in paths]
+    arch = read_arch(ckpts[-1], paths[-1]).to_dict() if ckpts[-1].get("arch") else None  # any format -> today's
     result = {"version": CHECKPOINT_VERSION,
               "model": average_state_dicts([c["model"] for c in ckpts]),
-              "arch": ckpts[-1].get("arch"), "config": ckpts[-1].get("config"),
+              "arch": arch, "config": ckpts[-1].get("config"),
               "averaged_from": [str(p) for p in paths]}
     atomic_save(result, out)
     logger.info("averaged %d checkpoints into %s", len(paths), out)

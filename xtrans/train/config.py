@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from xtrans.data.dataset import check_gain_range
-from xtrans.masks import MultiChunkConfig, StreamingConfig
+from xtrans.frames import SAMPLE_RATE
+from xtrans.masks import StreamingConfig
 from xtrans.models.config import ModelConfig
+from xtrans.train.multichunk import MultiChunkConfig
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class DataConfig:
     num_buckets: int = 10
     dev_max_seconds: Optional[float] = None
     num_workers: int = 2
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     speed_factors: Optional[Tuple[float, ...]] = None
     num_time_masks: int = 0
     gain_db: Optional[Tuple[float, float]] = None
@@ -101,7 +103,7 @@ class MaskConfig:
         if self.multi_chunk is not None:
             return None
         cfg = StreamingConfig(self.chunk_size, self.left_context, self.num_sinks)
-        return None if cfg.is_full and cfg.num_sinks == 0 else cfg
+        return None if cfg.is_full else cfg
 
     def for_validation(self) -> Optional[StreamingConfig]:
         """The configuration dev loss is computed under."""

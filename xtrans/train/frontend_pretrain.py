@@ -35,6 +35,7 @@ from xtrans.data.dataset import Example, collate, utterance_durations
 from xtrans.data.kaldi_dir import DataDir
 from xtrans.data.sampler import DurationBatchSampler
 from xtrans.features import log_mel
+from xtrans.frames import SAMPLE_RATE
 from xtrans.masks import key_padding_mask
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder, normalize_waveform
 
@@ -83,7 +84,7 @@ class FrontendPretrainConfig:
 
 
 def waveform_batches(data: DataDir, max_seconds: float, *, num_buckets: int = 5, seed: int = 0,
-                     sample_rate: int = 16000, waveform_norm: str = "none"
+                     sample_rate: int = SAMPLE_RATE, waveform_norm: str = "none"
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless duration-bucketed batches ``(waveforms (B, S) zero-padded, lengths (B,))``, reshuffled
     every epoch, normalised by ``waveform_norm`` (:func:`normalize_waveform`) as the CNN sees them."""
@@ -109,7 +110,7 @@ class LogMelTarget:
     """Standardised log-mel targets framed like ``encoder``'s CNN, computed from the CNN's input
     (the waveform after the encoder's waveform normalisation)."""
 
-    def __init__(self, encoder: Wav2Vec2Encoder, n_mels: int, sample_rate: int = 16000,
+    def __init__(self, encoder: Wav2Vec2Encoder, n_mels: int, sample_rate: int = SAMPLE_RATE,
                  f_max: Optional[float] = None):
         self.encoder = encoder
         self.n_mels = n_mels

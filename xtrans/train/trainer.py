@@ -19,24 +19,20 @@ Failures that do not stop training:
     is dropped (gradients zeroed, no optimizer or scheduler step);
   skipped micro-batches still consume their multi-chunk draw and sampler position, so a resumed
   run stays in step.
-
-Test hooks (environment variables, used by ``test/test_train_*.py``):
-  ``XTRANS_TEST_SIGKILL_AFTER_STEP=N`` SIGKILLs the process right after the checkpoint of update N;
-  ``XTRANS_TEST_SIGKILL_IN_SAVE=N`` (see :mod:`xtrans.train.checkpoint`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
-import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -45,18 +41,17 @@ from torch import nn
 from xtrans.config import save_config, to_dict
 from xtrans.data.dataset import AsrDataset, Batch, collate
 from xtrans.data.sampler import DurationBatchSampler
-from xtrans.masks import MultiChunkSampler, StreamingConfig
+from xtrans.masks import StreamingConfig
 from xtrans.models.config import build_model
 from xtrans.models.transducer import Transducer
-from xtrans.train.checkpoint import (CHECKPOINT_VERSION, atomic_save, atomic_write_text, checkpoint_name,
-                                     link_or_copy, load_checkpoint, load_init, prune, update_best)
+from xtrans.checkpoint import atomic_save, atomic_write_text, load_checkpoint, model_checkpoint
+from xtrans.train.checkpoint import checkpoint_name, link_or_copy, load_init, prune, update_best
 from xtrans.train.config import TrainConfig
+from xtrans.train.multichunk import MultiChunkSampler
 from xtrans.train.scheduler import WarmupDecayScheduler
 from xtrans.train.state import TrainState, capture_rng, restore_rng, seed_everything
 
 logger = logging.getLogger(__name__)
-
-KILL_AFTER_STEP_ENV = "XTRANS_TEST_SIGKILL_AFTER_STEP"
 
 
 def is_oom(err: BaseException) -> bool:
@@ -82,6 +77,61 @@ class DistInfo:
         """From the variables torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                    int(os.environ.get("LOCAL_RANK", 0)))
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """What one call of :meth:`Trainer.train_update` did (for ``steps.jsonl``, the log, the progress bar).
+
+    Attributes:
+        skipped: True when the update was dropped (no optimizer or scheduler step).
+        chunks: the chunk size (frames) drawn for each micro-batch; ``None`` = full attention.
+        audio: seconds of audio in the update (this rank's when skipped, all ranks' otherwise).
+        loss: mean per-utterance loss over all ranks (``None`` when skipped).
+        utts: utterances that contributed gradients, over all ranks.
+        grad_norm: global gradient norm before clipping (``None`` when skipped).
+        lrs: learning rate per parameter group, as used by the step.
+        encoder_frozen: whether the encoder was frozen for this update.
+        step: the update count after this update (set by :meth:`Trainer.fit`).
+        epoch: the 0-based epoch (set by :meth:`Trainer.fit`).
+    """
+
+    skipped: bool
+    chunks: List[Optional[int]]
+    audio: float
+    loss: Optional[float] = None
+    utts: int = 0
+    grad_norm: Optional[float] = None
+    lrs: Dict[str, float] = field(default_factory=dict)
+    encoder_frozen: bool = False
+    step: Optional[int] = None
+    epoch: Optional[int] = None
+
+    def __getitem__(self, name: str):
+        """``record["loss"]`` reads the field, like the dict :meth:`Trainer.train_update` used to return."""
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class MicroBatchResult:
+    """A micro-batch whose gradients were accumulated: its loss summed over its ``utts`` utterances."""
+
+    loss_sum: float
+    utts: int
+
+
+@dataclass(frozen=True)
+class MicroBatchSkip:
+    """A micro-batch that contributed no gradient.
+
+    Attributes:
+        reason: why (logged with its utterances).
+        drop_update: True when the gradients accumulated so far are lost too (out of memory
+            in backward), so the whole update is dropped.
+    """
+
+    reason: str
+    drop_update: bool = False
 
 
 def split_param_groups(model: Transducer, cfg: TrainConfig) -> List[dict]:
@@ -239,71 +289,104 @@ class Trainer:
 
     # ------------------------------------------------------------------ one update
 
-    def train_update(self, micro: List[Batch]) -> dict:
+    def train_update(self, micro: List[Batch]) -> UpdateRecord:
         """One optimizer update on this rank's micro-batches (see the module docstring)."""
         model = self.ddp or self.model
         model.train()
         frozen = self.state.step < self.cfg.training.freeze_encoder_updates
         self._set_encoder_frozen(frozen)
-        local_utts = sum(len(b.utt_ids) for b in micro)
-        total_utts = self._all_reduce([float(local_utts)])[0]
+        total_utts = self._all_reduce([float(sum(len(b.utt_ids) for b in micro))])[0]
         scale = self.dist.world_size / max(total_utts, 1.0)
-        loss_sum, used_utts, audio, chunks, skipped, grads_made = 0.0, 0, 0.0, [], [], 0
+        loss_sum, used_utts, grads_made, audio, chunks, last_skipped = 0.0, 0, 0, 0.0, [], False
         self.optimizer.zero_grad(set_to_none=True)
         for i, batch in enumerate(micro):
             streaming = self._streaming_for_batch()
             chunks.append(None if streaming is None else streaming.chunk_size)
             audio += float(batch.waveform_lengths.sum()) / self.cfg.data.sample_rate
-            batch = batch.to(self.device)
-            out, reason = None, None
             last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
-            with sync:
-                try:
-                    with self._autocast():
-                        out = model(batch.waveforms, batch.waveform_lengths, batch.targets,
-                                    batch.target_lengths, streaming=streaming, updates=self.state.step)
-                    if not bool(torch.isfinite(out.loss)):
-                        reason = f"non-finite loss {float(out.loss.detach())}"
-                except Exception as err:
-                    if not is_oom(err):
-                        raise
-                    reason = "out of memory in the forward pass"
-                    out = None
-                    self._free_memory()
-                bad = self._all_reduce([1.0 if reason else 0.0], op=dist.ReduceOp.MAX if self.dist.world_size > 1
-                                       else None)[0]
-                if bad:
-                    why = reason or "a bad micro-batch on another rank"
-                    logger.warning("update %d: skipping micro-batch (%s); utterances: %s", self.state.step + 1,
-                                   why, " ".join(batch.utt_ids))
-                    skipped.append(batch.utt_ids)
-                    self.state.skipped_batches += 1
-                    del out
-                    continue
-                B = len(batch.utt_ids)
-                loss = out.loss * (B * scale)
-                try:
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                    else:
-                        loss.backward()
-                except Exception as err:
-                    if not is_oom(err):
-                        raise
-                    logger.warning("update %d: out of memory in backward; dropping the update; utterances: %s",
-                                   self.state.step + 1, " ".join(batch.utt_ids))
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self._free_memory()
-                    self.state.skipped_batches += 1
-                    return dict(skipped=True, chunks=chunks, audio=audio)
-                grads_made += 1
-                loss_sum += float(out.loss.detach()) * B
-                used_utts += B
-        if self.ddp is not None and grads_made and skipped and chunks and micro[-1].utt_ids in skipped:
-            self._sync_grads_manually()  # the synchronising (last) micro-batch was skipped
+            result = self._forward_backward(model, batch.to(self.device), streaming, scale, last)
+            if isinstance(result, MicroBatchSkip):
+                if result.drop_update:
+                    return UpdateRecord(skipped=True, chunks=chunks, audio=audio)
+                last_skipped = last
+                continue
+            grads_made += 1
+            loss_sum += result.loss_sum
+            used_utts += result.utts
         if grads_made == 0:
-            return dict(skipped=True, chunks=chunks, audio=audio)
+            return UpdateRecord(skipped=True, chunks=chunks, audio=audio)
+        if self.ddp is not None and last_skipped:
+            self._sync_grads_manually()  # the synchronising (last) micro-batch was skipped
+        lrs = self.current_lrs()
+        grad_norm = self._optimizer_step(micro, frozen)
+        if grad_norm is None:
+            return UpdateRecord(skipped=True, chunks=chunks, audio=audio)
+        totals = self._all_reduce([loss_sum, float(used_utts), audio])
+        return UpdateRecord(skipped=False, chunks=chunks, audio=totals[2], loss=totals[0] / max(totals[1], 1.0),
+                            utts=int(totals[1]), grad_norm=grad_norm, lrs=lrs, encoder_frozen=frozen)
+
+    def _forward_backward(self, model: nn.Module, batch: Batch, streaming: Optional[StreamingConfig],
+                          scale: float, last: bool) -> Union[MicroBatchResult, MicroBatchSkip]:
+        """Accumulates one micro-batch's gradients (its loss weighted by ``B * scale``), or skips it.
+
+        A micro-batch that is bad on any rank (non-finite loss, out of memory in the forward pass)
+        is skipped on every rank. DDP synchronises gradients on the ``last`` micro-batch only.
+        """
+        sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+        with sync:
+            out, reason = self._forward(model, batch, streaming)
+            bad = self._all_reduce([1.0 if reason else 0.0],
+                                   op=dist.ReduceOp.MAX if self.dist.world_size > 1 else None)[0]
+            if bad:
+                why = reason or "a bad micro-batch on another rank"
+                logger.warning("update %d: skipping micro-batch (%s); utterances: %s", self.state.step + 1,
+                               why, " ".join(batch.utt_ids))
+                self.state.skipped_batches += 1
+                return MicroBatchSkip(why)
+            B = len(batch.utt_ids)
+            if not self._backward(out.loss * (B * scale), batch):
+                return MicroBatchSkip("out of memory in backward", drop_update=True)
+            return MicroBatchResult(loss_sum=float(out.loss.detach()) * B, utts=B)
+
+    def _forward(self, model: nn.Module, batch: Batch, streaming: Optional[StreamingConfig]):
+        """The forward pass -> ``(output, None)``, or ``(output or None, reason)`` when it must be skipped."""
+        try:
+            with self._autocast():
+                out = model(batch.waveforms, batch.waveform_lengths, batch.targets,
+                            batch.target_lengths, streaming=streaming, updates=self.state.step)
+            if not bool(torch.isfinite(out.loss)):
+                return out, f"non-finite loss {float(out.loss.detach())}"
+            return out, None
+        except Exception as err:
+            if not is_oom(err):
+                raise
+            self._free_memory()
+            return None, "out of memory in the forward pass"
+
+    def _backward(self, loss: torch.Tensor, batch: Batch) -> bool:
+        """Backward of ``loss``; False (gradients zeroed, a warning logged) when it runs out of memory."""
+        try:
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            return True
+        except Exception as err:
+            if not is_oom(err):
+                raise
+            logger.warning("update %d: out of memory in backward; dropping the update; utterances: %s",
+                           self.state.step + 1, " ".join(batch.utt_ids))
+            self.optimizer.zero_grad(set_to_none=True)
+            self._free_memory()
+            self.state.skipped_batches += 1
+            return False
+
+    def _optimizer_step(self, micro: List[Batch], frozen: bool) -> Optional[float]:
+        """Clips the accumulated gradients and steps optimizer and scheduler; returns the gradient norm.
+
+        Returns ``None`` (gradients zeroed, no step, a warning naming the utterances) when the
+        gradient norm is not finite.
+        """
         if frozen:
             for p in self._encoder_trainable:
                 p.grad = None
@@ -319,8 +402,7 @@ class Trainer:
             self.state.skipped_batches += len(micro)
             if self.scaler is not None:
                 self.scaler.update()
-            return dict(skipped=True, chunks=chunks, audio=audio)
-        lrs = self.current_lrs()
+            return None
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -328,9 +410,7 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        totals = self._all_reduce([loss_sum, float(used_utts), audio])
-        return dict(skipped=False, loss=totals[0] / max(totals[1], 1.0), utts=int(totals[1]), audio=totals[2],
-                    grad_norm=grad_norm, lrs=lrs, chunks=chunks, encoder_frozen=frozen)
+        return grad_norm
 
     def _sync_grads_manually(self) -> None:
         for p in self.model.parameters():
@@ -390,7 +470,7 @@ class Trainer:
     def _batch_word_errors(self, batch: Batch, streaming: Optional[StreamingConfig]):
         """Word errors and reference words of a dev batch by greedy search (xtrans.search.greedy)."""
         from xtrans.scoring.wer import align
-        from xtrans.train.wer import greedy_hypotheses
+        from xtrans.train.dev_decode import greedy_hypotheses
 
         hyps = greedy_hypotheses(self.model, batch.waveforms, batch.waveform_lengths, streaming)
         errors = words = 0
@@ -429,8 +509,7 @@ class Trainer:
             st.last.append(name)
         del st.last[:-ck.keep_last]
         if self.dist.is_main:
-            atomic_save({"version": CHECKPOINT_VERSION, "model": self.model.state_dict(), "arch": self.model.arch,
-                         "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            atomic_save({**model_checkpoint(self.model), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                          "scaler": None if self.scaler is None else self.scaler.state_dict(),
                          "config": to_dict(self.cfg), "train_state": st.state_dict(),
                          "tokenizer": str(Path(self.cfg.data.tokenizer).resolve()),
@@ -443,9 +522,6 @@ class Trainer:
                         f"; removed {', '.join(deleted)}" if deleted else "")
         if self.dist.world_size > 1:
             dist.barrier()
-        kill_after = os.environ.get(KILL_AFTER_STEP_ENV)
-        if kill_after is not None and int(kill_after) == st.step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def average(self) -> None:
         """``average.pt`` from the ``checkpoint.average`` best checkpoints (rank 0)."""
@@ -475,37 +551,43 @@ class Trainer:
             self.writer.close()
             self.writer = None
 
-    def _record(self, info: dict) -> None:
+    def _record(self, record: UpdateRecord) -> None:
+        """Writes an update to ``steps.jsonl`` and TensorBoard, and logs the window every ``log_interval``."""
         st = self.state
         if not self.dist.is_main:
             return
-        entry = {"step": st.step, "epoch": st.epoch, "skipped": info["skipped"], "chunk_sizes": info["chunks"]}
-        if not info["skipped"]:
-            entry.update(loss=info["loss"], grad_norm=info["grad_norm"], utts=info["utts"],
-                         lr_encoder=info["lrs"].get("encoder", 0.0),
-                         lr_head=info["lrs"].get("heads", 0.0), encoder_frozen=info["encoder_frozen"])
+        entry = {"step": st.step, "epoch": st.epoch, "skipped": record.skipped, "chunk_sizes": record.chunks}
+        if not record.skipped:
+            entry.update(loss=record.loss, grad_norm=record.grad_norm, utts=record.utts,
+                         lr_encoder=record.lrs.get("encoder", 0.0),
+                         lr_head=record.lrs.get("heads", 0.0), encoder_frozen=record.encoder_frozen)
         self._steps_file.write(json.dumps(entry) + "\n")
         self._steps_file.flush()
-        if info["skipped"]:
+        if record.skipped:
             return
         w = self._window
-        w["loss"] += info["loss"]
+        w["loss"] += record.loss
         w["updates"] += 1
-        w["audio"] += info["audio"]
+        w["audio"] += record.audio
         if self.writer is not None:
-            self.writer.add_scalar("train/loss", info["loss"], st.step)
-            self.writer.add_scalar("train/grad_norm", info["grad_norm"], st.step)
-            for name, lr in info["lrs"].items():
+            self.writer.add_scalar("train/loss", record.loss, st.step)
+            self.writer.add_scalar("train/grad_norm", record.grad_norm, st.step)
+            for name, lr in record.lrs.items():
                 self.writer.add_scalar(f"lr/{name}", lr, st.step)
         if st.step % self.cfg.logging.log_interval == 0:
-            elapsed = max(time.time() - w["time"], 1e-9)
-            chunks = sorted({c for c in info["chunks"]}, key=lambda c: -1 if c is None else c)
-            logger.info("step %d epoch %d loss %.4f lr %.3g/%.3g grad_norm %.3f audio_h/s %.3g chunk %s%s",
-                        st.step, st.epoch + 1, w["loss"] / w["updates"], info["lrs"].get("encoder", 0.0),
-                        info["lrs"].get("heads", 0.0), info["grad_norm"], w["audio"] / 3600 / elapsed,
-                        ",".join("full" if c is None else str(c) for c in chunks),
-                        " (encoder frozen)" if info["encoder_frozen"] else "")
-            self._window = dict(loss=0.0, utts=0, audio=0.0, time=time.time(), updates=0)
+            self._log_window(record)
+
+    def _log_window(self, record: UpdateRecord) -> None:
+        """The progress line: mean loss and audio throughput since the previous line."""
+        st, w = self.state, self._window
+        elapsed = max(time.time() - w["time"], 1e-9)
+        chunks = sorted(set(record.chunks), key=lambda c: -1 if c is None else c)
+        logger.info("step %d epoch %d loss %.4f lr %.3g/%.3g grad_norm %.3f audio_h/s %.3g chunk %s%s",
+                    st.step, st.epoch + 1, w["loss"] / w["updates"], record.lrs.get("encoder", 0.0),
+                    record.lrs.get("heads", 0.0), record.grad_norm, w["audio"] / 3600 / elapsed,
+                    ",".join("full" if c is None else str(c) for c in chunks),
+                    " (encoder frozen)" if record.encoder_frozen else "")
+        self._window = dict(loss=0.0, utts=0, audio=0.0, time=time.time(), updates=0)
 
     def _log_metrics(self, metrics: Dict[str, float]) -> None:
         if not metrics or not self.dist.is_main:
@@ -528,82 +610,105 @@ class Trainer:
                                            pin_memory=self.device.type == "cuda",
                                            generator=torch.Generator().manual_seed(self.cfg.training.seed))
 
-    def fit(self, on_update: Optional[Callable[[dict], None]] = None) -> TrainState:
+    def fit(self, on_update: Optional[Callable[[UpdateRecord], None]] = None) -> TrainState:
         """Trains until ``max_epochs`` or ``max_updates``; returns the final state.
 
         Args:
-            on_update: called after every update with its record (the CLI's progress bar).
+            on_update: called after every update with its record, ``step`` and ``epoch`` set
+                (the CLI's progress bar).
         """
-        cfg, st = self.cfg, self.state
-        if self.dist.is_main:
-            save_config(cfg, self.outdir / "config.yaml")
-        self._open_logs()
-        max_updates = cfg.training.max_updates
-        n_params = sum(p.numel() for p in self.model.parameters())
-        logger.info("training %s: %.2fM parameters, mask %s, %d rank(s), device %s, start at update %d",
-                    self.outdir, n_params / 1e6, self._describe_mask(), self.dist.world_size, self.device,
-                    st.step)
-        accum = cfg.optim.accum_grad
-        ck = cfg.checkpoint
+        st = self.state
+        self._start_fit()
         try:
-            while st.epoch < cfg.training.max_epochs and (max_updates is None or st.step < max_updates):
-                self.train_set.set_epoch(st.epoch)
-                if st.batches_in_epoch == 0:
-                    self.sampler.set_epoch(st.epoch)
-                else:
-                    self.sampler.epoch, self.sampler.position = st.epoch, st.batches_in_epoch
-                num_batches = len(self.sampler)  # before iterating: a prefetching loader moves the sampler on
-                it = iter(self._loader())
-                while max_updates is None or st.step < max_updates:
-                    micro = []
-                    for _ in range(accum):
-                        batch = next(it, None)
-                        if batch is None:
-                            break
-                        micro.append(batch)
-                    if not micro:
-                        break
-                    st.batches_in_epoch += len(micro)
-                    info = self.train_update(micro)
-                    st.audio_seconds += info["audio"]
-                    if not info["skipped"]:
-                        st.step += 1
-                    self._record(info)
-                    if on_update is not None:
-                        on_update(dict(info, step=st.step, epoch=st.epoch))
-                    if info["skipped"]:
-                        continue
-                    self._since_save[0] += info["loss"]
-                    self._since_save[1] += 1
-                    epoch_end = st.batches_in_epoch >= num_batches
-                    finished = max_updates is not None and st.step >= max_updates
-                    if epoch_end or finished:
-                        break  # validated and saved below
-                    metrics = {}
-                    if ck.valid_interval_updates and st.step % ck.valid_interval_updates == 0:
-                        metrics = self.validate()
-                        self._log_metrics(metrics)
-                    if ck.save_interval_updates and st.step % ck.save_interval_updates == 0:
-                        self.save(dict(metrics, train_loss=self._last_loss()))
-                del it
-                if st.batches_in_epoch >= num_batches:
-                    logger.info("epoch %d done at update %d", st.epoch + 1, st.step)
-                    metrics = self.validate()
-                    self._log_metrics(metrics)
-                    st.epoch += 1
-                    st.batches_in_epoch = 0
-                    self.sampler.set_epoch(st.epoch)
-                    self.save(dict(metrics, train_loss=self._last_loss()))
-                elif max_updates is not None and st.step >= max_updates:
-                    metrics = self.validate()
-                    self._log_metrics(metrics)
-                    self.save(dict(metrics, train_loss=self._last_loss()))
+            while st.epoch < self.cfg.training.max_epochs and not self._update_limit_reached():
+                num_batches = self._start_epoch()
+                self._train_epoch(num_batches, on_update)
+                self._finish_epoch_or_run(num_batches)
             self.average()
             logger.info("finished at update %d, epoch %d; %.2f h of audio; %d micro-batches skipped",
                         st.step, st.epoch, st.audio_seconds / 3600, st.skipped_batches)
         finally:
             self._close_logs()
         return st
+
+    def _start_fit(self) -> None:
+        """Writes the run's ``config.yaml``, opens the logs and logs what is trained."""
+        if self.dist.is_main:
+            save_config(self.cfg, self.outdir / "config.yaml")
+        self._open_logs()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        logger.info("training %s: %.2fM parameters, mask %s, %d rank(s), device %s, start at update %d",
+                    self.outdir, n_params / 1e6, self._describe_mask(), self.dist.world_size, self.device,
+                    self.state.step)
+
+    def _update_limit_reached(self) -> bool:
+        max_updates = self.cfg.training.max_updates
+        return max_updates is not None and self.state.step >= max_updates
+
+    def _start_epoch(self) -> int:
+        """Positions the data at the state's epoch and batch (mid-epoch on resume); returns the epoch's batches."""
+        st = self.state
+        self.train_set.set_epoch(st.epoch)
+        if st.batches_in_epoch == 0:
+            self.sampler.set_epoch(st.epoch)
+        else:
+            self.sampler.epoch, self.sampler.position = st.epoch, st.batches_in_epoch
+        return len(self.sampler)  # before iterating: a prefetching loader moves the sampler on
+
+    def _train_epoch(self, num_batches: int, on_update: Optional[Callable[[UpdateRecord], None]]) -> None:
+        """Updates until the epoch's data or the update budget runs out, validating and saving at intervals."""
+        st = self.state
+        it = iter(self._loader())
+        while not self._update_limit_reached():
+            micro = list(itertools.islice(it, self.cfg.optim.accum_grad))
+            if not micro:
+                break
+            st.batches_in_epoch += len(micro)
+            record = self._count_update(micro)
+            if on_update is not None:
+                on_update(record)
+            if record.skipped:
+                continue
+            if st.batches_in_epoch >= num_batches or self._update_limit_reached():
+                break  # validated and saved by _finish_epoch_or_run
+            self._validate_and_save_at_intervals()
+
+    def _count_update(self, micro: List[Batch]) -> UpdateRecord:
+        """One update, counted in the run state and the logs; returns its record with step and epoch."""
+        st = self.state
+        record = self.train_update(micro)
+        st.audio_seconds += record.audio
+        if not record.skipped:
+            st.step += 1
+            self._since_save[0] += record.loss
+            self._since_save[1] += 1
+        self._record(record)
+        return replace(record, step=st.step, epoch=st.epoch)
+
+    def _validate_and_save_at_intervals(self) -> None:
+        st, ck = self.state, self.cfg.checkpoint
+        metrics = {}
+        if ck.valid_interval_updates and st.step % ck.valid_interval_updates == 0:
+            metrics = self.validate()
+            self._log_metrics(metrics)
+        if ck.save_interval_updates and st.step % ck.save_interval_updates == 0:
+            self.save(dict(metrics, train_loss=self._last_loss()))
+
+    def _finish_epoch_or_run(self, num_batches: int) -> None:
+        """Validates and saves at the end of an epoch (then moves to the next) or of the update budget."""
+        st = self.state
+        if st.batches_in_epoch >= num_batches:
+            logger.info("epoch %d done at update %d", st.epoch + 1, st.step)
+            metrics = self.validate()
+            self._log_metrics(metrics)
+            st.epoch += 1
+            st.batches_in_epoch = 0
+            self.sampler.set_epoch(st.epoch)
+            self.save(dict(metrics, train_loss=self._last_loss()))
+        elif self._update_limit_reached():
+            metrics = self.validate()
+            self._log_metrics(metrics)
+            self.save(dict(metrics, train_loss=self._last_loss()))
 
     def _last_loss(self) -> Optional[float]:
         """Mean training loss of the updates since the previous checkpoint (``best.pt`` without dev data)."""

@@ -39,7 +39,7 @@ frontend_config=        # with a random encoder: fit its CNN to log-mel features
 train_stages="1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"   # training stages/variants to run
 decode_model=best.pt    # checkpoint decoded in stage 11 (best.pt or average.pt)
 decode_config=conf/decode.yaml   # searches, modes and chunk sizes of stage 11
-decode_opts=            # extra options of xtrans.bin.decode
+decode_opts=            # extra options of xtrans.bin.decode, e.g. --piece_ms 100 (mode, search, beam, chunk, left, sinks: the plan's)
 level_gains=-30,-20,-10,0,6   # input gains (dB) of the level-robustness table in stage 12
 level_opts="--search beam --beam 4"   # its search (as RESULTS.md's headline rows); other options of xtrans.bin.level_robustness
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
@@ -161,13 +161,13 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   for v in $train_stages; do
     dir=$(exp_dir_of "$v")
     [ -f "$dir/$decode_model" ] || { log "skip $v: no $dir/$decode_model"; continue; }
-    python -m xtrans.bin.decode_plan --train_config "conf/train_stage${v}.yaml" \
-        --decode_config "$decode_config" > "$dir/decode_plan.txt"
     for x in $test_sets; do
-      # one process per model and test set: every line of the plan -> $dir/decode_${x}_<tag>, scored
-      log "decoding $x with $v: $(wc -l < "$dir/decode_plan.txt") configurations ($dir/decode_plan.txt)"
+      # one process per model and test set: every configuration that xtrans.recipes.decode_plan gives
+      # for the stage's mask and $decode_config -> $dir/decode_${x}_<tag>, scored
+      log "decoding $x with $v (the plan of conf/train_stage${v}.yaml and $decode_config)"
       python -m xtrans.bin.decode --model "$dir/$decode_model" --data "$dump/$x" --outdir "$dir" \
-        --plan "$dir/decode_plan.txt" --tokenizer data/lang_bpe/bpe.model --nj "$nj" $decode_opts < /dev/null
+        --train_config "conf/train_stage${v}.yaml" --decode_config "$decode_config" \
+        --tokenizer data/lang_bpe/bpe.model --nj "$nj" $decode_opts < /dev/null
     done
   done
 fi

@@ -2,11 +2,14 @@
 ``batch_norm`` extractors).
 
 wav2vec2-base normalises each channel of the first convolution over the whole utterance
-(``GroupNorm(512, 512)``, Baevski et al., 2020): it keeps the energy contour over time, which
-is what let a raw-waveform CNN learn from scratch in the prototype of REFERENCES.md
-("Training from scratch on this CPU"), but it reads the future. XLSR-53 normalises each 25 ms
-frame on its own (per-frame LayerNorm after every conv): streamable, but it discards loudness,
-so noise looks like speech, and it did not learn from scratch there.
+(``GroupNorm(512, 512)``, fairseq's ``extractor_mode="default"``; Baevski et al., "wav2vec 2.0",
+NeurIPS 2020): it keeps the energy contour over time, but it reads the future. XLSR-53 (Conneau
+et al., "Unsupervised Cross-lingual Representation Learning for Speech Recognition", 2020)
+normalises each 25 ms frame on its own (per-frame LayerNorm after every conv,
+``extractor_mode="layer_norm"``): streamable, but it discards loudness, so noise looks like
+speech. In this project's first from-scratch trials on CPU the contour-keeping normalisation
+learned and the per-frame one did not; ``bench/frontend_study.py`` repeats the comparison on the
+demo corpus (``--extractors layer_norm,group_norm,cumulative_norm,batch_norm``).
 
 :class:`CumulativeChannelNorm` is the causal version of the first: position ``n`` of channel
 ``c`` (conv-1 output, 5 samples apart) is normalised with the mean and variance of positions

@@ -33,8 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from xtrans.masks import StreamingConfig, key_padding_mask
-from xtrans.models.attention import dense_attention_mask, streaming_attention
+from xtrans.models.arch import encoder_arch
+from xtrans.models.attention import AttentionCache, dense_attention_mask, streaming_attention
 from xtrans.models.wav2vec2.frontend_norm import CUMULATIVE_EPS, CumulativeChannelNorm, MaskedBatchNorm
+from xtrans.models.wav2vec2.states import (ConvLayerState, FrontendState, PositionalConvState,
+                                          WaveformNormState)
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +130,42 @@ def normalize_waveform(waveform: torch.Tensor, lengths: torch.Tensor, mode: str)
     raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {mode!r}")
 
 
+class WaveformNorm(nn.Module):
+    """Waveform normalisation as a module (no parameters): :func:`normalize_waveform` and its chunk form.
+
+    Only ``none`` and ``cumulative`` stream: ``forward_chunk`` normalises the next samples with
+    the running sums of all earlier ones (:func:`cumulative_normalize`, the full pass's own
+    computation).
+    """
+
+    def __init__(self, mode: str):
+        super().__init__()
+        if mode not in WAVEFORM_NORMS:
+            raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {mode!r}")
+        self.mode = mode
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, S), (B,) -> (B, S), padding zero (:func:`normalize_waveform`)."""
+        return normalize_waveform(waveform, lengths, self.mode)
+
+    def init_state(self, batch_size: int, device=None) -> WaveformNormState:
+        """Zero sums: the state before the first sample."""
+        zeros = torch.zeros(batch_size, dtype=torch.float64, device=device)
+        return WaveformNormState(count=zeros, total=zeros.clone(), total_sq=zeros.clone())
+
+    def forward_chunk(self, x: torch.Tensor, state: WaveformNormState
+                      ) -> Tuple[torch.Tensor, WaveformNormState]:
+        """The next samples (B, m) -> normalised (B, m) and the sums after them."""
+        if self.mode == "none":
+            return x, state
+        if self.mode != "cumulative":
+            raise StreamingNotSupportedError(f"waveform_norm={self.mode!r} cannot stream; expected 'cumulative' or 'none'")
+        y, count, total, total_sq = cumulative_normalize(x, state.count, state.total, state.total_sq)
+        if x.shape[1] == 0:
+            return y, state
+        return y, WaveformNormState(count=count, total=total, total_sq=total_sq)
+
+
 class ConvLayer(nn.Module):
     """One CNN layer: Conv1d, optional norm (per-frame LayerNorm, utterance GroupNorm or causal
     per-channel :class:`CumulativeChannelNorm`), GELU."""
@@ -164,6 +203,38 @@ class ConvLayer(nn.Module):
         elif self.norm_kind == "cumulative":
             x = self.norm(x)  # causal: padding after an utterance never reaches its valid positions
         return F.gelu(x)
+
+    def init_state(self, batch_size: int, device=None, dtype: Optional[torch.dtype] = None) -> ConvLayerState:
+        """Nothing carried yet; zero running statistics for a ``cumulative`` norm."""
+        carry = torch.zeros(batch_size, self.conv.in_channels, 0, device=device, dtype=dtype)
+        norm = self.norm.init_state(batch_size, device) if self.norm_kind == "cumulative" else None
+        return ConvLayerState(carry=carry, norm=norm)
+
+    def forward_chunk(self, x: torch.Tensor, state: ConvLayerState) -> Tuple[torch.Tensor, ConvLayerState]:
+        """The next input positions (B, C_in, m) -> every output they complete (B, C_out, n), new state.
+
+        The input positions not consumed by an output are carried to the next call, so each
+        position is computed once. Per-position norms (``layer``, ``batch`` in evaluation, none)
+        need nothing else; a ``cumulative`` norm carries its running statistics; ``group``
+        reads the whole utterance and cannot stream.
+        """
+        if self.norm_kind == "group":
+            raise StreamingNotSupportedError("a group-norm CNN layer normalises over the whole utterance and cannot stream")
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        x = torch.cat([state.carry, x], dim=2)
+        n = (x.shape[2] - kernel) // stride + 1 if x.shape[2] >= kernel else 0
+        carry = x[:, :, stride * n:]
+        if n == 0:
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0), ConvLayerState(carry=carry, norm=state.norm)
+        h = self.conv(x[:, :, :stride * (n - 1) + kernel])
+        if self.norm_kind == "cumulative":
+            h, norm = self.norm.forward_chunk(h, state.norm)
+            return F.gelu(h), ConvLayerState(carry=carry, norm=norm)
+        if self.norm_kind == "layer":
+            h = self.norm(h.transpose(1, 2)).transpose(1, 2)
+        elif self.norm_kind == "batch":
+            h = self.norm(h, None)
+        return F.gelu(h), ConvLayerState(carry=carry, norm=None)
 
     def _masked_group_norm(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         """GroupNorm(C, C) over each utterance's valid frames only, so padding changes nothing."""
@@ -216,6 +287,25 @@ class FeatureExtractor(nn.Module):
             cur = conv_output_lengths(cur, [spec])
             x = layer(x, cur if layer.norm_kind in ("group", "batch") else None)
         return x.transpose(1, 2), cur
+
+    def init_state(self, batch_size: int, device=None, dtype: Optional[torch.dtype] = None
+                   ) -> Tuple[ConvLayerState, ...]:
+        """Every layer's initial state."""
+        return tuple(layer.init_state(batch_size, device, dtype) for layer in self.conv_layers)
+
+    def forward_chunk(self, x: torch.Tensor, state: Tuple[ConvLayerState, ...]
+                      ) -> Tuple[torch.Tensor, Tuple[ConvLayerState, ...]]:
+        """The next (normalised) samples (B, m) -> the frames they complete (B, n, C), new state.
+
+        After ``S`` samples in total the stack has produced ``(S - 400) // 320 + 1`` frames, as
+        :meth:`forward` does for an utterance of ``S`` samples.
+        """
+        h = x[:, None, :]  # (B, m) -> (B, 1, m)
+        new = []
+        for layer, layer_state in zip(self.conv_layers, state):
+            h, layer_state = layer.forward_chunk(h, layer_state)
+            new.append(layer_state)
+        return h.transpose(1, 2), tuple(new)  # (B, C, n) -> (B, n, C)
 
 
 class FeatureProjection(nn.Module):
@@ -276,12 +366,40 @@ class PositionalConv(nn.Module):
         half = self.kernel // 2
         T = h.shape[2]
         if self.mode == "causal":
-            y = self.conv(F.pad(h, (self.kernel - 1, 0)))
+            y = self._convolve(F.pad(h, (self.kernel - 1, 0)))
         elif self.mode == "full" or chunk_size is None or chunk_size >= T:
             y = self.conv(F.pad(h, (half, half - 1)))
         else:
             y = self._chunked(h, chunk_size)
         return F.gelu(y).transpose(1, 2)
+
+    def _convolve(self, window: torch.Tensor) -> torch.Tensor:
+        """``causal``/``chunk``: (B, D, P + n) history and frames -> (B, D, n), before GELU.
+
+        In ``chunk`` mode the ``K/2 - 1`` frames after the window read as zero.
+        """
+        if self.mode == "chunk":
+            window = F.pad(window, (0, self.kernel // 2 - 1))
+        return self.conv(window)
+
+    def init_state(self, batch_size: int, device=None, dtype: Optional[torch.dtype] = None) -> PositionalConvState:
+        """Zero history: what the full pass sees before the first frame."""
+        embed_dim = self.conv.in_channels
+        return PositionalConvState(torch.zeros(batch_size, self.history, embed_dim, device=device, dtype=dtype))
+
+    def forward_chunk(self, x: torch.Tensor, state: PositionalConvState
+                      ) -> Tuple[torch.Tensor, PositionalConvState]:
+        """The embedding (B, n, D) of one whole chunk's frames ``x`` (B, n, D), and the new history.
+
+        ``chunk`` mode reads zeros after the chunk, ``causal`` nothing after it, as :meth:`forward`.
+        """
+        if self.mode == "full":
+            raise StreamingNotSupportedError("pos_conv='full' looks ahead across chunk borders and cannot stream")
+        window = torch.cat([state.history, x], dim=1)  # (B, P + n, D)
+        new = PositionalConvState(window[:, window.shape[1] - self.history:])
+        if self.mode == "none":
+            return torch.zeros_like(x), new
+        return F.gelu(self._convolve(window.transpose(1, 2))).transpose(1, 2), new  # (B, D, n) -> (B, n, D)
 
     def _chunked(self, h: torch.Tensor, chunk_size: int) -> torch.Tensor:
         """Chunk mode: each chunk convolved with its ``K/2`` frames of history and zeros after it."""
@@ -292,7 +410,7 @@ class PositionalConv(nn.Module):
         # window of chunk c: input frames c*C - half .. (c+1)*C - 1, then zeros for the future
         windows = padded.unfold(2, C + half, C)  # (B, D, n, C + half)
         windows = windows.permute(0, 2, 1, 3).reshape(B * n, D, C + half)
-        y = self.conv(F.pad(windows, (0, half - 1)))  # (B*n, D, C)
+        y = self._convolve(windows)  # (B*n, D, C)
         return y.reshape(B, n, D, C).permute(0, 2, 1, 3).reshape(B, D, n * C)[:, :, :T]
 
 
@@ -402,6 +520,27 @@ class TransformerLayer(nn.Module):
         """(B, T, D) -> (B, T, D), attending under ``streaming`` to the ``lengths`` (B,) valid frames."""
         return self.around(x, lambda h: self.attention(h, lengths, streaming))
 
+    def init_state(self, batch_size: int, streaming: StreamingConfig, device=None,
+                   dtype: Optional[torch.dtype] = None) -> AttentionCache:
+        """The empty key/value cache of this layer's attention under ``streaming``."""
+        attn = self.attention
+        return AttentionCache.zeros(batch_size, attn.num_heads, attn.head_dim, streaming.num_sinks,
+                                    streaming.left_context, device, dtype)
+
+    def forward_chunk(self, x: torch.Tensor, state: AttentionCache, start: torch.Tensor, lengths: torch.Tensor,
+                      left_context: Optional[int]) -> Tuple[torch.Tensor, AttentionCache]:
+        """One chunk (B, n, D) at frames ``start`` (B,) .. ``start + n - 1`` -> (B, n, D), new cache.
+
+        Each query attends the cached sinks and window and the whole chunk (the rule's key set,
+        :func:`~xtrans.models.attention.chunk_key_mask`), never a key at or past ``lengths`` (B,);
+        the cache then keeps the last ``left_context`` frames (all when None).
+        """
+        k, v = self.attention.project_kv(self.attention_input(x))  # (B, H, n, D/H)
+        keys, values = state.keys_values(k, v)
+        mask = state.mask(start, x.shape[1], lengths)  # (B, 1, n, K)
+        y = self.around(x, lambda h: self.attention.attend(h, keys, values, mask))
+        return y, state.append(k, v, start, bounded=left_context is not None)
+
 
 class Wav2Vec2Encoder(nn.Module):
     """wav2vec 2.0 / XLSR encoder with streaming masks.
@@ -431,6 +570,8 @@ class Wav2Vec2Encoder(nn.Module):
         layer_drop: probability of skipping a whole layer per training batch.
         freeze_feature_extractor: no gradient into the CNN (run under ``no_grad``), and the CNN
             stays in evaluation mode, so a ``batch_norm`` front end keeps its running statistics.
+        layer_norm_eps: epsilon of every layer norm after the CNN (Hugging Face's ``layer_norm_eps``;
+            the CNN's keep 1e-5, as there).
     """
 
     def __init__(self, *, conv_layers: Sequence[Tuple[int, int, int]] = XLSR_CONV_LAYERS,
@@ -439,15 +580,16 @@ class Wav2Vec2Encoder(nn.Module):
                  layer_norm_first: bool = True, pos_conv_kernel: int = 128, pos_conv_groups: int = 16,
                  pos_conv: str = "full", waveform_norm: str = "utterance", dropout: float = 0.0,
                  attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 layer_drop: float = 0.0, freeze_feature_extractor: bool = False):
+                 layer_drop: float = 0.0, freeze_feature_extractor: bool = False, layer_norm_eps: float = 1e-5):
         super().__init__()
-        self.arch = dict(  # the keyword arguments that rebuild this encoder (stored in checkpoints)
-            conv_layers=tuple(tuple(c) for c in conv_layers), extractor_mode=extractor_mode,
+        self.arch = encoder_arch(dict(  # the keyword arguments that rebuild this encoder, type-checked
+            conv_layers=conv_layers, extractor_mode=extractor_mode,
             conv_bias=conv_bias, embed_dim=embed_dim, num_layers=num_layers, num_heads=num_heads,
             ffn_dim=ffn_dim, layer_norm_first=layer_norm_first, pos_conv_kernel=pos_conv_kernel,
             pos_conv_groups=pos_conv_groups, pos_conv=pos_conv, waveform_norm=waveform_norm,
             dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
-            layer_drop=layer_drop, freeze_feature_extractor=freeze_feature_extractor)
+            layer_drop=layer_drop, freeze_feature_extractor=freeze_feature_extractor,
+            layer_norm_eps=layer_norm_eps), "Wav2Vec2Encoder")
         if waveform_norm not in WAVEFORM_NORMS:
             raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {waveform_norm!r}")
         if not 0.0 <= layer_drop < 1.0:
@@ -457,6 +599,7 @@ class Wav2Vec2Encoder(nn.Module):
         self.waveform_norm = waveform_norm
         self.layer_drop = layer_drop
         self.freeze_feature_extractor = freeze_feature_extractor
+        self.wave_norm = WaveformNorm(waveform_norm)
         self.feature_extractor = FeatureExtractor(conv_layers=conv_layers, mode=extractor_mode,
                                                   conv_bias=conv_bias)
         self.feature_projection = FeatureProjection(in_dim=conv_layers[-1][0], embed_dim=embed_dim,
@@ -474,6 +617,9 @@ class Wav2Vec2Encoder(nn.Module):
             for _ in range(num_layers))
         if freeze_feature_extractor:
             self.feature_extractor.requires_grad_(False)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.LayerNorm) and not name.startswith("feature_extractor."):
+                module.eps = layer_norm_eps
 
     def train(self, mode: bool = True) -> "Wav2Vec2Encoder":
         """As :meth:`torch.nn.Module.train`, except that a frozen CNN stays in evaluation mode."""
@@ -492,7 +638,7 @@ class Wav2Vec2Encoder(nn.Module):
 
     def check_streaming(self, streaming: Optional[StreamingConfig]) -> None:
         """Raises :class:`StreamingNotSupportedError` when this encoder cannot obey ``streaming``."""
-        if streaming is None or (streaming.is_full and streaming.num_sinks == 0):
+        if streaming is None or streaming.is_full:
             return
         if self.feature_extractor.mode == "group_norm":
             raise StreamingNotSupportedError(
@@ -509,7 +655,7 @@ class Wav2Vec2Encoder(nn.Module):
 
     def extract(self, waveform: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Waveform normalisation + CNN + projection: (B, S) -> (B, T, D), (B,), padding zeroed."""
-        x = normalize_waveform(waveform, lengths, self.waveform_norm)
+        x = self.wave_norm(waveform, lengths)
         if self.freeze_feature_extractor:
             with torch.no_grad():
                 feats, frame_lengths = self.feature_extractor(x, lengths)
@@ -518,6 +664,22 @@ class Wav2Vec2Encoder(nn.Module):
         h = self.feature_projection(feats)
         valid = key_padding_mask(frame_lengths, h.shape[1])
         return h.masked_fill(~valid[:, :, None], 0.0), frame_lengths
+
+    def init_frontend_state(self, batch_size: int, device=None, dtype: Optional[torch.dtype] = None
+                            ) -> FrontendState:
+        """The waveform normalisation's and the CNN's state before the first sample."""
+        return FrontendState(wave=self.wave_norm.init_state(batch_size, device),
+                             conv=self.feature_extractor.init_state(batch_size, device, dtype))
+
+    def extract_chunk(self, samples: torch.Tensor, state: FrontendState) -> Tuple[torch.Tensor, FrontendState]:
+        """:meth:`extract` piece by piece: the next raw samples (B, m) -> the frames they complete (B, n, D).
+
+        Samples past a stream's end must be zero; frames that read them are the caller's to
+        discard (as :meth:`extract` zeroes frames past each length).
+        """
+        x, wave = self.wave_norm.forward_chunk(samples, state.wave)
+        feats, conv = self.feature_extractor.forward_chunk(x, state.conv)
+        return self.feature_projection(feats), FrontendState(wave=wave, conv=conv)
 
     def attention_mask(self, lengths: torch.Tensor, num_frames: int,
                        streaming: Optional[StreamingConfig]) -> Optional[torch.Tensor]:
@@ -560,15 +722,53 @@ class Wav2Vec2Encoder(nn.Module):
         x, frame_lengths = self.extract(waveform, lengths)
         T = x.shape[1]
         chunk = None if streaming is None else streaming.chunk_size
-        x = x + self.pos_conv(x, chunk)
+        x = self._contextualize(x, self.pos_conv(x, chunk), lambda layer, h: layer(h, frame_lengths, streaming))
+        valid = key_padding_mask(frame_lengths, T)
+        return x.masked_fill(~valid[:, :, None], 0.0), frame_lengths
+
+    def _contextualize(self, x: torch.Tensor, pos: torch.Tensor,
+                       run_layer: Callable[[TransformerLayer, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Frames (B, T, D) + positional embedding -> the transformer stack, pre-LN or post-LN.
+
+        ``run_layer(layer, x)`` runs one layer (over the whole utterance, or over a chunk with
+        its cache); in training, layer drop skips whole layers.
+        """
+        x = x + pos
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
         for layer in self.layers:
             if self.training and self.layer_drop > 0 and torch.rand(()) < self.layer_drop:
                 continue
-            x = layer(x, frame_lengths, streaming)
+            x = run_layer(layer, x)
         if self.layer_norm_first:
             x = self.layer_norm(x)
-        valid = key_padding_mask(frame_lengths, T)
-        return x.masked_fill(~valid[:, :, None], 0.0), frame_lengths
+        return x
+
+    def init_chunk_state(self, batch_size: int, streaming: StreamingConfig, device=None,
+                         dtype: Optional[torch.dtype] = None) -> Tuple[PositionalConvState, Tuple[AttentionCache, ...]]:
+        """The positional convolution's history and every layer's key/value cache before the first chunk."""
+        return (self.pos_conv.init_state(batch_size, device, dtype),
+                tuple(layer.init_state(batch_size, streaming, device, dtype) for layer in self.layers))
+
+    def encode_chunk(self, h: torch.Tensor, positional: PositionalConvState, caches: Tuple[AttentionCache, ...],
+                     start: torch.Tensor, lengths: torch.Tensor, streaming: StreamingConfig
+                     ) -> Tuple[torch.Tensor, PositionalConvState, Tuple[AttentionCache, ...]]:
+        """One chunk of projected CNN frames (B, n, D) through the positional conv and the layers.
+
+        The chunk form of :meth:`forward` after :meth:`extract`: frames ``start`` (B,) ..
+        ``start + n - 1`` of each stream, ``lengths`` (B,) its valid frames (frames at or past
+        it must be zero in ``h``; they come out zero). Returns the frames (B, n, D) and the new
+        states.
+        """
+        pos, positional = self.pos_conv.forward_chunk(h, positional)
+        new_caches = []
+
+        def run_layer(layer: TransformerLayer, x: torch.Tensor) -> torch.Tensor:
+            y, cache = layer.forward_chunk(x, caches[len(new_caches)], start, lengths, streaming.left_context)
+            new_caches.append(cache)
+            return y
+
+        x = self._contextualize(h, pos, run_layer)
+        valid = start[:, None] + torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]  # (B, n)
+        return x.masked_fill(~valid[:, :, None], 0.0), positional, tuple(new_caches)

@@ -53,6 +53,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from xtrans.frames import SAMPLE_RATE
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
 from xtrans.models.wav2vec2.safe_pickle import UnsafeCheckpointError, load_checkpoint, to_plain
 
@@ -258,9 +259,9 @@ def encoder_kwargs_from_hf_config(config: Mapping[str, Any],
         waveform_norm = "utterance" if extractor_mode == "layer_norm" else "none"
     else:
         waveform_norm = "utterance" if do_normalize else "none"
-    if preprocessor is not None and preprocessor.get("sampling_rate", 16000) != 16000:
-        logger.warning("preprocessor_config.json: sampling_rate %s, expected 16000",
-                       preprocessor["sampling_rate"])
+    if preprocessor is not None and preprocessor.get("sampling_rate", SAMPLE_RATE) != SAMPLE_RATE:
+        logger.warning("preprocessor_config.json: sampling_rate %s, expected %d",
+                       preprocessor["sampling_rate"], SAMPLE_RATE)
 
     return dict(
         conv_layers=tuple((int(c), int(k), int(s)) for c, k, s in zip(dims, kernels, strides)),
@@ -274,7 +275,7 @@ def encoder_kwargs_from_hf_config(config: Mapping[str, Any],
         pos_conv_kernel=int(config.get("num_conv_pos_embeddings", 128)),
         pos_conv_groups=int(config.get("num_conv_pos_embedding_groups", 16)),
         waveform_norm=waveform_norm,
-        _layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
+        layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
     )
 
 
@@ -561,12 +562,7 @@ def _count_layers(state_dict: Mapping[str, torch.Tensor]) -> int:
 
 def _build(kwargs: Dict[str, Any], state_dict: Dict[str, torch.Tensor], unexpected: List[str],
            source: str, strict: bool) -> Wav2Vec2Encoder:
-    eps = kwargs.pop("_layer_norm_eps", 1e-5)
     encoder = Wav2Vec2Encoder(**kwargs)
-    if eps != 1e-5:  # Hugging Face uses layer_norm_eps everywhere but in the CNN
-        for name, module in encoder.named_modules():
-            if isinstance(module, torch.nn.LayerNorm) and not name.startswith("feature_extractor."):
-                module.eps = eps
     own = encoder.state_dict()
     missing = sorted(k for k in own if k not in state_dict)
     # names that map onto ours but are surplus (e.g. more layers than the config says)

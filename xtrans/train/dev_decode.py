@@ -1,5 +1,9 @@
-"""Dev WER during training: greedy hypotheses (``xtrans.search.greedy``, imported lazily);
-the word errors come from :func:`xtrans.scoring.wer.align`."""
+"""Greedy hypotheses of a dev batch, for the dev WER the trainer reports.
+
+The trainer scores them against the references with :func:`xtrans.scoring.wer.align`; this
+module only decodes (:func:`xtrans.search.greedy.greedy_search`, imported when first used so that
+training does not load the search modules unless a dev WER is asked for).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from xtrans.masks import StreamingConfig
 def greedy_hypotheses(model, waveform: torch.Tensor, lengths: torch.Tensor,
                       streaming: Optional[StreamingConfig]) -> List[List[int]]:
     """Token ids per utterance of a padded batch (B, S) by greedy search under ``streaming``."""
-    from xtrans.search.greedy import greedy_search  # optional dependency of training
+    from xtrans.search.greedy import greedy_search
 
     enc, enc_lengths = model.encode(waveform, lengths, streaming)
     return [list(h.tokens) for h in greedy_search(model, enc, enc_lengths)]

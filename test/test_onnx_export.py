@@ -1,0 +1,188 @@
+"""ONNX export of the streaming transducer: onnxruntime equals the PyTorch streaming encoder.
+
+The exported encoder (``encoder_start.onnx`` + one ``encoder.onnx`` call per chunk) is run on
+real speech (FSDD digits) and compared frame by frame with :class:`StreamingEncoder` fed the
+same audio in random pieces; decoded tokens of the onnxruntime recognizer equal those of
+``Speech2Text.stream()``; bad export requests fail before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+from xtrans.bin.export_onnx import main as export_main  # noqa: E402
+from xtrans.checkpoint import load_model, model_checkpoint  # noqa: E402
+from xtrans.export.encoder import export_encoder  # noqa: E402
+from xtrans.masks import StreamingConfig  # noqa: E402
+from xtrans.models import build_model  # noqa: E402
+from xtrans.models.wav2vec2 import Wav2Vec2Encoder, preset_kwargs, tiny  # noqa: E402
+from xtrans.streaming import StreamingEncoder  # noqa: E402
+from xtrans.testing.train_fixtures import save_decoding_checkpoint  # noqa: E402
+
+FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+TOL = 1e-4
+
+
+def mini(**overrides):
+    return Wav2Vec2Encoder(**preset_kwargs("mini", **overrides))
+
+
+SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
+
+
+def fsdd_waves(n: int, seed: int = 0):
+    """``n`` FSDD recordings as float32 arrays at 16 kHz (8 kHz files upsampled), or skip."""
+    if not FSDD.is_dir():
+        pytest.skip(f"{FSDD} (the shared FSDD data) is not here")
+    from xtrans.data.resample import resample
+    lines = (FSDD / "wav.scp").read_text().split("\n")
+    paths = [FSDD / line.split()[1] for line in lines if line.strip()]
+    random.Random(seed).shuffle(paths)
+    out = []
+    for path in paths[:n]:
+        wave, rate = soundfile.read(path, dtype="float32")
+        out.append(resample(torch.from_numpy(wave), rate, 16000).numpy() if rate != 16000 else wave)
+    return out
+
+
+def run_exported(outdir: Path, info: dict, waves):
+    """The exported encoder over a batch of streams (zero-padded to the longest): valid frames per stream."""
+    start = onnxruntime.InferenceSession(str(outdir / "encoder_start.onnx"))
+    enc = onnxruntime.InferenceSession(str(outdir / "encoder.onnx"))
+    P, per = info["prime_samples"], info["samples_per_call"]
+    lengths = [len(w) for w in waves]
+    x = np.zeros((len(waves), max(lengths)), np.float32)
+    for b, w in enumerate(waves):
+        x[b, :len(w)] = w
+    states = start.run(None, {"samples": x[:, :P]})
+    outs = [[] for _ in waves]
+    pos = P
+    while pos < x.shape[1]:
+        piece = x[:, pos:pos + per]
+        valid = np.array([min(max(n - pos, 0), per) for n in lengths], np.int64)
+        feed = {"samples": np.pad(piece, ((0, 0), (0, per - piece.shape[1]))), "num_samples": valid,
+                **dict(zip(info["state_names"], states))}
+        frames, counts, *states = enc.run(None, feed)
+        for b in range(len(waves)):
+            outs[b].append(frames[b, :counts[b]])
+        pos += per
+    return [np.concatenate(o) for o in outs]
+
+
+def run_streaming(encoder, cfg, waves, seed: int):
+    """StreamingEncoder on each stream alone, fed in random pieces: its frames per stream."""
+    rng = random.Random(seed)
+    out = []
+    for w in waves:
+        streamer = StreamingEncoder(encoder, cfg)
+        state = streamer.init_state(1)
+        frames, pos = [], 0
+        wave = torch.from_numpy(w)[None]
+        while pos < wave.shape[1]:
+            n = rng.randint(1, 6000)
+            y, counts, state = streamer.forward_chunk(wave[:, pos:pos + n], state)
+            frames.append(y[0, :counts[0]])
+            pos += n
+        y, counts, state = streamer.finalize(state)
+        frames.append(y[0, :counts[0]])
+        out.append(torch.cat(frames).numpy())
+    return out
+
+
+@pytest.mark.parametrize("build,kwargs,cfg", [
+    (tiny, dict(pos_conv="chunk"), StreamingConfig(8, 16, 2)),
+    (tiny, dict(pos_conv="causal", extractor_mode="cumulative_norm", layer_norm_first=False), StreamingConfig(4, 8, 0)),
+    (mini, dict(extractor_mode="batch_norm"), StreamingConfig(32, 32, 4)),
+])
+def test_exported_encoder_equals_streaming_encoder_on_speech(tmp_path, build, kwargs, cfg):
+    torch.manual_seed(0)
+    encoder = build(**kwargs).eval()
+    info = export_encoder(encoder, cfg, tmp_path)
+    waves = fsdd_waves(3)
+    with torch.no_grad():
+        ref = run_streaming(encoder, cfg, waves, seed=1)
+    got = run_exported(tmp_path, info, waves)  # one batch of 3 streams of different lengths
+    for r, g in zip(ref, got):
+        assert r.shape == g.shape and r.shape[0] > 0
+        assert np.abs(r - g).max() <= TOL
+
+
+def test_state_names_and_shapes_are_fixed(tmp_path):
+    encoder = tiny(pos_conv="chunk").eval()
+    info = export_encoder(encoder, StreamingConfig(8, 16, 2), tmp_path)
+    session = onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx"))
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    assert list(inputs)[:2] == ["samples", "num_samples"] and inputs["samples"] == ["B", 8 * 320]
+    assert list(inputs)[2:] == info["state_names"]
+    assert outputs == ["frames", "num_frames"] + ["new_" + n for n in info["state_names"]]
+    for name, shape in zip(info["state_names"], info["state_shapes"]):
+        assert inputs[name][1:] == shape[1:]
+    H, Dh = 4, 24
+    assert info["state_shapes"][info["state_names"].index("state.layers.0.left_keys")] == ["B", H, 16, Dh]
+    assert info["state_shapes"][info["state_names"].index("state.layers.0.sink_keys")] == ["B", H, 2, Dh]
+
+
+@pytest.mark.parametrize("kwargs,cfg,match", [
+    (dict(extractor_mode="group_norm", pos_conv="chunk"), StreamingConfig(8, 16, 0), "group_norm"),
+    (dict(pos_conv="full"), StreamingConfig(8, 16, 0), "pos_conv='full'"),
+    (dict(pos_conv="chunk"), StreamingConfig(8, None, 0), "bounded left context"),
+    (dict(pos_conv="chunk"), StreamingConfig(None, None, 0), "full attention"),
+])
+def test_unexportable_encoders_are_refused_before_writing(tmp_path, kwargs, cfg, match):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=match):
+        export_encoder(tiny(**kwargs).eval(), cfg, out)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    run = tmp_path_factory.mktemp("export") / "run"
+    return save_decoding_checkpoint(run, SENTENCES, seed=0, waveform_norm="cumulative")
+
+
+def test_cli_refuses_bad_requests_before_writing(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert export_main(["--model", str(checkpoint), "--outdir", str(out), "--chunk-ms", "630",
+                        "--left-ms", "640"]) == 2
+    assert "multiple of 20" in capsys.readouterr().err
+    not_a_model = tmp_path / "weights.pt"
+    torch.save({"weights": torch.zeros(3)}, not_a_model)
+    assert export_main(["--model", str(not_a_model), "--outdir", str(out), "--chunk-ms", "640",
+                        "--left-ms", "640"]) == 1
+    assert "not a transducer checkpoint" in capsys.readouterr().err
+    group = tmp_path / "group.pt"
+    model, _ = load_model(checkpoint)
+    arch = model.arch
+    arch = dataclasses.replace(arch, encoder=dataclasses.replace(arch.encoder, extractor_mode="group_norm"))
+    torch.save(model_checkpoint(build_model(arch)), group)
+    assert export_main(["--model", str(group), "--outdir", str(out), "--chunk-ms", "640",
+                        "--left-ms", "640"]) == 1
+    assert "group_norm" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_writes_the_export_directory(checkpoint, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert export_main(["--model", str(checkpoint), "--outdir", str(out), "--chunk-ms", "320",
+                        "--left-ms", "640", "--sinks", "2", "--int8"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"encoder_start.onnx", "encoder.onnx", "encoder.int8.onnx", "predictor.onnx", "joiner.onnx",
+            "tokens.txt", "config.json"} <= names
+    config = json.loads((out / "config.json").read_text())
+    assert config["chunk_ms"] == 320 and config["left_ms"] == 640 and config["sinks"] == 2
+    assert config["samples_per_call"] == 16 * 320 and config["encoder_file"] == "encoder.int8.onnx"
+    from xtrans.onnx.config import read_metadata
+    assert read_metadata(out / "encoder.onnx")["chunk_frames"] == 16
+    assert "exported" in capsys.readouterr().out

@@ -1,0 +1,342 @@
+"""Streaming speech recognition from an ONNX export, on onnxruntime + numpy (no torch).
+
+::
+
+    s2t = OnnxSpeech2Text("exp/onnx", search="beam", beam=4)
+    session = s2t.stream()
+    for piece in pieces:                      # float32 samples at 16 kHz, any piece size
+        partial = session.accept_waveform(piece, sample_rate=16000)
+    final = session.finalize()                # .text, .tokens, .pieces, .timestamps (s)
+    s2t.transcribe(samples).text              # a whole utterance, through the same session
+
+The export directory's layout is described in :mod:`xtrans.onnx.config`. A session feeds the
+encoder exactly as :class:`xtrans.streaming.StreamingEncoder` consumes a stream: the first
+``prime_samples`` (80) samples prime it (``encoder_start.onnx``), then every
+``samples_per_call`` (320 C) further samples make one encoder call that returns the chunk's
+``C`` frames; at :meth:`~OnnxStreamingSession.finalize` the remaining ``r`` samples (zero-padded,
+``num_samples = r``) give ``r // 320`` last frames. Each call's valid frames advance the search
+(:mod:`xtrans.onnx.search`, the numpy twin of :mod:`xtrans.search`), so with the same
+streaming rule and search settings the tokens equal :meth:`xtrans.inference.Speech2Text.stream`'s.
+
+Audio must come at the export's sample rate (16 kHz): this module does not resample (the
+resampler of :mod:`xtrans.data.resample` needs torch). Resample first, e.g. with
+``xtrans.data.resample.resample`` or ``python -m xtrans.bin.transcribe --onnx DIR``, which does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import onnxruntime as ort
+
+from xtrans.onnx.config import (CONFIG_FILE, DEFAULT_ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE, TOKENS_FILE,
+                                check_metadata, decode_metadata, load_config)
+from xtrans.onnx.search import GreedySearch, Hypothesis, ModifiedBeamSearch
+from xtrans.transcription import TokenTable, Transcription
+
+logger = logging.getLogger(__name__)
+
+SEARCHES = ("greedy", "beam")
+
+
+def _session(path: Path, num_threads: Optional[int], providers: Optional[Sequence[str]]) -> ort.InferenceSession:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the ONNX export in {path.parent} is incomplete "
+                                "(python -m xtrans.bin.export_onnx writes encoder, predictor and joiner)")
+    options = ort.SessionOptions()
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+def _check_io(session: ort.InferenceSession, path: Path, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+    """Raises ValueError when the model lacks one of the contract's input/output names."""
+    for kind, expected, found in (("inputs", inputs, [i.name for i in session.get_inputs()]),
+                                  ("outputs", outputs, [o.name for o in session.get_outputs()])):
+        missing = [name for name in expected if name not in found]
+        if missing:
+            raise ValueError(f"{path}: {kind}: expected {list(expected)}, found {found} (missing {missing}); "
+                             "re-export with python -m xtrans.bin.export_onnx")
+
+
+class OnnxDecoder:
+    """``predictor.onnx`` and ``joiner.onnx`` as the decoder of :mod:`xtrans.onnx.search`.
+
+    Args:
+        predictor: session of ``context (N, K) int64 -> predictor_out (N, D_pred)``.
+        joiner: session of ``encoder_out (N, D), predictor_out (N, D_pred) -> logits (N, V)``.
+        blank: the blank id.
+        context_size: ``K``.
+    """
+
+    def __init__(self, predictor: ort.InferenceSession, joiner: ort.InferenceSession, *, blank: int,
+                 context_size: int):
+        self.predictor = predictor
+        self.joiner = joiner
+        self.blank = blank
+        self.context_size = context_size
+
+    def predict(self, context: np.ndarray) -> np.ndarray:
+        """(N, K) last tokens -> (N, D_pred) float32."""
+        return self.predictor.run(["predictor_out"], {"context": np.ascontiguousarray(context, dtype=np.int64)})[0]
+
+    def join(self, encoder_out: np.ndarray, predictor_out: np.ndarray) -> np.ndarray:
+        """(N, D), (N, D_pred) -> logits (N, V) float32."""
+        return self.joiner.run(["logits"], {
+            "encoder_out": np.ascontiguousarray(encoder_out, dtype=np.float32),
+            "predictor_out": np.ascontiguousarray(predictor_out, dtype=np.float32)})[0]
+
+
+def as_mono(samples: np.ndarray, name: str = "samples") -> Tuple[np.ndarray, int]:
+    """An (S,) or channels-last (S, C) array -> ((S,) float32 mono, C); integer PCM is scaled to [-1, 1).
+
+    Raises:
+        TypeError: for something that is not a numpy array (or array-like of numbers).
+        ValueError: for another rank.
+    """
+    if isinstance(samples, (str, bytes, os.PathLike)) or not hasattr(samples, "__len__"):
+        raise TypeError(f"{name}: expected a numpy array of samples, found {type(samples).__name__}")
+    x = np.asarray(samples)
+    if np.issubdtype(x.dtype, np.integer):
+        offset = 128.0 if x.dtype == np.uint8 else 0.0
+        scale = 128.0 if x.dtype == np.uint8 else float(2 ** (8 * x.dtype.itemsize - 1))
+        x = (x.astype(np.float32) - offset) / scale
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name}: expected float or integer PCM samples, found dtype {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if x.ndim == 1:
+        return x, 1
+    if x.ndim == 2:
+        return x.mean(axis=1, dtype=np.float32), x.shape[1]
+    raise ValueError(f"{name}: expected (S,) or channels-last (S, C) samples, found shape {x.shape}")
+
+
+class OnnxSpeech2Text:
+    """Decodes speech with an ONNX export (the runtime twin of :class:`xtrans.inference.Speech2Text`).
+
+    The streaming rule (chunk, left context, sinks) is fixed by the export; see :attr:`config`.
+
+    Args:
+        directory: the export directory (``config.json``, encoder/predictor/joiner ``.onnx``,
+            ``tokens.txt``).
+        search: ``greedy`` or ``beam`` (modified beam search).
+        beam: beam size for ``beam``.
+        max_symbols: most tokens per frame for ``greedy`` (as :class:`Speech2Text`'s default, 3).
+        nbest: hypotheses kept in :attr:`Transcription.nbest` for ``beam`` (default: the beam).
+        num_threads: onnxruntime intra-op threads per model (None = onnxruntime's default).
+        providers: onnxruntime execution providers (default ``["CPUExecutionProvider"]``).
+        encoder_file: the encoder model to load, a file name in ``directory`` (default
+            ``config.json``'s ``encoder_file``: the int8 encoder of an ``--int8`` export); e.g.
+            ``"encoder.onnx"`` for the float encoder of an ``--int8`` export.
+
+    Raises:
+        FileNotFoundError: when the directory or one of its files is missing.
+        ValueError: for a bad ``search``/``beam``/``max_symbols``/``nbest``, an invalid
+            ``config.json``, a model without the expected inputs/outputs, a model file from another
+            export, or a ``tokens.txt`` of another size.
+    """
+
+    def __init__(self, directory: Union[str, os.PathLike], *, search: str = "greedy", beam: int = 4,
+                 max_symbols: int = 3, nbest: Optional[int] = None, num_threads: Optional[int] = None,
+                 providers: Optional[Sequence[str]] = None, encoder_file: Optional[str] = None):
+        if search not in SEARCHES:
+            raise ValueError(f"search: expected one of {SEARCHES}, found {search!r}")
+        if nbest is not None and nbest < 1:
+            raise ValueError(f"nbest: expected >= 1 or None, found {nbest}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads: expected >= 1 or None, found {num_threads}")
+        self.directory = Path(directory)
+        self.config: Dict[str, Any] = load_config(self.directory)
+        cfg = self.config
+        tokens_path = self.directory / TOKENS_FILE
+        if not tokens_path.is_file():
+            raise FileNotFoundError(f"{tokens_path} does not exist: the ONNX export in {self.directory} "
+                                    "is incomplete")
+        self.tokenizer = TokenTable(tokens_path)
+        if self.tokenizer.vocab_size != cfg["vocab_size"]:
+            raise ValueError(f"{tokens_path}: expected {cfg['vocab_size']} tokens (vocab_size of {CONFIG_FILE}), "
+                             f"found {self.tokenizer.vocab_size}")
+
+        encoder_path = self.directory / (encoder_file or cfg.get("encoder_file") or DEFAULT_ENCODER_FILE)
+        self.encoder = _session(encoder_path, num_threads, providers)
+        models = [(self.encoder, encoder_path)]
+        states = cfg["state_names"]
+        start_path = self.directory / cfg["encoder_start_file"]
+        self.encoder_start = _session(start_path, num_threads, providers)
+        _check_io(self.encoder_start, start_path, ["samples"], ["new_" + s for s in states])
+        models.append((self.encoder_start, start_path))
+        predictor = _session(self.directory / PREDICTOR_FILE, num_threads, providers)
+        joiner = _session(self.directory / JOINER_FILE, num_threads, providers)
+        _check_io(self.encoder, encoder_path, ["samples", "num_samples", *states],
+                  ["frames", "num_frames", *("new_" + s for s in states)])
+        _check_io(predictor, self.directory / PREDICTOR_FILE, ["context"], ["predictor_out"])
+        _check_io(joiner, self.directory / JOINER_FILE, ["encoder_out", "predictor_out"], ["logits"])
+        models += [(predictor, self.directory / PREDICTOR_FILE), (joiner, self.directory / JOINER_FILE)]
+        for session, path in models:
+            check_metadata(cfg, decode_metadata(session.get_modelmeta().custom_metadata_map), str(path))
+
+        self.decoder = OnnxDecoder(predictor, joiner, blank=cfg["blank_id"], context_size=cfg["context_size"])
+        self.search_name = search
+        self.nbest = nbest
+        self.search = (GreedySearch(self.decoder, max_symbols) if search == "greedy"
+                       else ModifiedBeamSearch(self.decoder, beam))
+        logger.info("loaded ONNX export %s (V=%d, chunk %d ms, left %s ms, %s sinks, %s search)",
+                    self.directory, cfg["vocab_size"], cfg["frame_ms"] * cfg["chunk_frames"],
+                    cfg.get("left_ms"), cfg.get("sinks"), search)
+
+    @property
+    def sample_rate(self) -> int:
+        """The sample rate the export expects (Hz)."""
+        return self.config["sample_rate"]
+
+    def stream(self) -> "OnnxStreamingSession":
+        """Opens a streaming session (the export's streaming rule)."""
+        return OnnxStreamingSession(self)
+
+    def transcribe(self, audio: Union[str, os.PathLike, np.ndarray], sample_rate: Optional[int] = None
+                   ) -> Transcription:
+        """Decodes one whole utterance through a streaming session.
+
+        Args:
+            audio: samples ``(S,)`` or channels-last ``(S, C)`` (float, or integer PCM), or the
+                path of a WAV/FLAC/... file (read with soundfile, at its own rate).
+            sample_rate: the rate of array input in Hz (default: the export's, 16 kHz); it must
+                be the export's rate.
+
+        Raises:
+            ValueError: for audio at another sample rate, not finite, or shorter than one
+                encoder frame (25 ms).
+        """
+        if isinstance(audio, (str, os.PathLike)):
+            import soundfile
+
+            samples, rate = soundfile.read(str(audio), dtype="float32", always_2d=True)
+            where = str(audio)
+        else:
+            samples, rate, where = audio, self.sample_rate if sample_rate is None else sample_rate, "audio"
+        wave, _ = as_mono(samples, where)
+        frame_samples = self.config["prime_samples"] + self.config["frame_stride"]
+        if wave.shape[0] < frame_samples:
+            raise ValueError(f"{where}: expected at least {frame_samples} samples (one encoder frame), "
+                             f"found {wave.shape[0]}")
+        if not np.isfinite(wave).all():
+            raise ValueError(f"{where}: expected finite samples, found NaN or infinity")
+        session = self.stream()
+        session.accept_waveform(wave, rate)
+        return session.finalize()
+
+    def transcription(self, state) -> Transcription:
+        """The result held by a search state (best first; with the n-best list for beam search)."""
+        if isinstance(self.search, GreedySearch):
+            return self._make(self.search.results(state)[0])
+        nbest = [self._make(h) for h in self.search.results(state, self.nbest)[0]]
+        return replace(nbest[0], nbest=nbest)
+
+    def _make(self, hyp: Hypothesis) -> Transcription:
+        return Transcription(text=self.tokenizer.decode(hyp.tokens), tokens=list(hyp.tokens),
+                             pieces=[self.tokenizer.id_to_token(i) for i in hyp.tokens],
+                             timestamps=hyp.times_s(self.config["frame_ms"]), score=hyp.score)
+
+
+class OnnxStreamingSession:
+    """One audio stream decoded as it arrives (made by :meth:`OnnxSpeech2Text.stream`).
+
+    The sample rate (the export's) and channel count must stay the same within a session.
+    """
+
+    def __init__(self, s2t: OnnxSpeech2Text):
+        self.s2t = s2t
+        cfg = s2t.config
+        self.prime_samples = cfg["prime_samples"]
+        self.samples_per_call = cfg["samples_per_call"]
+        self.frame_stride = cfg["frame_stride"]
+        self.encoder_state: Dict[str, np.ndarray] = {
+            name: np.zeros([1 if d == "B" else d for d in shape], dtype=np.dtype(dtype))
+            for name, shape, dtype in zip(cfg["state_names"], cfg["state_shapes"], cfg["state_dtypes"])}
+        self._primed = self.prime_samples == 0
+        self._pending = np.zeros(0, dtype=np.float32)  # received samples no encoder call has taken
+        self.num_frames = 0  # encoder frames decoded so far
+        self.chunk_frames: int = cfg["chunk_frames"]
+        self.search_state = s2t.search.init_state(1)
+        self.channels: Optional[int] = None
+        self.finished = False
+
+    def accept_waveform(self, samples: np.ndarray, sample_rate: Optional[int] = None) -> str:
+        """Feeds the next samples ``(n,)`` or ``(n, C)``; returns the text decoded so far.
+
+        Args:
+            samples: float samples in [-1, 1] or integer PCM.
+            sample_rate: their rate in Hz (default the export's); must be the export's rate.
+
+        Raises:
+            ValueError: after :meth:`finalize`, for another sample rate, or when the channel
+                count changes.
+        """
+        if self.finished:
+            raise ValueError("session: already finalized; open a new one with OnnxSpeech2Text.stream()")
+        rate = self.s2t.sample_rate
+        if sample_rate is not None and sample_rate != rate:
+            raise ValueError(f"sample_rate: expected {rate} Hz (the ONNX export's rate; xtrans.onnx does not "
+                             f"resample), found {sample_rate} Hz; resample first, e.g. with "
+                             "xtrans.data.resample.resample, or use python -m xtrans.bin.transcribe --onnx")
+        wave, channels = as_mono(samples)
+        if self.channels is None:
+            self.channels = channels
+        elif channels != self.channels:
+            raise ValueError(f"samples: this session's audio has {self.channels} channel(s), found {channels}")
+        self._pending = np.concatenate([self._pending, wave])
+        if not self._primed and self._pending.shape[0] >= self.prime_samples:
+            self._prime(self._pending[None, :self.prime_samples])
+            self._pending = self._pending[self.prime_samples:]
+            self._primed = True
+        while self._primed and self._pending.shape[0] >= self.samples_per_call:
+            self._call(self._pending[:self.samples_per_call], self.samples_per_call)
+            self._pending = self._pending[self.samples_per_call:]
+        return self.text
+
+    def _prime(self, samples: np.ndarray) -> None:
+        """The encoder state after the stream's first ``prime_samples`` samples (1, prime_samples):
+        ``encoder_start.onnx``'s output."""
+        start = self.s2t.encoder_start
+        names = list(self.encoder_state)
+        new_state = start.run(["new_" + s for s in names], {"samples": np.ascontiguousarray(samples, np.float32)})
+        self.encoder_state = dict(zip(names, new_state))
+
+    def _call(self, samples: np.ndarray, num_samples: int) -> None:
+        """One encoder call on ``samples`` (samples_per_call,), of which ``num_samples`` are real."""
+        feeds = {"samples": np.ascontiguousarray(samples[None], dtype=np.float32),
+                 "num_samples": np.array([num_samples], dtype=np.int64), **self.encoder_state}
+        names = ["frames", "num_frames", *("new_" + s for s in self.encoder_state)]
+        frames, num_frames, *new_state = self.s2t.encoder.run(names, feeds)
+        self.encoder_state = dict(zip(self.encoder_state, new_state))
+        self.num_frames += int(num_frames[0])
+        if frames.shape[1] and int(num_frames[0]) > 0:
+            self.search_state = self.s2t.search.step(frames, self.search_state, num_frames.astype(np.int64))
+
+    @property
+    def text(self) -> str:
+        """The best text of the frames decoded so far."""
+        return self.result().text
+
+    def result(self) -> Transcription:
+        """The current best result (partial until :meth:`finalize`)."""
+        return self.s2t.transcription(self.search_state)
+
+    def finalize(self) -> Transcription:
+        """Ends the stream: decodes the last (partial) chunk and returns the final result."""
+        if self.finished:
+            raise ValueError("session: already finalized; open a new one with OnnxSpeech2Text.stream()")
+        r = self._pending.shape[0]
+        if self._primed and r >= self.frame_stride:  # at least one more frame
+            padded = np.zeros(self.samples_per_call, dtype=np.float32)
+            padded[:r] = self._pending
+            self._call(padded, r)
+        self._pending = self._pending[:0]
+        self.finished = True
+        return self.result()
