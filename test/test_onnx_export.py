@@ -186,3 +186,103 @@ def test_cli_writes_the_export_directory(checkpoint, tmp_path, capsys):
     from xtrans.onnx.config import read_metadata
     assert read_metadata(out / "encoder.onnx")["chunk_frames"] == 16
     assert "exported" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny transducer trained for a few updates here (the trainer's checkpoint format), and its corpus."""
+    from xtrans.config import from_dict
+    from xtrans.testing.train_fixtures import make_tiny_corpus, tiny_train_config
+    from xtrans.train.config import TrainConfig
+    from xtrans.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("trained")
+    corpus = make_tiny_corpus(root / "data", num_train=8, num_dev=4)
+    cfg = from_dict(TrainConfig, tiny_train_config(corpus, training={"max_updates": 6}))
+    state = Trainer(cfg, root / "exp").fit()
+    return root / "exp" / f"ckpt_step{state.step}.pt", corpus
+
+
+def decode_tokens(session, wave, seed):
+    rng = random.Random(seed)
+    pos = 0
+    while pos < len(wave):
+        n = rng.randint(1, 7000)
+        session.accept_waveform(wave[pos:pos + n], 16000)
+        pos += n
+    return session.finalize().tokens
+
+
+@pytest.mark.parametrize("which", ["random", "trained"])
+def test_onnx_recognizer_decodes_like_speech2text_on_speech(checkpoint, trained, tmp_path, which):
+    from xtrans.inference import Speech2Text
+    from xtrans.onnx import OnnxSpeech2Text
+
+    ckpt = checkpoint if which == "random" else trained[0]
+    out = tmp_path / "onnx"
+    assert export_main(["--model", str(ckpt), "--outdir", str(out), "--chunk-ms", "320", "--left-ms", "640",
+                        "--sinks", "2", "--int8"]) == 0
+    # the encoder frames of this checkpoint's export on speech, batch of 3
+    config = json.loads((out / "config.json").read_text())
+    model, _ = load_model(ckpt)
+    waves = fsdd_waves(3, seed=which == "trained")
+    cfg = StreamingConfig(16, 32, 2)
+    with torch.no_grad():
+        ref = run_streaming(model.encoder.eval(), cfg, waves, seed=2)
+    for r, g in zip(ref, run_exported(out, config, waves)):
+        assert r.shape == g.shape and np.abs(r - g).max() <= TOL
+    emitted = 0
+    for search in ("greedy", "beam"):
+        s2t = Speech2Text.from_checkpoint(ckpt, chunk_ms=320, left_ms=640, sinks=2, search=search)
+        onnx = OnnxSpeech2Text(out, search=search, encoder_file="encoder.onnx")
+        for i, wave in enumerate(waves):
+            want = decode_tokens(s2t.stream(), wave, seed=i)
+            assert decode_tokens(onnx.stream(), wave, seed=100 + i) == want
+            emitted += len(want)
+        int8 = OnnxSpeech2Text(out, search=search)  # config.json names the int8 encoder
+        assert all(isinstance(int8.transcribe(w).text, str) for w in waves)
+    if which == "random":
+        assert emitted > 0  # the louder random joiner emits tokens: the comparison is not vacuous
+
+
+def test_decode_cli_on_an_export_equals_the_checkpoint(checkpoint, trained, tmp_path):
+    from xtrans.bin.decode import main as decode_main
+
+    out = tmp_path / "onnx"
+    assert export_main(["--model", str(checkpoint), "--outdir", str(out), "--chunk-ms", "320", "--left-ms", "640",
+                        "--sinks", "2", "--int8"]) == 0
+    data = str(trained[1].dev_dir)
+    assert decode_main(["--model", str(checkpoint), "--data", data, "--outdir", str(tmp_path / "pt"),
+                        "--mode", "streaming", "--chunk_ms", "320", "--left_ms", "640", "--sinks", "2",
+                        "--search", "beam"]) == 0
+    assert decode_main(["--onnx", str(out), "--onnx_encoder", "encoder.onnx", "--data", data,
+                        "--outdir", str(tmp_path / "fp32"), "--mode", "streaming", "--search", "beam"]) == 0
+    assert (tmp_path / "fp32" / "text").read_text() == (tmp_path / "pt" / "text").read_text()
+    info = json.loads((tmp_path / "fp32" / "decode.json").read_text())
+    assert info["onnx"] == str(out) and info["chunk_ms"] == 320 and info["left_ms"] == 640 and info["sinks"] == 2
+    assert decode_main(["--onnx", str(out), "--data", data, "--outdir", str(tmp_path / "int8"),
+                        "--mode", "streaming"]) == 0
+    assert json.loads((tmp_path / "int8" / "decode.json").read_text())["onnx_encoder"] == "encoder.int8.onnx"
+    assert decode_main(["--onnx", str(out), "--data", data, "--outdir", str(tmp_path / "bad"),
+                        "--mode", "simulated"]) == 2
+    assert decode_main(["--onnx", str(out), "--data", data, "--outdir", str(tmp_path / "bad"),
+                        "--mode", "streaming", "--chunk_ms", "640"]) == 2
+
+
+def test_external_data_export_loads_and_matches(tmp_path):
+    """A large encoder's weights go to encoder.onnx.data (forced here on a tiny one): same frames."""
+    torch.manual_seed(0)
+    encoder = tiny(pos_conv="causal").eval()
+    cfg = StreamingConfig(8, 16, 2)
+    info = export_encoder(encoder, cfg, tmp_path, external_data=True)
+    assert info["external_data"] and (tmp_path / "encoder.onnx.data").is_file()
+    assert (tmp_path / "encoder.onnx").stat().st_size < (tmp_path / "encoder.onnx.data").stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.onnx", "encoder.onnx.data", "encoder_start.onnx"]
+    waves = fsdd_waves(1)
+    with torch.no_grad():
+        ref = run_streaming(encoder, cfg, waves, seed=3)
+    got = run_exported(tmp_path, info, waves)
+    assert np.abs(ref[0] - got[0]).max() <= TOL
+    from xtrans.bin.export_onnx import quantize_int8
+    quantize_int8(tmp_path / "encoder.onnx", tmp_path / "encoder.int8.onnx", external_data=True)
+    onnxruntime.InferenceSession(str(tmp_path / "encoder.int8.onnx"))

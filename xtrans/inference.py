@@ -279,6 +279,11 @@ class StreamingSession:
         return self._state.finished
 
     @property
+    def chunk_frames(self) -> int:
+        """``C``: encoder frames per chunk of this session's streaming rule."""
+        return self.streaming.chunk_size
+
+    @property
     def num_frames(self) -> int:
         """Encoder frames decoded so far: the search has seen frames ``0 .. num_frames - 1``.
 

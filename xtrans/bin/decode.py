@@ -7,6 +7,8 @@ Usage::
         [--tokenizer data/lang_bpe/bpe.model] --mode simulated|streaming \\
         [--chunk_ms 640 --left_ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
         [--nj 1 --num_threads 1] [--piece_ms 640] [--device cpu]
+    python -m xtrans.bin.decode --onnx exp/onnx [--onnx_encoder encoder.int8.onnx] --data dump/test \\
+        --outdir exp/onnx/decode_test --mode streaming [--search beam] [--num_threads 2]
 
 Modes:
     simulated   the masked full-utterance pass under the streaming rule (``Speech2Text.transcribe``);
@@ -21,6 +23,13 @@ Writes into ``--outdir``:
                 search), total audio and processing seconds, RTF = processing time / audio duration,
                 for ``streaming`` the per-chunk compute latency (mean, p95, max in ms), and per
                 utterance its duration, processing time and RTF.
+
+``--onnx DIR`` decodes with an ONNX export (``python -m xtrans.bin.export_onnx``) on onnxruntime
+(:class:`xtrans.onnx.OnnxSpeech2Text`) instead of a checkpoint: ``--mode streaming`` only, under the
+streaming rule of the export (``--chunk_ms``/``--left_ms``/``--sinks``/``--tokenizer``/``--device``
+do not apply); ``--onnx_encoder`` picks the encoder file of the export (e.g. ``encoder.onnx`` for the
+float encoder of an ``--int8`` export, whose default is ``encoder.int8.onnx``). Audio at other rates is
+resampled to 16 kHz here, with the filter of ``--model``.
 
 Score with ``python -m xtrans.bin.score --decode_dir OUTDIR``. A failed utterance (unreadable,
 too short, or any other failure) is reported on stderr, gets an empty hypothesis and is listed
@@ -61,7 +70,10 @@ from tqdm import tqdm
 from xtrans.data.audio import BadAudioError, read_audio
 from xtrans.data.augment import apply_gain
 from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
+from xtrans.data.resample import resample
+from xtrans.frames import RECEPTIVE_FIELD, SAMPLE_RATE, frames_to_ms
 from xtrans.inference import Speech2Text
+from xtrans.masks import StreamingConfig
 from xtrans.recipes import decode_plan
 from xtrans.scoring.results import DECODE_JSON, score_decode_dir, stage_variant
 from xtrans.scoring.wer import write_text, write_trn
@@ -74,7 +86,12 @@ MODES = ("simulated", "streaming")
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m xtrans.bin.decode", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint (best.pt, average.pt, ckpt_step<N>.pt)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint (best.pt, average.pt, ckpt_step<N>.pt)")
+    source.add_argument("--onnx", metavar="DIR", default=None,
+                        help="an ONNX export directory (python -m xtrans.bin.export_onnx) instead of --model")
+    p.add_argument("--onnx_encoder", "--onnx-encoder", default=None,
+                   help="with --onnx: the encoder file of the export (default: its config.json's encoder_file)")
     p.add_argument("--data", required=True, help="Kaldi data directory (wav.scp, text)")
     p.add_argument("--outdir", required=True, help="output folder (decode_<tag>)")
     p.add_argument("--tokenizer", default=None,
@@ -127,9 +144,12 @@ def decode_streaming(s2t: Speech2Text, samples, rate: int, piece_ms: float) -> T
     The timing holds the total processing time and the compute time of every call that completed
     at least one chunk (divided among the chunks it completed; ``finalize`` counts as one chunk).
     """
-    s2t.load_audio(samples, rate)  # the checks of transcribe (silent, too short, ...)
+    if isinstance(s2t, Speech2Text):
+        s2t.load_audio(samples, rate)  # the checks of transcribe (silent, too short, ...)
+    else:  # onnxruntime takes 16 kHz
+        samples, rate = _onnx_input(samples, rate)
     session = s2t.stream()
-    C = session.streaming.chunk_size
+    C = session.chunk_frames
     step = max(1, int(round(rate * piece_ms / 1000)))
     chunk_ms: List[float] = []
     total = 0.0
@@ -156,13 +176,31 @@ _WORKER: Dict[Tuple, Speech2Text] = {}
 """A worker process's model, keyed by :func:`_load_key` (one configuration at a time)."""
 
 
+def _onnx_input(samples, rate: int):
+    """Mono 16 kHz float32 samples for the onnxruntime recognizer (resampled as ``Speech2Text`` does)."""
+    wave = torch.as_tensor(samples, dtype=torch.float32)
+    if wave.dim() == 2:
+        wave = wave.mean(dim=1)
+    if rate != SAMPLE_RATE:
+        wave = resample(wave, rate, SAMPLE_RATE)
+    if wave.shape[0] < RECEPTIVE_FIELD or not bool(torch.isfinite(wave).all()):
+        raise BadAudioError("", "", f"expected finite audio of at least {RECEPTIVE_FIELD} samples at 16 kHz, "
+                                        f"found {wave.shape[0]}")
+    return wave.numpy(), SAMPLE_RATE
+
+
 def _load_key(args: argparse.Namespace) -> Tuple:
-    return (args.model, args.tokenizer, args.device, args.chunk_ms, args.left_ms, args.sinks, args.search,
+    return (args.model, args.onnx, args.onnx_encoder, args.tokenizer, args.device, args.chunk_ms, args.left_ms, args.sinks, args.search,
             args.beam, args.max_symbols, args.num_threads)
 
 
-def _load(args: argparse.Namespace) -> Speech2Text:
+def _load(args: argparse.Namespace):
+    """The recognizer of a job: :class:`Speech2Text` of ``--model``, or the ONNX recognizer of ``--onnx``."""
     torch.set_num_threads(args.num_threads)
+    if args.onnx is not None:
+        from xtrans.onnx import OnnxSpeech2Text
+        return OnnxSpeech2Text(args.onnx, search=args.search, beam=args.beam, max_symbols=args.max_symbols,
+                               num_threads=args.num_threads, encoder_file=args.onnx_encoder)
     return Speech2Text.from_checkpoint(
         args.model, args.tokenizer, args.device, chunk_ms=args.chunk_ms, left_ms=args.left_ms,
         sinks=args.sinks, search=args.search, beam=args.beam, max_symbols=args.max_symbols)
@@ -191,7 +229,7 @@ def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry
         if args.mode == "simulated":
             text, timing = decode_simulated(s2t, samples, rate)
         else:
-            text, timing = decode_streaming(s2t, samples, rate, args.piece_ms or args.chunk_ms)
+            text, timing = decode_streaming(s2t, samples, rate, args.piece_ms or _chunk_ms(s2t, args))
     except BadAudioError as err:
         return {"utt": utt, "text": "", "error": err.reason}
     except Exception as err:  # one bad utterance never stops the decoding of the others
@@ -213,6 +251,11 @@ def worker_pool(nj: int) -> ProcessPoolExecutor:
     """``nj`` spawned decoding processes; they load each configuration's model once, on first use."""
     import multiprocessing
     return ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+
+
+def _chunk_ms(s2t, args: argparse.Namespace) -> float:
+    """The chunk of a job in ms (the export's for ``--onnx``)."""
+    return args.chunk_ms if args.onnx is None else frames_to_ms(s2t.config["chunk_frames"])
 
 
 def _wav_entry(data: DataDir, utt: str) -> Tuple[Optional[str], Any]:
@@ -251,24 +294,30 @@ def summarise(args: argparse.Namespace, s2t: Speech2Text, records: List[Dict[str
     ok = [r for r in records if "error" not in r]
     audio = sum(r["duration"] for r in ok)
     seconds = sum(r["seconds"] for r in ok)
-    stage, variant = stage_variant(args.model)
-    cfg = s2t.streaming
+    if args.onnx is not None:
+        stage, variant = None, None
+        cfg = StreamingConfig(s2t.config["chunk_frames"], s2t.config.get("left_frames"), s2t.config.get("sinks", 0))
+        source = {"model": None, "onnx": str(args.onnx), "onnx_encoder": args.onnx_encoder or s2t.config["encoder_file"],
+                  "pos_conv": None, "device": "cpu (onnxruntime)"}
+    else:
+        stage, variant = stage_variant(args.model)
+        cfg = s2t.streaming
+        source = {"model": str(args.model), "pos_conv": s2t.model.arch.encoder.pos_conv, "device": str(s2t.device)}
     info: Dict[str, Any] = {
-        "model": str(args.model), "data": str(args.data), "tokenizer": args.tokenizer,
+        **source, "data": str(args.data), "tokenizer": args.tokenizer,
         "stage": stage, "variant": variant, "mode": args.mode,
-        "chunk_ms": None if cfg is None or cfg.chunk_size is None else cfg.chunk_size * 20,
-        "left_ms": None if cfg is None or cfg.left_context is None else cfg.left_context * 20,
+        "chunk_ms": None if cfg is None or cfg.chunk_size is None else frames_to_ms(cfg.chunk_size),
+        "left_ms": None if cfg is None or cfg.left_context is None else frames_to_ms(cfg.left_context),
         "sinks": 0 if cfg is None else cfg.num_sinks,
-        "pos_conv": s2t.model.arch.encoder.pos_conv if s2t.model.arch is not None else None,
         "search": args.search, "beam": args.beam if args.search == "beam" else None,
-        "device": str(s2t.device), "num_threads": args.num_threads, "nj": args.nj,
+        "num_threads": args.num_threads, "nj": args.nj,
         "num_utts": len(records), "failed": {r["utt"]: r["error"] for r in records if "error" in r},
         "audio_seconds": audio, "processing_seconds": seconds,
         "rtf": seconds / audio if audio > 0 else None, "latency_ms": None,
     }
     if args.mode == "streaming":
         lat = [x for r in ok for x in r["chunk_ms"]]
-        info["piece_ms"] = args.piece_ms or args.chunk_ms
+        info["piece_ms"] = args.piece_ms or info["chunk_ms"]
         info["latency_ms"] = {"mean": sum(lat) / len(lat) if lat else None, "p95": percentile(lat, 95) if lat else None,
                               "max": max(lat) if lat else None, "num_chunks": len(lat)}
     info["utterances"] = {r["utt"]: {"duration": r["duration"], "seconds": r["seconds"],
@@ -281,6 +330,16 @@ def check_args(args: argparse.Namespace) -> Optional[str]:
     """The error message for inconsistent options, or None."""
     if args.nj < 1 or args.num_threads < 1:
         return "--nj and --num_threads: expected >= 1"
+    if args.onnx is not None:
+        if args.mode != "streaming":
+            return "--onnx: expected --mode streaming (an ONNX export decodes chunk by chunk), found --mode simulated"
+        given = [f"--{name}" for name in ("chunk_ms", "left_ms", "tokenizer") if getattr(args, name) is not None]
+        if given or args.sinks or args.device != "cpu":
+            return (f"--onnx: the export fixes the streaming rule, tokens and device; found "
+                    f"{' '.join(given + (['--sinks'] if args.sinks else []) + (['--device'] if args.device != 'cpu' else []))}")
+        return None
+    if args.onnx_encoder is not None:
+        return "--onnx_encoder: expected --onnx with it"
     if args.mode == "streaming" and args.chunk_ms is None:
         return "--mode streaming needs --chunk_ms (full attention cannot stream)"
     if args.piece_ms is not None and args.piece_ms <= 0:

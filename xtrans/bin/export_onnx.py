@@ -64,13 +64,17 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of the MatMul/Gemm weights (onnxruntime's quantiser); convolutions stay float."""
+def quantize_int8(src: Path, dst: Path, external_data: bool = False) -> None:
+    """Dynamic int8 quantisation of the MatMul/Gemm weights (onnxruntime's quantiser); convolutions stay float.
+
+    ``external_data``: the source keeps its weights in a ``.data`` file, and so will ``dst``.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.INFO)  # the quantiser logs a line per tensor through the root logger
     try:
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
+                         use_external_data_format=external_data)
     finally:
         logging.disable(logging.NOTSET)
 
@@ -102,7 +106,7 @@ def export(model_path: str, outdir: str, streaming: StreamingConfig, *, int8: bo
     config.update(encoder_file="encoder.onnx", encoder_start_file="encoder_start.onnx", int8=False, opset=opset)
     files = ["encoder_start.onnx", "encoder.onnx", "predictor.onnx", "joiner.onnx"]
     if int8:
-        quantize_int8(out / "encoder.onnx", out / INT8_ENCODER)
+        quantize_int8(out / "encoder.onnx", out / INT8_ENCODER, external_data=config["external_data"])
         config.update(encoder_file=INT8_ENCODER, int8=True)
         files.append(INT8_ENCODER)
     write_config(out, config)

@@ -40,9 +40,10 @@ from xtrans.data.kaldi_dir import DataDirError, read_data_dir
 from xtrans.frames import frames_to_ms
 from xtrans.inference import Speech2Text
 from xtrans.scoring.level import (DEFAULT_GAINS, default_tag, format_table, gain_key, gain_score, gain_value,
-                                  parse_gains, parse_model, results_section, streaming_dict, training_streaming)
+                                  parse_gains, parse_model, results_section, streaming_dict)
 from xtrans.scoring.plots import plot_level_robustness
 from xtrans.scoring.wer import score
+from xtrans.train.checkpoint import training_streaming
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -113,7 +114,8 @@ def model_jobs(args: argparse.Namespace) -> List[Dict[str, Any]]:
             chunk_ms, left_ms, sinks = (None, None, 0) if config is None else (
                 frames_to_ms(config.chunk_size), frames_to_ms(config.left_context), config.num_sinks)
         decode = argparse.Namespace(
-            model=checkpoint, data=args.data, tokenizer=args.tokenizer, device=args.device, mode="simulated",
+            model=checkpoint, onnx=None, onnx_encoder=None, data=args.data, tokenizer=args.tokenizer,
+            device=args.device, mode="simulated",
             chunk_ms=chunk_ms, left_ms=left_ms, sinks=sinks, search=args.search, beam=args.beam,
             max_symbols=args.max_symbols, piece_ms=None, nj=args.nj, num_threads=args.num_threads)
         jobs.append({"tag": tag, "checkpoint": checkpoint, "source": source, "decode": decode})

@@ -34,10 +34,11 @@ import dataclasses
 import inspect
 import logging
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -157,35 +158,42 @@ def _frozen_copy(encoder: Wav2Vec2Encoder) -> Wav2Vec2Encoder:
     return enc
 
 
+EXTERNAL_DATA_BYTES = 1_000_000_000
+"""Weights above this size go to a ``.data`` file beside the graph (protobuf refuses files over 2 GB,
+and a graph holds its weights plus constants folded from them)."""
+
+
 def _torch_export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], outputs: Sequence[str],
-                  opset: int) -> None:
+                  opset: int, external_data: bool) -> None:
+    """Traces ``module`` to ``path``; with ``external_data`` its weights go to ``<name>.data`` beside it.
+
+    A graph over 2 GB is written by the exporter as one file per weight; it is traced into a
+    temporary folder and saved again with every weight in the one ``.data`` file.
+    """
     kwargs: Dict[str, Any] = {}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript exporter traces the fixed-shape graph directly
-    large = sum(p.numel() * p.element_size() for p in module.parameters()) > 1_900_000_000
-    if large and "external_data" in inspect.signature(torch.onnx.export).parameters:
-        kwargs["external_data"] = True
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecation of the TorchScript exporter, tracer notes on shapes
-        torch.onnx.export(module, args, str(path), input_names=list(inputs), output_names=list(outputs),
-                          dynamic_axes={name: {0: "B"} for name in (*inputs, *outputs)},
-                          opset_version=opset, do_constant_folding=True, **kwargs)
-    if large:
-        _to_external_data(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        target = Path(tmp) / path.name if external_data else path
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation of the TorchScript exporter, tracer notes on shapes
+            torch.onnx.export(module, args, str(target), input_names=list(inputs), output_names=list(outputs),
+                              dynamic_axes={name: {0: "B"} for name in (*inputs, *outputs)},
+                              opset_version=opset, do_constant_folding=True, **kwargs)
+        if external_data:
+            import onnx
 
-
-def _to_external_data(path: Path) -> None:
-    """Moves the weights of a > 2 GB graph into ``<name>.data`` beside it (protobuf's 2 GB limit)."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
+            proto = onnx.load(str(target))  # with the weights, wherever the exporter put them
+            onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
 
 
 def export_encoder(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, outdir: PathLike,
-                   opset: int = 17) -> Dict[str, Any]:
+                   opset: int = 17, external_data: Optional[bool] = None) -> Dict[str, Any]:
     """Writes ``encoder_start.onnx`` and ``encoder.onnx`` to ``outdir``.
+
+    ``external_data`` (default: when the weights exceed :data:`EXTERNAL_DATA_BYTES`, e.g.
+    XLS-R 1B) stores ``encoder.onnx``'s weights in ``encoder.onnx.data`` beside it.
 
     Returns:
         the encoder's part of ``config.json``: chunk/left/sinks, samples per call, prime
@@ -207,14 +215,17 @@ def export_encoder(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, outdir:
         primed = start(torch.randn(B, prime) * 0.1)
     names = [name for name, _ in flatten_state(initial_state(enc, streaming, 1))]
     new_names = ["new_" + name for name in names]
-    _torch_export(start, (torch.randn(B, prime) * 0.1,), outdir / "encoder_start.onnx", ["samples"], new_names, opset)
+    if external_data is None:
+        external_data = sum(p.numel() * p.element_size() for p in enc.parameters()) > EXTERNAL_DATA_BYTES
+    _torch_export(start, (torch.randn(B, prime) * 0.1,), outdir / "encoder_start.onnx", ["samples"], new_names, opset,
+                  external_data=False)  # the front end only: small
     template = initial_state(enc, streaming, 1)
     chunk = _Chunk(enc, streaming, template)
     args = (torch.randn(B, per_call) * 0.1, torch.full((B,), per_call, dtype=torch.long), *primed)
     _torch_export(chunk, args, outdir / "encoder.onnx", ["samples", "num_samples", *names],
-                  ["frames", "num_frames", *new_names], opset)
+                  ["frames", "num_frames", *new_names], opset, external_data)
     logger.info("exported the streaming encoder to %s (C=%d, %d samples per call)", outdir, C, per_call)
     return dict(chunk_frames=C, left_frames=streaming.left_context, sinks=streaming.num_sinks,
                 samples_per_call=per_call, prime_samples=prime, encoder_dim=enc.embed_dim,
                 state_names=names, state_shapes=[["B", *t.shape[1:]] for t in primed],
-                state_dtypes=[str(t.dtype).replace("torch.", "") for t in primed])
+                state_dtypes=[str(t.dtype).replace("torch.", "") for t in primed], external_data=bool(external_data))

@@ -29,13 +29,10 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from xtrans.checkpoint import load_checkpoint
-from xtrans.config import ConfigError, from_dict
 from xtrans.frames import frames_to_ms
 from xtrans.masks import StreamingConfig
 from xtrans.scoring.results import stage_variant
 from xtrans.scoring.wer import ErrorCounts
-from xtrans.train.config import MaskConfig
 
 logger = logging.getLogger(__name__)
 
@@ -107,35 +104,6 @@ def default_tag(checkpoint: Union[str, os.PathLike]) -> str:
     if stage is None:
         return str(checkpoint)
     return f"stage{stage}{variant or ''}"
-
-
-def training_streaming(checkpoint: Union[str, os.PathLike]) -> Tuple[Optional[StreamingConfig], str]:
-    """The streaming rule a model was trained under, read from its checkpoint's training config.
-
-    A fixed mask is used as it is; a multi-chunk model (stage 4) is decoded at the configuration its
-    dev loss was computed under (``mask.valid_chunk_size``, else its smallest chunk).
-
-    Returns:
-        ``(config or None for full attention, where it came from)``; a checkpoint without a
-        training config gives full attention.
-
-    Raises:
-        CheckpointError: when the checkpoint cannot be read.
-        ValueError: when the stored ``mask`` section cannot be read (pass ``--chunk_ms``).
-    """
-    ckpt = load_checkpoint(checkpoint)
-    config = ckpt.get("config") if isinstance(ckpt, dict) else None
-    if not isinstance(config, dict) or not isinstance(config.get("mask"), dict):
-        logger.warning("%s stores no training config: decoded with full attention", checkpoint)
-        return None, "full attention (no training config in the checkpoint)"
-    try:
-        mask = from_dict(MaskConfig, config["mask"], source=f"{checkpoint}:config", prefix="mask.")
-    except ConfigError as err:
-        raise ValueError(f"{checkpoint}: its training mask cannot be read ({err}); give the streaming "
-                         "rule with --chunk_ms/--left_ms/--sinks") from None
-    if mask.multi_chunk is not None:
-        return mask.for_validation(), "training config (multi-chunk: its validation chunk)"
-    return mask.fixed(), "training config"
 
 
 def streaming_dict(config: Optional[StreamingConfig], source: str) -> Dict[str, Any]:

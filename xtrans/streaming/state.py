@@ -1,4 +1,4 @@
-"""Streaming states as named tensor lists, and batches of streams joined and split.
+"""The streaming encoder's state, as named tensor lists, and batches of streams joined and split.
 
 Every streaming state is a tree of frozen dataclasses and tuples whose leaves are tensors with
 the stream (batch) axis first, plus a few Python counters. :func:`flatten_state` lists the
@@ -11,12 +11,79 @@ a batch apart, so that a server can add and drop streams between chunks.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-if TYPE_CHECKING:
-    from xtrans.streaming.encoder import EncoderState
+from xtrans.models.attention import AttentionCache
+from xtrans.models.wav2vec2.states import FrontendState, PositionalConvState
+
+
+@dataclass(frozen=True)
+class EncoderState:
+    """Everything the streaming encoder carries between calls (created by ``init_state``).
+
+    Attributes:
+        frontend: waveform-normalisation sums and the CNN layers' carry-over
+            (:class:`~xtrans.models.wav2vec2.states.FrontendState`).
+        pending: (B, T', D) projected CNN frames not yet emitted (``T' < C`` while a stream is open).
+        positional: the positional convolution's history, the ``P = pos_conv.history`` projected
+            frames before ``pending`` (zeros before the stream starts).
+        layers: one :class:`~xtrans.models.attention.AttentionCache` per transformer layer.
+        frames: (B,) long, frames emitted so far per stream, i.e. the first frame of its next chunk.
+        samples: (B,) long, samples received so far per stream.
+        stream_ends: per stream, ``None`` while it is open, its total samples once it has ended.
+
+    Streams run in a batch need not have started together (:func:`~xtrans.streaming.stack_states`):
+    every counter is per stream; only the shapes (pending frames, CNN carries) must agree.
+    """
+
+    frontend: FrontendState
+    pending: torch.Tensor
+    positional: PositionalConvState
+    layers: Tuple[AttentionCache, ...]
+    frames: torch.Tensor
+    samples: torch.Tensor
+    stream_ends: Tuple[Optional[int], ...]
+
+    @property
+    def batch_size(self) -> int:
+        return self.pending.shape[0]
+
+    @property
+    def pos_history(self) -> torch.Tensor:
+        """(B, P, D) the positional convolution's history."""
+        return self.positional.history
+
+    @property
+    def num_frames(self) -> int:
+        """Frames emitted so far by the stream furthest along (all of a lockstep batch)."""
+        return int(self.frames.max())
+
+    @property
+    def num_samples(self) -> int:
+        """Samples received by the stream furthest along (every open stream of a lockstep batch)."""
+        return int(self.samples.max())
+
+    @property
+    def cnn_frames(self) -> torch.Tensor:
+        """(B,) long: frames the CNN has produced so far per stream (emitted + pending)."""
+        return self.frames + self.pending.shape[1]
+
+    @property
+    def finished(self) -> bool:
+        """True when every stream has ended (after ``finalize``, nothing is left to emit)."""
+        return all(end is not None for end in self.stream_ends)
+
+    def tensors(self) -> List[torch.Tensor]:
+        """Every tensor of the state (for sizes and device moves), in :func:`flatten_state` order."""
+        return [t for _, t in flatten_state(self)]
+
+    def num_bytes(self) -> int:
+        """Memory held by the state's tensors."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
 
 
 def _children(value: Any) -> Iterator[Tuple[str, Any]]:

@@ -14,13 +14,16 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from xtrans.checkpoint import (CHECKPOINT_VERSION, CheckpointError, atomic_save, atomic_write_text, fsync_dir,
                                load_checkpoint, read_arch)
+from xtrans.config import ConfigError, from_dict
+from xtrans.masks import StreamingConfig
+from xtrans.train.config import MaskConfig
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +237,32 @@ def average_checkpoints(paths: List[str | os.PathLike], out: str | os.PathLike) 
     atomic_save(result, out)
     logger.info("averaged %d checkpoints into %s", len(paths), out)
     return result
+
+
+def training_streaming(checkpoint: Union[str, os.PathLike]) -> Tuple[Optional[StreamingConfig], str]:
+    """The streaming rule a model was trained under, read from its checkpoint's training config.
+
+    A fixed mask is used as it is; a multi-chunk model (stage 4) is decoded at the configuration its
+    dev loss was computed under (``mask.valid_chunk_size``, else its smallest chunk).
+
+    Returns:
+        ``(config or None for full attention, where it came from)``; a checkpoint without a
+        training config gives full attention.
+
+    Raises:
+        CheckpointError: when the checkpoint cannot be read.
+        ValueError: when the stored ``mask`` section cannot be read (pass ``--chunk_ms``).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("mask"), dict):
+        logger.warning("%s stores no training config: decoded with full attention", checkpoint)
+        return None, "full attention (no training config in the checkpoint)"
+    try:
+        mask = from_dict(MaskConfig, config["mask"], source=f"{checkpoint}:config", prefix="mask.")
+    except ConfigError as err:
+        raise ValueError(f"{checkpoint}: its training mask cannot be read ({err}); give the streaming "
+                         "rule with --chunk_ms/--left_ms/--sinks") from None
+    if mask.multi_chunk is not None:
+        return mask.for_validation(), "training config (multi-chunk: its validation chunk)"
+    return mask.fixed(), "training config"
