@@ -103,6 +103,11 @@ def run_streaming(encoder, cfg, waves, seed: int):
     (tiny, dict(pos_conv="chunk"), StreamingConfig(8, 16, 2)),
     (tiny, dict(pos_conv="causal", extractor_mode="cumulative_norm", layer_norm_first=False), StreamingConfig(4, 8, 0)),
     (mini, dict(extractor_mode="batch_norm"), StreamingConfig(32, 32, 4)),
+    # WavLM's gated relative position bias (sinks at their absolute frames), data2vec's positional conv stack
+    (tiny, dict(pos_conv="chunk", rel_pos_buckets=32, rel_pos_max_distance=64, rel_pos_gated=True),
+     StreamingConfig(8, 16, 2)),
+    (tiny, dict(pos_conv="chunk", pos_conv_layers=3, pos_conv_norm="layer", pos_conv_kernel=5,
+                layer_norm_first=False), StreamingConfig(4, 8, 3)),
 ])
 def test_exported_encoder_equals_streaming_encoder_on_speech(tmp_path, build, kwargs, cfg):
     torch.manual_seed(0)
@@ -286,3 +291,32 @@ def test_external_data_export_loads_and_matches(tmp_path):
     from xtrans.bin.export_onnx import quantize_int8
     quantize_int8(tmp_path / "encoder.onnx", tmp_path / "encoder.int8.onnx", external_data=True)
     onnxruntime.InferenceSession(str(tmp_path / "encoder.int8.onnx"))
+
+
+def test_onnx_session_resamples_8khz_speech_like_speech2text(checkpoint, tmp_path):
+    """FSDD recordings are 8 kHz: both sessions resample them as they stream, to the same tokens."""
+    from xtrans.inference import Speech2Text
+    from xtrans.onnx import OnnxSpeech2Text
+
+    if not FSDD.is_dir():
+        pytest.skip(f"{FSDD} (the shared FSDD data) is not here")
+    out = tmp_path / "onnx"
+    assert export_main(["--model", str(checkpoint), "--outdir", str(out), "--chunk-ms", "320", "--left-ms", "640",
+                        "--sinks", "2"]) == 0
+    lines = (FSDD / "wav.scp").read_text().split("\n")
+    paths = [FSDD / line.split()[1] for line in lines[:40:8] if line.strip()]
+    s2t = Speech2Text.from_checkpoint(checkpoint, chunk_ms=320, left_ms=640, sinks=2, search="beam")
+    onnx = OnnxSpeech2Text(out, search="beam")
+    emitted = 0
+    for i, path in enumerate(paths):
+        wave, rate = soundfile.read(path, dtype="float32")
+        assert rate == 8000
+        pieces = [(0, len(wave))] if i % 2 else [(a, a + 1234) for a in range(0, len(wave), 1234)]
+        ref, got = s2t.stream(), onnx.stream()
+        for a, b in pieces:
+            ref.accept_waveform(wave[a:b], rate)
+            got.accept_waveform(wave[a:b], rate)
+        want = ref.finalize().tokens
+        assert got.finalize().tokens == want
+        emitted += len(want)
+    assert emitted > 0

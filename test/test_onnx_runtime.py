@@ -23,6 +23,7 @@ import soundfile
 import torch
 from torch import nn
 
+from xtrans.data.resample import resample
 from xtrans.export.onnx_export import (add_metadata, decoder_config, export_joiner, export_predictor,
                                        write_config, write_tokens)
 from xtrans.models.config import EncoderConfig, ModelConfig, PredictorConfig, build_model
@@ -334,16 +335,24 @@ def test_transcribe_reads_a_file(export, tmp_path):
     wave = speech(0.9, seed=4)
     soundfile.write(tmp_path / "a.wav", wave, 16000, subtype="FLOAT")
     assert s2t.transcribe(tmp_path / "a.wav").tokens == s2t.transcribe(wave).tokens
-    soundfile.write(tmp_path / "b.wav", wave, 8000, subtype="FLOAT")
-    with pytest.raises(ValueError, match="sample_rate: expected 16000 Hz .* found 8000 Hz"):
-        s2t.transcribe(tmp_path / "b.wav")
+    soundfile.write(tmp_path / "b.wav", wave, 8000, subtype="FLOAT")  # resampled as it streams
+    want = s2t.transcribe(resample(wave, 8000, 16000).numpy())
+    assert s2t.transcribe(tmp_path / "b.wav").tokens == want.tokens
+    session = s2t.stream()
+    for piece in np.array_split(wave, 7):
+        session.accept_waveform(piece, 8000)
+    assert session.finalize().tokens == want.tokens
 
 
 def test_session_errors(export):
     s2t = OnnxSpeech2Text(export["dir"])
     session = s2t.stream()
-    with pytest.raises(ValueError, match="sample_rate: expected 16000 Hz .* found 8000 Hz; resample first"):
-        session.accept_waveform(speech(0.1), 8000)
+    session.accept_waveform(speech(0.1), 8000)
+    with pytest.raises(ValueError, match="sample_rate: this session's audio is at 8000 Hz, found 16000"):
+        session.accept_waveform(speech(0.1), 16000)
+    with pytest.raises(ValueError, match="orig_rate must be a positive integer number of Hz, found 0"):
+        s2t.stream().accept_waveform(speech(0.1), 0)
+    session = s2t.stream()
     session.accept_waveform(speech(0.1))
     with pytest.raises(ValueError, match="samples: this session's audio has 1 channel"):
         session.accept_waveform(np.zeros((10, 2), np.float32))
@@ -355,7 +364,7 @@ def test_session_errors(export):
     for call in (session.finalize, lambda: session.accept_waveform(speech(0.1))):
         with pytest.raises(ValueError, match="session: already finalized"):
             call()
-    with pytest.raises(ValueError, match="expected at least 400 samples"):
+    with pytest.raises(ValueError, match="expected at least 25 ms of audio .one encoder frame., found 399 samples at 16000 Hz"):
         s2t.transcribe(np.zeros(399, np.float32))
     bad = speech(0.1)
     bad[5] = np.nan

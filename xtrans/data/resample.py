@@ -22,7 +22,9 @@ full scale up to 88% of the lower Nyquist frequency (3.5 kHz for 8 kHz audio), t
 
 Streaming: :func:`init_resample_state`, :func:`resample_chunk` and :func:`resample_flush`
 resample a signal that arrives in pieces; the concatenated outputs equal :func:`resample` of
-the whole signal. Output block ``k`` (outputs ``kL .. kL + L - 1``) reads inputs
+the whole signal. They take torch tensors or numpy arrays (and return the same kind): this
+module imports torch only to resample a tensor, so the torch-free runtime :mod:`xtrans.onnx`
+streams through the same code. Output block ``k`` (outputs ``kL .. kL + L - 1``) reads inputs
 ``[kM - W, kM + M + W)`` (zeros outside the signal), so it is emitted once those inputs have
 arrived, and inputs no later block reads are dropped.
 """
@@ -33,8 +35,15 @@ import dataclasses
 import functools
 import math
 
+from typing import TYPE_CHECKING, Union
+
 import numpy as np
-import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+if TYPE_CHECKING:
+    import torch
+
+Samples = Union["torch.Tensor", np.ndarray]
 
 MAX_FILTER_TAPS = 1 << 24
 """Largest filter bank (phases x taps) built before refusing a ratio, ~64 MB of float32."""
@@ -80,14 +89,14 @@ def _filter_bank(
 
 
 def resample(
-    waveform: torch.Tensor | np.ndarray,
+    waveform: Samples,
     orig_rate: int,
     new_rate: int,
     *,
     zero_crossings: int = ZERO_CROSSINGS,
     rolloff: float = ROLLOFF,
     beta: float = BETA,
-) -> torch.Tensor:
+) -> "torch.Tensor":
     """Resample along the last axis with a Kaiser-windowed sinc polyphase filter.
 
     Args:
@@ -107,6 +116,8 @@ def resample(
         ValueError: for non-positive or non-integer rates, a ``rolloff`` outside (0, 1], or a
             ratio whose filter bank would be unreasonably large.
     """
+    import torch
+
     _check_settings(orig_rate, new_rate, rolloff)
     x = torch.as_tensor(waveform)
     if not x.is_floating_point():
@@ -159,7 +170,7 @@ class ResampleState:
     zero_crossings: int
     rolloff: float
     beta: float
-    buffer: torch.Tensor
+    buffer: Samples
     buffer_start: int = 0
     received: int = 0
     next_block: int = 0
@@ -197,15 +208,27 @@ def init_resample_state(
     """
     _check_settings(orig_rate, new_rate, rolloff)
     return ResampleState(int(orig_rate), int(new_rate), int(zero_crossings), float(rolloff),
-                         float(beta), buffer=torch.zeros(0))
+                         float(beta), buffer=np.zeros(0))
 
 
-def _emit(state: ResampleState, num_out: int) -> tuple[torch.Tensor, ResampleState]:
+def _resample_window(x: Samples, state: ResampleState) -> Samples:
+    """:func:`resample` of a 1-D window, of the window's own kind (a numpy array stays numpy)."""
+    if not isinstance(x, np.ndarray):
+        return resample(x, state.orig_rate, state.new_rate, zero_crossings=state.zero_crossings,
+                        rolloff=state.rolloff, beta=state.beta)
+    M, L = state.ratio
+    kernel, half_width = _filter_bank(M, L, state.zero_crossings, state.rolloff, state.beta)  # (L, 1, 2W + M)
+    padded = np.pad(x, (half_width, half_width + M))
+    blocks = sliding_window_view(padded, kernel.shape[-1])[::M]  # (S // M + 1, 2W + M): conv1d's windows
+    y = (blocks @ kernel[:, 0, :].T.astype(x.dtype)).reshape(-1)  # (blocks, L) -> sample n = k L + p
+    return y[:-(-x.shape[0] * L // M)]
+
+
+def _emit(state: ResampleState, num_out: int) -> tuple[Samples, ResampleState]:
     """Outputs ``[next_block L, num_out)`` (all their inputs are in the buffer) and the new state."""
     M, L = state.ratio
     a = state._window_start(state.next_block)
-    y = resample(state.buffer[a - state.buffer_start:], state.orig_rate, state.new_rate,
-                 zero_crossings=state.zero_crossings, rolloff=state.rolloff, beta=state.beta)
+    y = _resample_window(state.buffer[a - state.buffer_start:], state)
     offset = (a // M) * L  # output index of y[0]
     out = y[state.next_block * L - offset:num_out - offset]
     next_block = -(-num_out // L)
@@ -214,34 +237,52 @@ def _emit(state: ResampleState, num_out: int) -> tuple[torch.Tensor, ResampleSta
                                     buffer_start=keep, next_block=next_block)
 
 
-def resample_chunk(x: torch.Tensor, state: ResampleState) -> tuple[torch.Tensor, ResampleState]:
+def _is_float_vector(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return x.ndim == 1 and np.issubdtype(x.dtype, np.floating)
+    return type(x).__module__.startswith("torch") and x.dim() == 1 and x.is_floating_point()
+
+
+def _append(buffer: Samples, x: Samples) -> Samples:
+    """``buffer`` followed by ``x``, of ``x``'s kind and dtype."""
+    if isinstance(x, np.ndarray):
+        return np.concatenate([np.asarray(buffer, dtype=x.dtype), x])
+    import torch
+
+    return torch.cat([torch.as_tensor(buffer).to(x), x])
+
+
+def resample_chunk(x: Samples, state: ResampleState) -> tuple[Samples, ResampleState]:
     """Feeds the next input samples; returns the outputs they complete and the new state.
 
     Args:
-        x: ``(n,)`` float, the next ``n`` samples at ``state.orig_rate`` (any ``n``, also 0).
+        x: ``(n,)`` float tensor or numpy array, the next ``n`` samples at ``state.orig_rate``
+            (any ``n``, also 0); every piece of one stream of the same kind.
         state: from :func:`init_resample_state` or the previous call.
 
     Returns:
-        ``(m,)`` the next outputs at ``state.new_rate`` (possibly none) and the new state.
+        ``(m,)`` the next outputs at ``state.new_rate`` (possibly none, of ``x``'s kind) and the
+        new state.
 
     Raises:
-        ValueError: if ``x`` is not a 1-D floating-point tensor.
+        ValueError: if ``x`` is not a 1-D floating-point tensor or array.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 1 or not x.is_floating_point():
-        found = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+    if not _is_float_vector(x):
+        found = (f"shape {tuple(x.shape)}, dtype {x.dtype}" if hasattr(x, "shape") and hasattr(x, "dtype")
+                 else type(x).__name__)
         raise ValueError(f"x: expected a 1-D float tensor (n,), found {found}")
     if state.orig_rate == state.new_rate:
-        return x, dataclasses.replace(state, received=state.received + x.shape[0])
+        return x, dataclasses.replace(state, buffer=x[:0], received=state.received + x.shape[0])
     M, L = state.ratio
     received = state.received + x.shape[0]
-    state = dataclasses.replace(state, buffer=torch.cat([state.buffer.to(x), x]), received=received)
+    state = dataclasses.replace(state, buffer=_append(state.buffer, x), received=received)
     end_block = (received - state.half_width - M) // M + 1  # blocks whose inputs all arrived
     if end_block <= state.next_block:
-        return x.new_zeros(0), state
+        return x[:0], state
     return _emit(state, end_block * L)
 
 
-def resample_flush(state: ResampleState) -> tuple[torch.Tensor, ResampleState]:
+def resample_flush(state: ResampleState) -> tuple[Samples, ResampleState]:
     """Ends the input: returns the remaining outputs (the signal is zero after its end).
 
     After it, ``resample_chunk`` outputs concatenated with these equal ``resample`` of the whole
@@ -250,5 +291,5 @@ def resample_flush(state: ResampleState) -> tuple[torch.Tensor, ResampleState]:
     M, L = state.ratio
     total = -(-state.received * L // M)
     if state.orig_rate == state.new_rate or total <= state.next_block * L:
-        return state.buffer.new_zeros(0), state
+        return state.buffer[:0], state
     return _emit(state, total)

@@ -18,9 +18,8 @@ encoder exactly as :class:`xtrans.streaming.StreamingEncoder` consumes a stream:
 (:mod:`xtrans.onnx.search`, the numpy twin of :mod:`xtrans.search`), so with the same
 streaming rule and search settings the tokens equal :meth:`xtrans.inference.Speech2Text.stream`'s.
 
-Audio must come at the export's sample rate (16 kHz): this module does not resample (the
-resampler of :mod:`xtrans.data.resample` needs torch). Resample first, e.g. with
-``xtrans.data.resample.resample`` or ``python -m xtrans.bin.transcribe --onnx DIR``, which does.
+Audio at another rate is resampled to the export's (16 kHz) as it arrives, by the streaming
+resampler of :mod:`xtrans.data.resample` (on numpy arrays: no torch), as ``Speech2Text`` does.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import onnxruntime as ort
 
+from xtrans.data.resample import ResampleState, init_resample_state, resample_chunk, resample_flush
 from xtrans.onnx.config import (CONFIG_FILE, DEFAULT_ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE, TOKENS_FILE,
                                 check_metadata, decode_metadata, load_config)
 from xtrans.onnx.search import GreedySearch, Hypothesis, ModifiedBeamSearch
@@ -206,12 +206,12 @@ class OnnxSpeech2Text:
         Args:
             audio: samples ``(S,)`` or channels-last ``(S, C)`` (float, or integer PCM), or the
                 path of a WAV/FLAC/... file (read with soundfile, at its own rate).
-            sample_rate: the rate of array input in Hz (default: the export's, 16 kHz); it must
-                be the export's rate.
+            sample_rate: the rate of array input in Hz (default: the export's, 16 kHz); other
+                rates are resampled.
 
         Raises:
-            ValueError: for audio at another sample rate, not finite, or shorter than one
-                encoder frame (25 ms).
+            ValueError: for audio that is not finite or shorter than one encoder frame (25 ms),
+                or a bad sample rate.
         """
         if isinstance(audio, (str, os.PathLike)):
             import soundfile
@@ -222,9 +222,9 @@ class OnnxSpeech2Text:
             samples, rate, where = audio, self.sample_rate if sample_rate is None else sample_rate, "audio"
         wave, _ = as_mono(samples, where)
         frame_samples = self.config["prime_samples"] + self.config["frame_stride"]
-        if wave.shape[0] < frame_samples:
-            raise ValueError(f"{where}: expected at least {frame_samples} samples (one encoder frame), "
-                             f"found {wave.shape[0]}")
+        if wave.shape[0] * self.sample_rate < frame_samples * rate:
+            raise ValueError(f"{where}: expected at least {1000 * frame_samples / self.sample_rate:g} ms of audio "
+                             f"(one encoder frame), found {wave.shape[0]} samples at {rate} Hz")
         if not np.isfinite(wave).all():
             raise ValueError(f"{where}: expected finite samples, found NaN or infinity")
         session = self.stream()
@@ -265,6 +265,7 @@ class OnnxStreamingSession:
         self.chunk_frames: int = cfg["chunk_frames"]
         self.search_state = s2t.search.init_state(1)
         self.channels: Optional[int] = None
+        self.resampler: Optional[ResampleState] = None  # to the export's rate, made at the first call
         self.finished = False
 
     def accept_waveform(self, samples: np.ndarray, sample_rate: Optional[int] = None) -> str:
@@ -272,25 +273,31 @@ class OnnxStreamingSession:
 
         Args:
             samples: float samples in [-1, 1] or integer PCM.
-            sample_rate: their rate in Hz (default the export's); must be the export's rate.
+            sample_rate: their rate in Hz (default the export's); the same for the whole session.
 
         Raises:
-            ValueError: after :meth:`finalize`, for another sample rate, or when the channel
+            ValueError: after :meth:`finalize`, for a bad or changed sample rate, or when the channel
                 count changes.
         """
         if self.finished:
             raise ValueError("session: already finalized; open a new one with OnnxSpeech2Text.stream()")
-        rate = self.s2t.sample_rate
-        if sample_rate is not None and sample_rate != rate:
-            raise ValueError(f"sample_rate: expected {rate} Hz (the ONNX export's rate; xtrans.onnx does not "
-                             f"resample), found {sample_rate} Hz; resample first, e.g. with "
-                             "xtrans.data.resample.resample, or use python -m xtrans.bin.transcribe --onnx")
+        rate = self.s2t.sample_rate if sample_rate is None else sample_rate
+        if self.resampler is None:
+            self.resampler = init_resample_state(rate, self.s2t.sample_rate)  # checks the rate
+        elif rate != self.resampler.orig_rate:
+            raise ValueError(f"sample_rate: this session's audio is at {self.resampler.orig_rate} Hz, found {rate}")
         wave, channels = as_mono(samples)
         if self.channels is None:
             self.channels = channels
         elif channels != self.channels:
             raise ValueError(f"samples: this session's audio has {self.channels} channel(s), found {channels}")
-        self._pending = np.concatenate([self._pending, wave])
+        wave, self.resampler = resample_chunk(wave, self.resampler)
+        self._feed(wave)
+        return self.text
+
+    def _feed(self, wave: np.ndarray) -> None:
+        """Queues 16 kHz samples and runs the encoder on every whole call's worth."""
+        self._pending = np.concatenate([self._pending, wave.astype(np.float32, copy=False)])
         if not self._primed and self._pending.shape[0] >= self.prime_samples:
             self._prime(self._pending[None, :self.prime_samples])
             self._pending = self._pending[self.prime_samples:]
@@ -298,7 +305,6 @@ class OnnxStreamingSession:
         while self._primed and self._pending.shape[0] >= self.samples_per_call:
             self._call(self._pending[:self.samples_per_call], self.samples_per_call)
             self._pending = self._pending[self.samples_per_call:]
-        return self.text
 
     def _prime(self, samples: np.ndarray) -> None:
         """The encoder state after the stream's first ``prime_samples`` samples (1, prime_samples):
@@ -332,6 +338,9 @@ class OnnxStreamingSession:
         """Ends the stream: decodes the last (partial) chunk and returns the final result."""
         if self.finished:
             raise ValueError("session: already finalized; open a new one with OnnxSpeech2Text.stream()")
+        if self.resampler is not None:
+            tail, self.resampler = resample_flush(self.resampler)
+            self._feed(tail)
         r = self._pending.shape[0]
         if self._primed and r >= self.frame_stride:  # at least one more frame
             padded = np.zeros(self.samples_per_call, dtype=np.float32)
