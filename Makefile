@@ -1,5 +1,5 @@
 # xtrans developer entry points.
-#   make install   virtual environment in .venv with the package (editable) and its dev, synth, onnx extras
+#   make install   virtual environment in .venv with the package (editable) and its dev, synth, onnx, serve extras
 #   make test      the CPU test suite
 #   make demo      the embedded mini_synth recipe, all stages
 #   make gpu-check the GPU check (tools/gpu_check.sh; at most 8 minutes on one H200), JSON in gpu_check_out/
@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,synth,onnx]"
+	$(PY) -m pip install -q -e ".[dev,synth,onnx,serve]"
 	touch $@
 
 test: install

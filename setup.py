@@ -10,6 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["xtrans", "xtrans.*"]),
+    package_data={"xtrans.serve": ["static/*.html", "static/*.js"]},
     install_requires=[
         # A range any recent CUDA or CPU build satisfies; the Makefile pins the local CPU wheel.
         "torch>=2.1,<3",
@@ -24,10 +25,13 @@ setup(
         "tensorboard>=2.12",
     ],
     extras_require={
-        "dev": ["pytest>=7", "transformers>=4.40", "safetensors>=0.4"],
+        # selenium drives headless Chromium in the live server's browser test
+        "dev": ["pytest>=7", "transformers>=4.40", "safetensors>=0.4", "selenium>=4.10"],
         "synth": ["espeakng-loader>=0.2.4"],
         # ONNX export (onnx; onnxscript for torch.onnx.export's default dynamo exporter) and the
         # torch-free runtime xtrans.onnx (onnxruntime)
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+        # the live server python -m xtrans.bin.serve (the asyncio implementation of websockets)
+        "serve": ["websockets>=13"],
     },
 )

@@ -1,0 +1,132 @@
+"""The microphone page in headless Chromium: a WAV file as the fake microphone goes through the
+page's AudioWorklet (resampled to 16 kHz s16le in the browser) and the websocket, and the page
+shows the server's finals as lines with their times.
+
+Checks: the audio the server received is the file (resampled, at most a few ms missing at the
+start: local correlation > 0.99, same level), and the page's lines are exactly the finals the
+server's engine computes from that audio (which test_serve_engine checks against Speech2Text).
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and selenium.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from xtrans.data.resample import resample
+from xtrans.inference import Speech2Text
+from xtrans.serve.backend import TorchBackend
+from xtrans.serve.engine import Engine
+from xtrans.serve.server import BackgroundServer, ServerOptions
+from xtrans.testing.serve_fixtures import digit_string, fsdd_dir
+from xtrans.testing.train_fixtures import save_decoding_checkpoint
+
+SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
+FSDD = fsdd_dir(__file__)
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+DRIVER = shutil.which("chromedriver")
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+except ImportError:  # pragma: no cover
+    webdriver = None
+
+pytestmark = [
+    pytest.mark.skipif(FSDD is None, reason="FSDD not found at ../shared/data/fsdd"),
+    pytest.mark.skipif(webdriver is None, reason="selenium is not installed (pip install -e '.[dev]')"),
+    pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
+                       reason="Chromium and chromedriver not found (apt-get install chromium chromium-driver)"),
+]
+
+
+def best_alignment(received: np.ndarray, reference: np.ndarray, max_lag: int = 8000):
+    """The lag (received index of reference[0], may be negative) maximising the normalised
+    correlation, and that correlation, computed with FFTs."""
+    n = 1 << int(np.ceil(np.log2(len(received) + len(reference))))
+    corr = np.fft.irfft(np.fft.rfft(received, n) * np.conj(np.fft.rfft(reference, n)), n)
+    lags = np.r_[np.arange(0, max_lag), np.arange(-max_lag, 0)]
+    lag = int(lags[np.argmax(corr[lags])])
+    a = received[max(lag, 0):]
+    b = reference[max(-lag, 0):]
+    m = min(len(a), len(b))
+    a, b = a[:m], b[:m]
+    return lag, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))), float(a @ b / (b @ b))
+
+
+def engine_finals(backend, audio: np.ndarray, endpoint):
+    """The finals an engine makes of 16 kHz audio (what the server sent the page)."""
+    engine = Engine(backend, endpoint)
+    sid = engine.open(16000)
+    engine.accept(sid, audio)
+    engine.end(sid)
+    messages = []
+    while engine.num_streams:
+        messages += [e.message for e in engine.step()]
+    return [m for m in messages if m["type"] == "final"]
+
+
+def test_page_transcribes_the_fake_microphone(tmp_path):
+    checkpoint = save_decoding_checkpoint(tmp_path / "run", SENTENCES, seed=0, waveform_norm="cumulative")
+    s2t = Speech2Text.from_checkpoint(checkpoint, chunk_ms=320, left_ms=640, sinks=2)
+    gap = np.zeros(12000, np.float32)  # 1.5 s at 8 kHz: an endpoint, so two lines
+    wave = np.concatenate([gap[:2000], digit_string(FSDD, 2, seed=3), gap, digit_string(FSDD, 2, seed=4), gap])
+    wav = tmp_path / "mic.wav"
+    soundfile.write(wav, wave, 8000, subtype="PCM_16")
+
+    backend = TorchBackend(s2t)
+    received = []
+    with BackgroundServer(backend, ServerOptions(port=0)) as srv:
+        engine = srv.server.engine
+        accept = engine.accept
+
+        def recording_accept(stream, samples):
+            received.append(np.array(samples, np.float32))
+            accept(stream, samples)
+
+        engine.accept = recording_accept
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-audio-capture={wav}%noloop"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+        try:
+            driver.get(f"http://127.0.0.1:{srv.port}/")
+            button = driver.find_element(By.ID, "mic")
+            button.click()
+            deadline = time.monotonic() + 10
+            while driver.find_element(By.ID, "status").text != "recording":
+                assert time.monotonic() < deadline, driver.find_element(By.ID, "error").text
+                time.sleep(0.05)
+            time.sleep(len(wave) / 8000 + 0.5)
+            button.click()
+            deadline = time.monotonic() + 20
+            while driver.find_element(By.ID, "status").text != "done":
+                assert time.monotonic() < deadline, (driver.find_element(By.ID, "status").text,
+                                                     driver.find_element(By.ID, "error").text)
+                time.sleep(0.05)
+            lines = [(float(li.get_attribute("data-start")), float(li.get_attribute("data-end")),
+                      li.find_element(By.CLASS_NAME, "text").text)
+                     for li in driver.find_elements(By.CSS_SELECTOR, "#finals li")]
+            assert driver.find_element(By.ID, "error").text == ""
+        finally:
+            driver.quit()
+
+    audio = np.concatenate(received)
+    reference = resample(torch.from_numpy(wave), 8000, 16000).numpy()
+    lag, correlation, gain = best_alignment(audio, reference)
+    assert -1600 <= lag <= 1600, "at most 100 ms of the file is missing, or of silence added, at the start"
+    assert correlation > 0.99 and 0.95 < gain < 1.05, (lag, correlation, gain)
+    assert len(audio) >= len(reference) + lag - 1600
+
+    finals = [f for f in engine_finals(backend, audio, srv.server.options.endpoint) if f["text"]]
+    assert len(finals) >= 2, "the 1.5 s gap ends a segment"
+    assert lines == [(f["start"], f["end"], f["text"]) for f in finals]

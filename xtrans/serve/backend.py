@@ -1,0 +1,139 @@
+"""What the server's decoding loop needs from a recognizer: batched streaming steps.
+
+:class:`Backend` is the small interface the engine (:mod:`xtrans.serve.engine`) drives; a
+backend holds no per-stream state of its own, only the model. A stream's state (one segment's
+encoder and search state) is an opaque value the backend creates with :meth:`Backend.init` and
+advances with :meth:`Backend.advance`, a batched call over streams whose states have the same
+:meth:`Backend.batch_key`. :class:`TorchBackend` runs a :class:`~xtrans.inference.Speech2Text`
+(PyTorch); an ONNX backend runs :mod:`xtrans.onnx`.
+
+Every stream (every segment) is fed its first ``extra_samples`` (80) samples alone, then
+``chunk_samples`` per call (16 kHz), so each later call completes exactly one encoder chunk:
+chunk ``c`` needs the waveform up to sample ``320 (c + 1) C + 80`` (:mod:`xtrans.streaming.encoder`).
+Streams fed this way keep states of equal shapes, whichever chunk they are at, so they stack
+into one batch (with an unbounded left context the key/value caches grow, and only streams at
+the same chunk of their segment stack).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable, List, Optional, Protocol, Sequence, Union
+
+import numpy as np
+import torch
+
+from xtrans.masks import StreamingConfig
+from xtrans.search import BeamState, GreedyState
+from xtrans.search.batch import split_search_states, stack_search_states
+from xtrans.streaming import EncoderState, StreamingEncoder, flatten_state, split_states, stack_states
+from xtrans.transcription import Transcription
+
+
+class Backend(Protocol):
+    """A recognizer the engine can batch (see the module docstring).
+
+    Attributes:
+        chunk_samples: 16 kHz samples per call after the first (``320 C``).
+        extra_samples: samples of the first call of a segment (the CNN's receptive field minus
+            its stride, 80).
+        frame_samples: samples per encoder frame (320 = 20 ms).
+        description: one line for the log (model, streaming rule, search).
+    """
+
+    chunk_samples: int
+    extra_samples: int
+    frame_samples: int
+    description: str
+
+    def init(self) -> Any:
+        """A fresh stream state (before the first sample of a segment)."""
+
+    def batch_key(self, state: Any) -> Hashable:
+        """States with equal keys can share one :meth:`advance` call."""
+
+    def advance(self, states: Sequence[Any], audio: np.ndarray) -> List[Any]:
+        """Feeds ``audio`` (B, n) float32, 16 kHz, row ``b`` to stream ``b``; returns the new states."""
+
+    def finish(self, state: Any, audio: np.ndarray) -> Any:
+        """Feeds a stream's last samples ``(n,)`` (any ``n``, also 0) and ends it."""
+
+    def result(self, state: Any) -> Transcription:
+        """The best result so far; timestamps in seconds from the start of the segment."""
+
+    def num_frames(self, state: Any) -> int:
+        """Encoder frames decoded so far in the segment."""
+
+
+@dataclass(frozen=True)
+class TorchStream:
+    """One stream of a :class:`TorchBackend`: the encoder's and the search's states (batch 1)."""
+
+    encoder: EncoderState
+    search: Union[GreedyState, BeamState]
+
+
+class TorchBackend:
+    """A :class:`~xtrans.inference.Speech2Text` (PyTorch) as a :class:`Backend`.
+
+    Args:
+        s2t: the recognizer (model, tokenizer, search).
+        streaming: the streaming rule (default ``s2t.streaming``); needs a chunk size.
+
+    Raises:
+        ValueError: when there is no chunk size.
+    """
+
+    def __init__(self, s2t, streaming: Optional[StreamingConfig] = None):
+        streaming = streaming if streaming is not None else s2t.streaming
+        if streaming is None or streaming.is_full:
+            raise ValueError("streaming: expected a rule with a chunk size (e.g. StreamingConfig.from_ms(640, 640)), "
+                             f"found {streaming.describe() if streaming else None}")
+        self.s2t = s2t
+        self.streaming = streaming
+        self.encoder = StreamingEncoder(s2t.model.encoder, streaming)
+        fe = s2t.model.encoder.feature_extractor
+        self.frame_samples = int(fe.stride)
+        self.extra_samples = int(fe.receptive_field - fe.stride)
+        self.chunk_samples = self.frame_samples * streaming.chunk_size
+        self.description = f"PyTorch, {streaming.describe()}, {s2t.search_name} search"
+
+    def init(self) -> TorchStream:
+        device = self.s2t.device
+        return TorchStream(self.encoder.init_state(1, device), self.s2t.search.init_state(1, device))
+
+    def batch_key(self, state: TorchStream) -> Hashable:
+        return tuple(tuple(t.shape[1:]) for _, t in flatten_state(state.encoder))
+
+    @torch.no_grad()
+    def advance(self, states: Sequence[TorchStream], audio: np.ndarray) -> List[TorchStream]:
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.s2t.device)
+        encoder = states[0].encoder if len(states) == 1 else stack_states([s.encoder for s in states])
+        search = states[0].search if len(states) == 1 else stack_search_states([s.search for s in states])
+        frames, counts, encoder = self.encoder.forward_chunk(x, encoder)
+        if frames.shape[1]:
+            search = self.s2t.search.step(frames, search, counts)
+        if len(states) == 1:
+            return [TorchStream(encoder, search)]
+        return [TorchStream(e, s) for e, s in zip(split_states(encoder), split_search_states(search))]
+
+    @torch.no_grad()
+    def finish(self, state: TorchStream, audio: np.ndarray) -> TorchStream:
+        encoder, search = state.encoder, state.search
+        steps = []
+        if len(audio):
+            x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.s2t.device)[None]
+            frames, counts, encoder = self.encoder.forward_chunk(x, encoder)
+            steps.append((frames, counts))
+        frames, counts, encoder = self.encoder.finalize(encoder)
+        steps.append((frames, counts))
+        for frames, counts in steps:
+            if frames.shape[1]:
+                search = self.s2t.search.step(frames, search, counts)
+        return TorchStream(encoder, search)
+
+    def result(self, state: TorchStream) -> Transcription:
+        return self.s2t.transcription(state.search)
+
+    def num_frames(self, state: TorchStream) -> int:
+        return int(state.search.num_frames[0])

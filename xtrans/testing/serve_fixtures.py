@@ -1,0 +1,59 @@
+"""Audio and references for the live server's tests: FSDD digit strings and Speech2Text results.
+
+The Free Spoken Digit Dataset (FSDD, Zohar Jackson et al., CC BY-SA 4.0) lives in the shared
+data folder beside the repository (``../shared/data/fsdd``: 8 kHz 16-bit WAV); tests find it
+from their own path and skip when it is absent. Digit strings made here by concatenating its
+recordings keep that attribution and licence.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import soundfile
+
+FSDD_RATE = 8000
+
+
+def fsdd_dir(test_file: str) -> Optional[Path]:
+    """``<repo>/../shared/data/fsdd`` seen from a test file in ``<repo>/test/``; None when absent."""
+    path = Path(test_file).resolve().parents[2] / "shared" / "data" / "fsdd"
+    return path if (path / "wav.scp").is_file() else None
+
+
+def fsdd_recordings(root: Path) -> List[Path]:
+    """Every recording of ``wav.scp``, in its order."""
+    lines = (root / "wav.scp").read_text().splitlines()
+    return [root / line.split(maxsplit=1)[1] for line in lines if line.strip()]
+
+
+def digit_string(root: Path, num_digits: int, seed: int, gap_s: float = 0.0) -> np.ndarray:
+    """``num_digits`` random FSDD recordings joined (``gap_s`` of zeros between them): (S,) float32 at 8 kHz.
+
+    The samples are 16-bit values / 32768, so s16le carries them exactly.
+    """
+    rng = random.Random(seed)
+    files = fsdd_recordings(root)
+    gap = np.zeros(int(round(gap_s * FSDD_RATE)), np.float32)
+    parts: List[np.ndarray] = []
+    for i in range(num_digits):
+        samples, rate = soundfile.read(rng.choice(files), dtype="float32")
+        assert rate == FSDD_RATE, rate
+        parts += ([gap] if i and len(gap) else []) + [samples]
+    return np.concatenate(parts)
+
+
+def to_s16(samples: np.ndarray) -> np.ndarray:
+    """The float samples a s16le client actually sends (rounded to 16 bits, clipped)."""
+    return (np.clip(np.round(samples * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)
+
+
+def stream_reference(s2t, samples: np.ndarray, sample_rate: int):
+    """What :meth:`Speech2Text.stream` gives for the whole signal: the reference of a final."""
+    session = s2t.stream()
+    if len(samples):
+        session.accept_waveform(samples, sample_rate)
+    return session.finalize()
