@@ -127,6 +127,26 @@ def load_config(path: str | Path, cls: Type[T], overrides: Mapping[str, Any] | N
     return from_dict(cls, data, source=str(path))
 
 
+def load_overrides(path: str | Path) -> dict:
+    """A YAML file of dotted-key overrides (``{"model.encoder.preset": "wavlm_large"}``), e.g. a
+    recipe's ``conf/variants/<name>.yaml``: what changes in every stage's config for a variant.
+
+    Raises:
+        ConfigError: when the file is not a mapping of dotted keys to values (naming the key and file).
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", str(path), f"expected a mapping of dotted keys to values, found "
+                                               f"{type(data).__name__}")
+    for key, value in data.items():
+        if not isinstance(key, str) or not key or isinstance(value, dict):
+            raise ConfigError(str(key), str(path), "expected a dotted key (model.encoder.preset) with a value, "
+                                                   "found a nested mapping or an empty key; write one line per key")
+    return dict(data)
+
+
 def to_dict(cfg: Any) -> dict:
     """The inverse of :func:`from_dict`: a plain dict (tuples become lists) for YAML/checkpoints."""
     def convert(v):

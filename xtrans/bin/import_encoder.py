@@ -4,6 +4,9 @@
     # directory, fairseq .pt, or a hub name when online)
     python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml \
         --pretrained /path/xlsr_53_56k.pt --out exp/pretrained/encoder.pt
+    # another family: the config with a variant's overrides (conf/variants/<name>.yaml), its weights
+    python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml --variant conf/variants/wavlm_large.yaml \
+        --pretrained microsoft/wavlm-large --out exp/pretrained/encoder.pt
     # no pretrained weights (the embedded demo): the config's preset, randomly initialised (seeded)
     python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml --out exp/pretrained/encoder.pt
     # without a config: a preset and options
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from xtrans.config import ConfigError, load_config
+from xtrans.config import ConfigError, load_config, load_overrides
 from xtrans.models.config import ModelConfig, build_model
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder, load_pretrained, preset_kwargs
 from xtrans.train.config import TrainConfig
@@ -34,7 +37,11 @@ from xtrans.train.config import TrainConfig
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="a training config whose model.encoder section to build")
-    p.add_argument("--pretrained", default=None, help="HF directory, fairseq checkpoint or hub name")
+    p.add_argument("--variant", default=None,
+                   help="with --config: a YAML file of dotted-key overrides of it (conf/variants/<name>.yaml)")
+    p.add_argument("--pretrained", default=None,
+                   help="HF directory (wav2vec2, HuBERT, WavLM, data2vec-audio), fairseq or unilm checkpoint, "
+                        "or hub name")
     p.add_argument("--preset", default="tiny", help="preset for a random encoder (without --config/--pretrained)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="encoder options (YAML values), e.g. pos_conv=chunk num_layers=4")
@@ -54,10 +61,13 @@ def main(argv=None) -> int:
         value = yaml.safe_load(value)
         overrides[key] = tuple(tuple(v) for v in value) if key == "conv_layers" else value
     try:
+        if args.variant and not args.config:
+            raise ValueError("--variant: expected together with --config (it overrides that config), found no --config")
         if args.config:
             if overrides:
                 raise ValueError("--set: give encoder options in the config's model.encoder section instead")
-            cfg = load_config(args.config, TrainConfig).model.encoder
+            variant = load_overrides(args.variant) if args.variant else {}
+            cfg = load_config(args.config, TrainConfig, overrides=variant).model.encoder
             if args.pretrained:
                 cfg = dataclasses.replace(cfg, pretrained=args.pretrained)
             torch.manual_seed(args.seed)

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from xtrans.config import ConfigError, load_config
+from xtrans.config import ConfigError, load_config, load_overrides
 
 logger = logging.getLogger("xtrans.bin.train")
 
@@ -51,6 +51,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="CPU processes (gloo DDP), for CPU machines and tests")
     p.add_argument("--stage_log", "--stage-log", dest="stage_log", default=None,
                    help="a second log the trainer appends to (e.g. exp/stage2/train.log for all variants)")
+    p.add_argument("--variant", default=None,
+                   help="a YAML file of dotted-key overrides applied before --set, e.g. another encoder "
+                        "for every stage (a recipe's conf/variants/wavlm_large.yaml)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides, dotted keys, YAML values (training.max_updates=100)")
     p.add_argument("--no_progress", "--no-progress", dest="progress", action="store_false",
@@ -150,7 +153,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     outdir = Path(args.outdir)
     setup_logging(outdir, args.stage_log, info.rank)
     try:
-        cfg = load_config(args.config, TrainConfig, overrides=parse_overrides(args.overrides))
+        variant = load_overrides(args.variant) if args.variant else {}
+        cfg = load_config(args.config, TrainConfig, overrides={**variant, **parse_overrides(args.overrides)})
     except ConfigError as err:
         logger.error("%s", err)
         print(f"error: {err}", file=sys.stderr)

@@ -149,6 +149,8 @@ def _frozen_copy(encoder: Wav2Vec2Encoder) -> Wav2Vec2Encoder:
     with the original, and removing the parametrization from one would break the other.
     """
     enc = copy.deepcopy(encoder).eval().float()
+    if enc.pos_conv.norm != "weight":  # data2vec's stack: plain convolutions already
+        return enc
     old = enc.pos_conv.conv
     conv = nn.Conv1d(old.in_channels, old.out_channels, old.kernel_size[0], groups=old.groups)
     with torch.no_grad():

@@ -37,6 +37,10 @@ class EncoderArch:
 
     The dropouts and ``freeze_feature_extractor`` do not shape the weights, but they are how the
     model trains: a resumed run, or the next stage started from it, needs them.
+
+    Fields added after checkpoints were written (the model families of HuBERT, WavLM and
+    data2vec-audio) have the encoder's defaults, which give the architecture those checkpoints
+    had: :meth:`ModelArch.from_dict` fills them in when a stored arch lacks them.
     """
 
     conv_layers: ConvLayers
@@ -57,6 +61,12 @@ class EncoderArch:
     layer_drop: float
     freeze_feature_extractor: bool
     layer_norm_eps: float
+    feat_proj_layer_norm: bool = True
+    pos_conv_layers: int = 1
+    pos_conv_norm: str = "weight"
+    rel_pos_buckets: int = 0
+    rel_pos_max_distance: int = 800
+    rel_pos_gated: bool = False
 
     def __post_init__(self):
         _check_fields(self, type(self).__name__)
@@ -146,6 +156,9 @@ class ModelArch:
         Args:
             data: e.g. ``checkpoint["arch"]``.
             name: how messages call ``data``.
+
+        A field with a default (one added after checkpoints of this format were written) may be
+        missing: it takes the default.
 
         Raises:
             ValueError: an unknown or missing field, an unknown predictor or loss ``kind``, a value
@@ -237,12 +250,13 @@ def _from_dict(cls: type, data: Any, path: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(f"{path}.{unknown[0]}: unknown field (expected {', '.join(fields)})")
-    missing = [n for n in fields if n not in data]
+    missing = [n for n, f in fields.items() if n not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ValueError(f"{path}.{missing[0]}: missing (expected {', '.join(fields)})")
     kwargs = {}
     for name, tp in _hints(cls).items():
-        if name not in fields:
+        if name not in fields or name not in data:  # not a field, or missing and defaulted
             continue
         value = data[name]
         if tp == PredictorArch or dataclasses.is_dataclass(tp):

@@ -32,11 +32,13 @@ Self-Supervised Pretrained Models", ICASSP 2025.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from xtrans.masks import StreamingConfig, chunk_attention_mask, key_padding_mask
 
@@ -86,7 +88,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: to
 
 
 def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-                        streaming: Optional[StreamingConfig], dropout_p: float = 0.0) -> torch.Tensor:
+                        streaming: Optional[StreamingConfig], dropout_p: float = 0.0,
+                        position_bias: Optional["RelativePositionBias"] = None,
+                        bias_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Scaled dot-product self-attention under the streaming rule and key padding.
 
     Equals ``F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)``
@@ -104,6 +108,9 @@ def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
         lengths: (B,) integer, valid frames per utterance (``0 <= lengths[b] <= T``).
         streaming: the rule; ``None`` = full attention.
         dropout_p: dropout on the attention weights (pass 0 in evaluation).
+        position_bias: a bias added to the scores that depends only on ``key - query`` (frame
+            indices; WavLM's :class:`RelativePositionBias`), the same in every path.
+        bias_gate: (B, H, T), scales the bias per query (WavLM's gate); ``None`` = 1.
 
     Returns:
         (B, H, T, D/H), in the dtype of ``q``.
@@ -115,30 +122,39 @@ def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
     """
     _check_inputs(q, k, v, lengths, streaming)
     if streaming is None or streaming.is_full or streaming.left_context is None or q.shape[2] == 0:
-        return _dense(q, k, v, lengths, streaming, dropout_p)
+        return _dense(q, k, v, lengths, streaming, dropout_p, position_bias, bias_gate)
     return _chunked_attention(q, k, v, lengths, streaming.chunk_size, streaming.left_context,
-                              streaming.num_sinks, dropout_p)
+                              streaming.num_sinks, dropout_p, position_bias, bias_gate)
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-                    streaming: Optional[StreamingConfig], dropout_p: float = 0.0) -> torch.Tensor:
+                    streaming: Optional[StreamingConfig], dropout_p: float = 0.0,
+                    position_bias: Optional["RelativePositionBias"] = None,
+                    bias_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`streaming_attention` as one SDPA call under :func:`dense_attention_mask`, at any ``L``.
 
     The quadratic reference (what the encoder computed before the gather path); same arguments,
     result and errors as :func:`streaming_attention`.
     """
     _check_inputs(q, k, v, lengths, streaming)
-    return _dense(q, k, v, lengths, streaming, dropout_p)
+    return _dense(q, k, v, lengths, streaming, dropout_p, position_bias, bias_gate)
 
 
 def _dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-           streaming: Optional[StreamingConfig], dropout_p: float) -> torch.Tensor:
+           streaming: Optional[StreamingConfig], dropout_p: float,
+           position_bias: Optional["RelativePositionBias"] = None,
+           bias_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     mask = dense_attention_mask(lengths, q.shape[2], streaming)  # None, (B, 1, 1, T) or (B, 1, T, T)
+    if position_bias is not None:
+        frames = torch.arange(q.shape[2], device=q.device)
+        mask = biased_scores_mask(position_bias, frames, frames, bias_gate, mask)  # (B or 1, H, T, T)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-                       chunk_size: int, left_context: int, num_sinks: int, dropout_p: float) -> torch.Tensor:
+                       chunk_size: int, left_context: int, num_sinks: int, dropout_p: float,
+                       position_bias: Optional["RelativePositionBias"] = None,
+                       bias_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The gather path of :func:`streaming_attention`: each chunk over its own ``S + L + C`` keys."""
     B, H, T, Dh = q.shape
     C = chunk_size
@@ -165,9 +181,18 @@ def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length
 
     chunk_start = torch.arange(N, device=device) * C  # (N,)
     mask = chunk_key_mask(chunk_start[None, :], C, S, L, lengths.to(device)[:, None])  # (B, N, C, S + W)
+    mask = mask[:, :, None]  # (B, N, 1, C, S + W)
+    if position_bias is not None:
+        query_pos = chunk_start[:, None] + torch.arange(C, device=device)  # (N, C)
+        key_pos = chunk_key_positions(chunk_start, C, S, L)  # (N, S + W)
+        gate = None
+        if bias_gate is not None:  # (B, H, T) -> (B, H, N, C) -> (B, N, H, C)
+            gate = F.pad(bias_gate, (0, Tp - T)).view(B, H, N, C).transpose(1, 2)
+        mask = biased_scores_mask(position_bias, query_pos, key_pos, gate, mask)  # (B, N, H, C, S + W)
+        mask = mask.expand(B, N, H, C, S + W)
 
     out = F.scaled_dot_product_attention(qc, gather(k), gather(v), dropout_p=dropout_p,
-                                         attn_mask=mask.reshape(B * N, 1, C, S + W))  # (B*N, H, C, D/H)
+                                         attn_mask=mask.reshape(B * N, -1, C, S + W))  # (B*N, H, C, D/H)
     # (B*N, H, C, D/H) -> (B, N, H, C, D/H) -> (B, H, N*C, D/H) -> (B, H, T, D/H)
     return out.view(B, N, H, C, Dh).transpose(1, 2).reshape(B, H, Tp, Dh)[:, :, :T]
 
@@ -200,7 +225,7 @@ def chunk_key_mask(chunk_start: torch.Tensor, chunk_len: int, num_sinks: int, le
     """
     device = chunk_start.device
     start, length = chunk_start[..., None], lengths[..., None]  # (..., 1)
-    window_pos = start - left + torch.arange(left + chunk_len, device=device)  # (..., L + n)
+    window_pos = chunk_key_positions(chunk_start, chunk_len, 0, left)  # (..., L + n)
     key_valid = (window_pos >= 0) & (window_pos < length)
     if num_sinks:
         sink_pos = torch.arange(num_sinks, device=device)
@@ -208,6 +233,100 @@ def chunk_key_mask(chunk_start: torch.Tensor, chunk_len: int, num_sinks: int, le
         key_valid = torch.cat([sink_valid.expand(*key_valid.shape[:-1], num_sinks), key_valid], dim=-1)
     query_valid = start + torch.arange(chunk_len, device=device) < length  # (..., n)
     return key_valid[..., None, :] | ~query_valid[..., :, None]
+
+
+def chunk_key_positions(chunk_start: torch.Tensor, chunk_len: int, num_sinks: int, left: int) -> torch.Tensor:
+    """The frame index of every key slot of :func:`chunk_key_mask`'s layout (long).
+
+    Sink slot ``i`` holds frame ``i``, window slot ``w`` frame ``s - L + w`` (negative before
+    the utterance starts: such slots are masked), so ``[0 .. S-1] + [s - L .. s + n - 1]``.
+
+    Args:
+        chunk_start: chunk start frames ``s``, any shape ``...``.
+        chunk_len: ``n``; num_sinks: ``S``; left: ``L``.
+
+    Returns:
+        (..., S + L + n).
+    """
+    device = chunk_start.device
+    window = chunk_start[..., None] - left + torch.arange(left + chunk_len, device=device)  # (..., L + n)
+    if not num_sinks:
+        return window
+    sinks = torch.arange(num_sinks, device=device).expand(*window.shape[:-1], num_sinks)
+    return torch.cat([sinks, window], dim=-1)
+
+
+def biased_scores_mask(position_bias: "RelativePositionBias", query_pos: torch.Tensor, key_pos: torch.Tensor,
+                       gate: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """The float mask SDPA adds to the scores: ``gate * bias(key - query)``, ``-inf`` where not allowed.
+
+    Args:
+        position_bias: maps relative positions (..., Tq, Tk) to (..., H, Tq, Tk).
+        query_pos: (..., Tq) query frame indices; key_pos: (..., Tk) key frame indices.
+        gate: (B, ..., H, Tq) per-query scale, or None.
+        mask: bool, True = may attend, broadcastable to (B, ..., H, Tq, Tk), or None.
+
+    Returns:
+        float (B or 1, ..., H, Tq, Tk).
+    """
+    bias = position_bias(key_pos[..., None, :] - query_pos[..., :, None])  # (..., H, Tq, Tk)
+    if gate is not None:
+        bias = gate[..., None] * bias
+    if mask is not None:
+        bias = bias.masked_fill(~mask, float("-inf"))
+    return bias
+
+
+class RelativePositionBias(nn.Module):
+    """WavLM's bucketed relative position bias: a learned bias per head and bucket of ``key - query``.
+
+    Relative positions ``r`` (in frames) fall into ``num_buckets`` buckets (Raffel et al., T5;
+    Chen et al., "WavLM", 2022, eq. 4), half for keys after the query (``r > 0``), half for the
+    rest: ``|r| < m`` each in its own bucket, larger ``|r|``
+    logarithmically up to ``max_distance``, beyond which they share the last bucket::
+
+        b(r) = (r > 0) * n + (|r|                                                   if |r| < m
+                              min(n - 1, floor(m + log(|r| / m) / log(M / m) * (n - m)))  else)
+
+    with ``n = num_buckets // 2``, ``m = n // 2``, ``M = max_distance``. The bias depends on ``key - query``
+    only, so under the streaming rule a cached key keeps the bias of its absolute frame.
+    WavLM computes it once (in its first layer) and every layer scales it by a gate of its
+    queries (:meth:`~xtrans.models.wav2vec2.model.SelfAttention.bias_gate`).
+
+    Args:
+        num_heads: ``H``.
+        num_buckets: buckets (320 in WavLM).
+        max_distance: ``M`` (800 in WavLM).
+    """
+
+    def __init__(self, *, num_heads: int, num_buckets: int = 320, max_distance: int = 800):
+        super().__init__()
+        if num_buckets < 4:
+            raise ValueError(f"rel_pos_buckets: expected at least 4 buckets, found {num_buckets}")
+        if max_distance <= num_buckets // 4:
+            raise ValueError(f"rel_pos_max_distance: expected more than rel_pos_buckets / 4 = {num_buckets // 4}, "
+                             f"found {max_distance}")
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.embedding = nn.Embedding(num_buckets, num_heads)
+
+    def buckets(self, relative: torch.Tensor) -> torch.Tensor:
+        """Relative positions ``key - query`` (any shape, long) -> bucket indices (same shape)."""
+        n = self.num_buckets // 2
+        exact = n // 2
+        side = (relative > 0).long() * n
+        distance = relative.abs()
+        # log(0) = -inf for r = 0: never selected (|r| < exact), cast without effect
+        far = (exact + torch.log(distance.float() / exact) / math.log(self.max_distance / exact)
+               * (n - exact)).long()
+        far = torch.clamp(far, max=n - 1)
+        return side + torch.where(distance < exact, distance, far)
+
+    def forward(self, relative: torch.Tensor) -> torch.Tensor:
+        """Relative positions (..., Tq, Tk) long -> bias (..., H, Tq, Tk) float."""
+        bias = self.embedding(self.buckets(relative))  # (..., Tq, Tk, H)
+        d = bias.dim()  # explicit axes: ONNX refuses negative ones in Transpose
+        return bias.permute(*range(d - 3), d - 1, d - 3, d - 2)
 
 
 @dataclass(frozen=True)
@@ -253,6 +372,11 @@ class AttentionCache:
         """(B, 1, n, K) attention mask of a chunk at frames ``start`` (B,), valid ``lengths`` (B,)."""
         S, L = self.sink_keys.shape[2], self.left_keys.shape[2]
         return chunk_key_mask(start, chunk_len, S, L, lengths)[:, None]
+
+    def key_positions(self, start: torch.Tensor, chunk_len: int) -> torch.Tensor:
+        """(B, K) frame index of every key of a chunk at frames ``start`` (B,): sinks, window, chunk."""
+        S, L = self.sink_keys.shape[2], self.left_keys.shape[2]
+        return chunk_key_positions(start, chunk_len, S, L)
 
     def append(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, bounded: bool) -> "AttentionCache":
         """The cache after a chunk with keys/values (B, H, n, D/H) at frames ``start .. start + n - 1``.

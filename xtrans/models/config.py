@@ -23,9 +23,12 @@ class EncoderConfig:
     """The encoder: a preset (or a pretrained checkpoint) plus overrides.
 
     Attributes:
-        preset: ``xlsr_53 | wav2vec2_base | tiny | mini``; ignored when ``pretrained`` is set.
-        pretrained: a Hugging Face directory or fairseq ``.pt`` to import (recipe stage 4);
-            ``None`` = random initialisation from ``preset``.
+        preset: ``xlsr_53 | wav2vec2_base | tiny | mini``, or a published encoder's shape
+            (``xls_r_300m | xls_r_1b | xls_r_2b | mms_300m | mms_1b | hubert_base | hubert_large |
+            wavlm_base_plus | wavlm_large | data2vec_audio_base | data2vec_audio_large``, see
+            :mod:`xtrans.models.wav2vec2.presets`); ignored when ``pretrained`` is set.
+        pretrained: a Hugging Face directory (wav2vec2, HuBERT, WavLM, data2vec-audio), a fairseq or
+            unilm ``.pt`` to import (recipe stage 4); ``None`` = random initialisation from ``preset``.
         pos_conv: ``full | chunk | causal | none`` (None = the preset's / checkpoint's).
         pos_conv_kernel, pos_conv_groups: the positional convolution's kernel (frames, even) and
             groups (None = the preset's; a pretrained checkpoint fixes them).

@@ -1,15 +1,18 @@
-"""Tiny pretrained-model fixtures: random Hugging Face wav2vec2 models and fake fairseq checkpoints.
+"""Tiny pretrained-model fixtures: random Hugging Face models and fake fairseq / unilm checkpoints.
 
 Everything is built offline from random weights, so tests can check checkpoint import against
-``transformers.Wav2Vec2Model`` without downloads, and without fairseq or omegaconf installed:
+``transformers`` (``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel``, ``Data2VecAudioModel``)
+without downloads, and without fairseq, unilm or omegaconf installed:
 
 - :func:`tiny_hf_config` / :func:`random_hf_model`: XLSR-shaped (layer-norm CNN with bias,
-  pre-LN) or base-shaped (group-norm CNN without bias, post-LN) models, a few thousand weights;
+  pre-LN) or base-shaped (group-norm CNN without bias, post-LN) models of a family (wav2vec2,
+  hubert, wavlm, data2vec-audio: one layout, layer-norm CNN and post-LN), a few thousand weights;
 - :func:`save_hf_dir`: a Hugging Face directory (safetensors or ``pytorch_model.bin``);
 - :func:`hf_to_fairseq_state_dict`, :func:`fairseq_model_cfg`, :func:`save_fairseq_checkpoint`:
   the same weights laid out as fairseq saves wav2vec2 (parameter names, pretraining-only
   weights, ``cfg`` as a dict, ``args`` as an ``argparse.Namespace``, or ``cfg`` as a pickled
   omegaconf ``DictConfig`` fabricated by :func:`fake_omegaconf`), pretrained or fine-tuned;
+- :func:`save_unilm_checkpoint`: a WavLM model as unilm's ``WavLM-*.pt`` (``{"cfg", "model"}``);
 - :func:`save_malicious_checkpoint`: a torch file whose pickle runs a command when loaded
   with plain pickle.
 
@@ -38,13 +41,23 @@ TINY_CONV = ((32, 10, 5), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 2
 """XLSR strides and kernels (stride 320, receptive field 400) with 32 channels."""
 
 
-def tiny_hf_config(layout: str = "xlsr", **overrides: Any):
-    """A tiny ``transformers.Wav2Vec2Config``; ``layout`` ``xlsr`` (layer norm, pre-LN, conv bias)
-    or ``base`` (group norm, post-LN, no conv bias). Dropout and layer drop are off."""
-    from transformers import Wav2Vec2Config
+HF_FAMILIES = {"wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"), "hubert": ("HubertConfig", "HubertModel"),
+               "wavlm": ("WavLMConfig", "WavLMModel"), "data2vec-audio": ("Data2VecAudioConfig", "Data2VecAudioModel")}
+"""``model_type`` -> (config class, bare model class) of ``transformers``."""
+
+
+def tiny_hf_config(layout: str = "xlsr", family: str = "wav2vec2", **overrides: Any):
+    """A tiny ``transformers`` config of ``family`` (a key of :data:`HF_FAMILIES`); ``layout``
+    ``xlsr`` (layer norm, pre-LN, conv bias) or ``base`` (group norm, post-LN, no conv bias).
+    Dropout and layer drop are off. WavLM gets 32 buckets up to distance 64 (frames 27 apart use
+    the logarithmic buckets); data2vec-audio (always layer norm, post-LN) a stack of 3
+    positional convolutions of kernel 5."""
+    import transformers
 
     if layout not in ("xlsr", "base"):
         raise ValueError(f"layout: expected 'xlsr' or 'base', found {layout!r}")
+    if family not in HF_FAMILIES:
+        raise ValueError(f"family: expected one of {sorted(HF_FAMILIES)}, found {family!r}")
     xlsr = layout == "xlsr"
     kwargs = dict(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -54,19 +67,26 @@ def tiny_hf_config(layout: str = "xlsr", **overrides: Any):
         num_conv_pos_embedding_groups=4, hidden_dropout=0.0, attention_dropout=0.0,
         activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0, layerdrop=0.0,
         mask_time_prob=0.0, vocab_size=12)
+    if family == "wavlm":
+        kwargs.update(num_buckets=32, max_bucket_distance=64)
+    elif family == "data2vec-audio":
+        for key in ("feat_extract_norm", "do_stable_layer_norm"):
+            del kwargs[key]
+        kwargs.update(num_conv_pos_embeddings=3, conv_pos_kernel_size=5)
     kwargs.update(overrides)
-    return Wav2Vec2Config(**kwargs)
+    return getattr(transformers, HF_FAMILIES[family][0])(**kwargs)
 
 
-def random_hf_model(layout: str = "xlsr", seed: int = 0, model_class: str = "Wav2Vec2Model",
-                    **config_overrides: Any):
-    """A randomly initialised HF model in eval mode; every weight is perturbed (norm scales and
-    biases included) so that a mis-mapped weight cannot go unnoticed."""
+def random_hf_model(layout: str = "xlsr", seed: int = 0, model_class: Optional[str] = None,
+                    family: str = "wav2vec2", **config_overrides: Any):
+    """A randomly initialised HF model in eval mode (``model_class`` default: the family's bare
+    model); every weight is perturbed (norm scales and biases included) so that a mis-mapped
+    weight cannot go unnoticed."""
     import transformers
 
-    config = tiny_hf_config(layout, **config_overrides)
+    config = tiny_hf_config(layout, family, **config_overrides)
     torch.manual_seed(seed)
-    model = getattr(transformers, model_class)(config)
+    model = getattr(transformers, model_class or HF_FAMILIES[family][1])(config)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for param in model.parameters():
@@ -113,18 +133,26 @@ def _conv_spec_string(conv: Sequence[Tuple[int, int, int]]) -> str:
     return " + ".join(f"[{layer}]" + (f" * {n}" if n > 1 else "") for layer, n in groups)
 
 
+def _layer_norm_cnn(config) -> bool:
+    return config.model_type == "data2vec-audio" or config.feat_extract_norm == "layer"
+
+
 def fairseq_model_cfg(config) -> Dict[str, Any]:
-    """fairseq ``Wav2Vec2Config`` fields (as ``cfg["model"]``) for a HF ``Wav2Vec2Config``."""
+    """fairseq model config fields (as ``cfg["model"]``) for a HF config: ``Wav2Vec2Config``
+    (``_name`` wav2vec2), ``HubertConfig`` (hubert) or ``Data2VecAudioConfig`` (data2vec_audio:
+    ``pos_conv_depth`` layers of kernel ``conv_pos // pos_conv_depth``)."""
     conv = list(zip(config.conv_dim, config.conv_kernel, config.conv_stride))
-    return {
-        "_name": "wav2vec2",
-        "extractor_mode": "layer_norm" if config.feat_extract_norm == "layer" else "default",
+    data2vec = config.model_type == "data2vec-audio"
+    depth = config.num_conv_pos_embeddings if data2vec else 1
+    cfg = {
+        "_name": {"wav2vec2": "wav2vec2", "hubert": "hubert", "data2vec-audio": "data2vec_audio"}[config.model_type],
+        "extractor_mode": "layer_norm" if _layer_norm_cnn(config) else "default",
         "encoder_layers": config.num_hidden_layers, "encoder_embed_dim": config.hidden_size,
         "encoder_ffn_embed_dim": config.intermediate_size,
         "encoder_attention_heads": config.num_attention_heads, "activation_fn": "gelu",
         "layer_type": "transformer", "dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0,
         "encoder_layerdrop": 0.05, "dropout_input": 0.1, "dropout_features": 0.1, "final_dim": 24,
-        "layer_norm_first": bool(config.do_stable_layer_norm),
+        "layer_norm_first": False if data2vec else bool(config.do_stable_layer_norm),
         "conv_feature_layers": _conv_spec_string(conv), "conv_bias": bool(config.conv_bias),
         "logit_temp": 0.1, "quantize_targets": True, "quantize_input": False, "same_quantizer": False,
         "target_glu": False, "feature_grad_mult": 1.0, "quantizer_depth": 1, "quantizer_factor": 3,
@@ -132,21 +160,44 @@ def fairseq_model_cfg(config) -> Dict[str, Any]:
         "mask_selection": "static", "mask_other": 0.0, "no_mask_overlap": False, "mask_min_space": 1,
         "mask_channel_length": 10, "mask_channel_prob": 0.0, "num_negatives": 100,
         "negatives_from_everywhere": False, "cross_sample_negatives": 0, "codebook_negatives": 0,
-        "conv_pos": config.num_conv_pos_embeddings, "conv_pos_groups": config.num_conv_pos_embedding_groups,
-        "pos_conv_depth": 1, "latent_temp": [2.0, 0.5, 0.999995], "max_positions": 100000,
+        "conv_pos": config.conv_pos_kernel_size * depth if data2vec else config.num_conv_pos_embeddings,
+        "conv_pos_groups": config.num_conv_pos_embedding_groups,
+        "pos_conv_depth": depth, "latent_temp": [2.0, 0.5, 0.999995], "max_positions": 100000,
         "checkpoint_activations": False, "required_seq_len_multiple": 1, "crop_seq_to_multiple": 1,
         "depthwise_conv_kernel_size": 31, "attn_type": "", "pos_enc_type": "abs", "fp16": True,
     }
+    if config.model_type == "hubert":  # HubertConfig: label targets instead of a quantizer
+        cfg.update(label_rate=50.0, skip_masked=False, skip_nomask=False, untie_final_proj=False,
+                   conv_pos_batch_norm=False)
+    elif data2vec:  # Data2VecAudioConfig: an EMA teacher's targets
+        cfg.update(average_top_k_layers=8, layer_norm_target_layer=False, instance_norm_target_layer=True,
+                   ema_decay=0.999, ema_end_decay=0.9999, loss_beta=0.0)
+    return cfg
+
+
+_FAIRSEQ_LAYER_PARTS = {
+    "attention.q_proj": "self_attn.q_proj", "attention.k_proj": "self_attn.k_proj",
+    "attention.v_proj": "self_attn.v_proj", "attention.out_proj": "self_attn.out_proj",
+    "layer_norm": "self_attn_layer_norm", "feed_forward.intermediate_dense": "fc1",
+    "feed_forward.output_dense": "fc2", "final_layer_norm": "final_layer_norm",
+    # WavLM, as unilm's WavLM.py names them
+    "attention.gru_rel_pos_linear": "self_attn.grep_linear", "attention.rel_attn_embed": "self_attn.relative_attention_bias",
+}
 
 
 def hf_to_fairseq_state_dict(hf_state: Mapping[str, torch.Tensor], config,
                              pretraining_extras: bool = True) -> Dict[str, torch.Tensor]:
-    """A ``Wav2Vec2Model`` state dict renamed to fairseq's ``Wav2Vec2Model`` parameter names,
-    with the pretraining-only weights fairseq stores (quantizer, project_q, final_proj, mask_emb)."""
-    layer_norm_mode = config.feat_extract_norm == "layer"
+    """A HF state dict (wav2vec2, HuBERT, data2vec-audio; WavLM as unilm names it) renamed to
+    fairseq's parameter names, with the pretraining-only weights fairseq stores: wav2vec2's
+    quantizer, project_q, final_proj, mask_emb; HuBERT's final_proj and label_embs_concat;
+    data2vec's final_proj and the EMA teacher ``_ema``; WavLM's mask_emb."""
+    layer_norm_mode = _layer_norm_cnn(config)
+    family = config.model_type
+    prefix = {"wav2vec2": "wav2vec2.", "hubert": "hubert.", "wavlm": "wavlm.",
+              "data2vec-audio": "data2vec_audio."}[family]
     out: Dict[str, torch.Tensor] = {}
     for key, value in hf_state.items():
-        key = key[len("wav2vec2."):] if key.startswith("wav2vec2.") else key
+        key = key[len(prefix):] if key.startswith(prefix) else key
         m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)", key)
         if m:
             i, part, wb = m.groups()
@@ -156,11 +207,15 @@ def hf_to_fairseq_state_dict(hf_state: Mapping[str, torch.Tensor], config,
         m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
         if m:
             i, part, wb = m.groups()
-            part = {"attention.q_proj": "self_attn.q_proj", "attention.k_proj": "self_attn.k_proj",
-                    "attention.v_proj": "self_attn.v_proj", "attention.out_proj": "self_attn.out_proj",
-                    "layer_norm": "self_attn_layer_norm", "feed_forward.intermediate_dense": "fc1",
-                    "feed_forward.output_dense": "fc2", "final_layer_norm": "final_layer_norm"}[part]
-            out[f"encoder.layers.{i}.{part}.{wb}"] = value
+            out[f"encoder.layers.{i}.{_FAIRSEQ_LAYER_PARTS[part]}.{wb}"] = value
+            continue
+        m = re.fullmatch(r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const", key)
+        if m:
+            out[f"encoder.layers.{m.group(1)}.self_attn.grep_a"] = value
+            continue
+        m = re.fullmatch(r"encoder\.pos_conv_embed\.layers\.(\d+)\.conv\.(weight|bias)", key)
+        if m:  # data2vec: Sequential(Sequential(conv, SamePad, TransposeLast, LayerNorm, ...), ...)
+            out[f"encoder.pos_conv.{m.group(1)}.0.{m.group(2)}"] = value
             continue
         simple = {
             "feature_projection.layer_norm.weight": "layer_norm.weight",
@@ -184,6 +239,20 @@ def hf_to_fairseq_state_dict(hf_state: Mapping[str, torch.Tensor], config,
         gen = torch.Generator().manual_seed(123)
         conv_dim, dim = config.conv_dim[-1], config.hidden_size
         groups, num_vars, var_dim, final_dim = 2, 8, 16, 24
+        out.setdefault("mask_emb", torch.rand(dim, generator=gen))
+        if family == "hubert":
+            out.update({"final_proj.weight": torch.randn(final_dim, dim, generator=gen),
+                        "final_proj.bias": torch.randn(final_dim, generator=gen),
+                        "label_embs_concat": torch.randn(504, final_dim, generator=gen)})
+            return out
+        if family == "data2vec-audio":
+            out.update({"final_proj.weight": torch.randn(dim, dim, generator=gen),
+                        "final_proj.bias": torch.randn(dim, generator=gen),
+                        "_ema": collections.OrderedDict(
+                            (k, v.clone()) for k, v in out.items() if k.startswith("encoder.layers.0."))})
+            return out
+        if family == "wavlm":
+            return out
         out.update({
             "quantizer.vars": torch.randn(1, groups * num_vars, var_dim // groups, generator=gen),
             "quantizer.weight_proj.weight": torch.randn(groups * num_vars, conv_dim, generator=gen),
@@ -193,7 +262,6 @@ def hf_to_fairseq_state_dict(hf_state: Mapping[str, torch.Tensor], config,
             "final_proj.weight": torch.randn(final_dim, dim, generator=gen),
             "final_proj.bias": torch.randn(final_dim, generator=gen),
         })
-        out.setdefault("mask_emb", torch.rand(dim, generator=gen))
     return out
 
 
@@ -225,7 +293,8 @@ def _fine_tuned(state: Mapping[str, torch.Tensor], cfg: Dict[str, Any], vocab: i
     new_state["w2v_encoder.proj.weight"] = torch.randn(vocab, dim, generator=gen)
     new_state["w2v_encoder.proj.bias"] = torch.randn(vocab, generator=gen)
     task = dict(cfg["task"], _name="audio_finetuning", labels="ltr")
-    model = {"_name": "wav2vec_ctc", "w2v_path": "/models/xlsr_53_56k.pt", "apply_mask": True,
+    name = "hubert_ctc" if cfg["model"]["_name"] == "hubert" else "wav2vec_ctc"
+    model = {"_name": name, "w2v_path": "/models/xlsr_53_56k.pt", "apply_mask": True,
              "mask_prob": 0.5, "layerdrop": 0.1, "final_dropout": 0.0, "freeze_finetune_updates": 10000,
              "normalize": "${task.normalize}", "w2v_args": {"model": cfg["model"], "task": cfg["task"]}}
     return new_state, dict(cfg, model=model, task=task)
@@ -289,6 +358,38 @@ def save_fairseq_checkpoint(path: os.PathLike, state: Mapping[str, torch.Tensor]
             torch.save(ckpt, path, **save_kwargs)
     else:
         raise ValueError(f"style: expected 'dict', 'namespace' or 'dictconfig', found {style!r}")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------
+# unilm's WavLM layout
+
+def unilm_wavlm_cfg(config, normalize: bool) -> Dict[str, Any]:
+    """unilm's flat ``WavLMConfig`` dict (``checkpoint["cfg"]``) for a HF ``WavLMConfig``."""
+    conv = list(zip(config.conv_dim, config.conv_kernel, config.conv_stride))
+    return {
+        "extractor_mode": "layer_norm" if config.feat_extract_norm == "layer" else "default",
+        "encoder_layers": config.num_hidden_layers, "encoder_embed_dim": config.hidden_size,
+        "encoder_ffn_embed_dim": config.intermediate_size, "encoder_attention_heads": config.num_attention_heads,
+        "activation_fn": "gelu", "layer_norm_first": bool(config.do_stable_layer_norm),
+        "conv_feature_layers": _conv_spec_string(conv), "conv_bias": bool(config.conv_bias),
+        "feature_grad_mult": 1.0, "normalize": normalize, "dropout": 0.1, "attention_dropout": 0.1,
+        "activation_dropout": 0.0, "encoder_layerdrop": 0.05, "dropout_input": 0.1, "dropout_features": 0.1,
+        "mask_length": 10, "mask_prob": 0.8, "mask_selection": "static", "mask_other": 0.0,
+        "no_mask_overlap": False, "mask_min_space": 1, "mask_channel_length": 10, "mask_channel_prob": 0.0,
+        "mask_channel_selection": "static", "mask_channel_other": 0.0, "no_mask_channel_overlap": False,
+        "mask_channel_min_space": 1, "conv_pos": config.num_conv_pos_embeddings,
+        "conv_pos_groups": config.num_conv_pos_embedding_groups, "relative_position_embedding": True,
+        "num_buckets": config.num_buckets, "max_distance": config.max_bucket_distance, "gru_rel_pos": True,
+    }
+
+
+def save_unilm_checkpoint(path: os.PathLike, model, *, normalize: bool = False) -> Path:
+    """Writes a HF ``WavLMModel`` as unilm's ``WavLM-*.pt``: ``{"cfg": flat dict, "model": weights}``
+    with fairseq's names (``self_attn.grep_linear``, ``self_attn.grep_a``, layer 0's
+    ``self_attn.relative_attention_bias``) and ``mask_emb``."""
+    state = hf_to_fairseq_state_dict(model.state_dict(), model.config)
+    torch.save({"cfg": unilm_wavlm_cfg(model.config, normalize), "model": collections.OrderedDict(state)}, path)
     return Path(path)
 
 

@@ -34,7 +34,8 @@ local_data_opts=        # options passed to local/data.sh
 bpe_size=64             # vocabulary size including blank
 bpe_type=bpe            # bpe or unigram
 text_normalizer=upper   # text normalisation before BPE (see xtrans.tokenizer)
-pretrained=             # encoder to import: HF directory, fairseq .pt or hub name; empty = random init
+pretrained=             # encoder to import: HF directory, fairseq/unilm .pt or hub name (wav2vec2, XLS-R, MMS, HuBERT, WavLM, data2vec-audio); empty = random init
+conf_variant=           # conf/variants/<name>.yaml: dotted-key overrides of every stage's conf (e.g. another encoder family); empty = none
 frontend_config=        # with a random encoder: fit its CNN to log-mel features first (e.g. conf/pretrain_frontend.yaml)
 train_stages="1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"   # training stages/variants to run
 decode_model=best.pt    # checkpoint decoded in stage 11 (best.pt or average.pt)
@@ -49,6 +50,10 @@ help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/as
 
 if [ $# -ne 0 ]; then
   log "unexpected arguments: $*"; exit 1
+fi
+if [ -n "$conf_variant" ] && [ ! -f "conf/variants/${conf_variant}.yaml" ]; then
+  log "--conf_variant: conf/variants/${conf_variant}.yaml does not exist (here: $(ls conf/variants 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' '))"
+  exit 1
 fi
 
 # Stage <-> training stage: exp/stage<N>/<variant>/, started from the named earlier stage.
@@ -103,7 +108,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     log "stage 4: no pretrained encoder given: the encoder of conf/train_stage1.yaml, randomly initialised"
   fi
   python -m xtrans.bin.import_encoder --config conf/train_stage1.yaml ${pretrained:+--pretrained "$pretrained"} \
-    --out exp/pretrained/encoder.pt
+    ${conf_variant:+--variant "conf/variants/${conf_variant}.yaml"} --out exp/pretrained/encoder.pt
   if [ -z "$pretrained" ] && [ -n "$frontend_config" ]; then
     log "stage 4: fitting the random encoder's CNN to log-mel features ($frontend_config; curve: exp/pretrained/frontend_pretrain.png)"
     opts=
@@ -151,6 +156,7 @@ for n in 1 2 3 4 5; do
       fi
       log "stage $s: training stage $v from $init -> $outdir (follow: tail -f exp/stage${n}/train.log)"
       python -m xtrans.bin.train --config "conf/train_stage${v}.yaml" --init "$init" --outdir "$outdir" \
+        ${conf_variant:+--variant "conf/variants/${conf_variant}.yaml"} \
         --stage_log "exp/stage${n}/train.log" --ngpu "$ngpu" $resume_opt $train_opts $opts
     done
   fi

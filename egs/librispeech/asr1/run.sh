@@ -4,6 +4,11 @@
 #   ./run.sh --stage 4 --stop_stage 4 --pretrained /path/xlsr_53_56k.pt   (or an HF directory / hub name)
 #   ./run.sh --stage 6 --stop_stage 10 --ngpu 4                training stages 1-5
 #   ./run.sh --local_data_opts "--librispeech_dir /data/LibriSpeech_root"   use a local copy
+# Other encoders: --pretrained takes wav2vec 2.0 / XLS-R / MMS, HuBERT, WavLM and data2vec-audio (HF
+# directories or hub names, fairseq or unilm .pt); a variant changes only what differs in every stage's
+# conf (the preset, the batch), conf/variants/<name>.yaml:
+#   ./run.sh --pretrained microsoft/wavlm-large --conf_variant wavlm_large   WavLM large (English)
+#   ./run.sh --pretrained facebook/mms-1b --conf_variant mms_1b              MMS 1B (1,400 languages)
 # Options: ./run.sh --help.
 set -euo pipefail
 cd "$(dirname "$0")"

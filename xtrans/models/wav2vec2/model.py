@@ -1,4 +1,4 @@
-"""The wav2vec 2.0 / XLSR encoder, written to obey the streaming rule of ``xtrans.masks``.
+"""The wav2vec 2.0 family of encoders, written to obey the streaming rule of ``xtrans.masks``.
 
 Data flow (shape legend: B batch, S samples at 16 kHz, T frames of 20 ms, D model dim, H heads)::
 
@@ -8,7 +8,12 @@ Data flow (shape legend: B batch, S samples at 16 kHz, T frames of 20 ms, D mode
 
 Two layouts of Baevski et al. (2020) are covered: XLSR-53 / XLS-R ("layer_norm" extractor,
 pre-LN transformer with a final norm) and wav2vec2-base ("group_norm" extractor, post-LN
-transformer with a norm after the positional convolution).
+transformer with a norm after the positional convolution). The self-supervised models built on
+them are options of the same modules: HuBERT (Hsu et al., 2021) is this layout; WavLM (Chen et
+al., 2022) adds a gated relative position bias to the attention scores
+(:class:`~xtrans.models.attention.RelativePositionBias`, :meth:`SelfAttention.bias_gate`);
+data2vec-audio (Baevski et al., 2022) replaces the positional convolution by a stack of five
+(:class:`PositionalConv`); XLS-R and MMS are XLSR-53 at other sizes. Every one streams exactly.
 
 Streaming (Kumar et al., 2025): every part that mixes frames in time obeys the chunk rule:
 attention through :func:`xtrans.models.attention.streaming_attention` (the rule of
@@ -34,7 +39,8 @@ from torch import nn
 
 from xtrans.masks import StreamingConfig, key_padding_mask
 from xtrans.models.arch import encoder_arch
-from xtrans.models.attention import AttentionCache, dense_attention_mask, streaming_attention
+from xtrans.models.attention import (AttentionCache, RelativePositionBias, biased_scores_mask, dense_attention_mask,
+                                     streaming_attention)
 from xtrans.models.wav2vec2.frontend_norm import CUMULATIVE_EPS, CumulativeChannelNorm, MaskedBatchNorm
 from xtrans.models.wav2vec2.states import (ConvLayerState, FrontendState, PositionalConvState,
                                           WaveformNormState)
@@ -43,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 EXTRACTOR_MODES = ("layer_norm", "group_norm", "cumulative_norm", "batch_norm")
 POS_CONV_MODES = ("full", "chunk", "causal", "none")
+POS_CONV_NORMS = ("weight", "layer")
 WAVEFORM_NORMS = ("none", "utterance", "cumulative")
 
 XLSR_CONV_LAYERS: Tuple[Tuple[int, int, int], ...] = (
@@ -309,100 +316,147 @@ class FeatureExtractor(nn.Module):
 
 
 class FeatureProjection(nn.Module):
-    """LayerNorm over CNN channels, then Linear to the model dimension."""
+    """LayerNorm over CNN channels (optional: Hugging Face's ``feat_proj_layer_norm``), then Linear
+    to the model dimension."""
 
-    def __init__(self, *, in_dim: int, embed_dim: int, dropout: float):
+    def __init__(self, *, in_dim: int, embed_dim: int, dropout: float, layer_norm: bool = True):
         super().__init__()
-        self.layer_norm = nn.LayerNorm(in_dim)
+        self.layer_norm = nn.LayerNorm(in_dim) if layer_norm else None
         self.projection = nn.Linear(in_dim, embed_dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, T, D)."""
-        return self.dropout(self.projection(self.layer_norm(x)))
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return self.dropout(self.projection(x))
 
 
 class PositionalConv(nn.Module):
-    """Convolutional relative positional embedding (kernel K=128, grouped, weight-normed, GELU).
+    """Convolutional relative positional embedding: one grouped convolution, or a stack of them.
 
-    Output frame ``t`` of the original (``full``) convolution reads input frames
-    ``t - K/2 .. t + K/2 - 1``. Modes:
+    Two layouts: wav2vec 2.0, HuBERT and WavLM use one weight-normed convolution (kernel
+    ``K = 128``, 16 groups) and GELU (``norm="weight"``); data2vec-audio a stack of
+    ``num_layers = 5`` plain convolutions (``K = 19``), each followed by a LayerNorm without
+    affine parameters and GELU (``norm="layer"``). Output frame ``t`` of one (``full``)
+    convolution reads input frames ``t - K//2 .. t + (K-1)//2`` (zeros outside the utterance).
+    Every layer of a stack obeys the mode on its own input, so the stack does too. Modes:
 
-    - ``full``: the original; looks ``K/2`` frames (1.28 s) ahead.
+    - ``full``: the original; looks ``(K-1)//2`` frames (1.26 s for K=128) ahead per layer.
     - ``chunk``: for a frame in chunk ``c``, every input frame at or after the end of chunk
       ``c`` reads as zero — exactly what the convolution sees at the end of an utterance — so
-      no future chunk leaks in. Needs ``K/2`` frames of history in streaming.
+      no future chunk leaks in, at any layer. Needs ``K//2`` frames of history per layer.
     - ``causal``: the same kernel shifted onto the past: frame ``t`` reads ``t-K+1 .. t``.
     - ``none``: no positional embedding (the module returns zeros).
+
+    The input of layers 2..n is zeroed past each utterance's length (``lengths``), so that
+    padding a batch changes nothing (the original stack reads its own outputs over the padding).
     """
 
-    def __init__(self, *, embed_dim: int, kernel: int = 128, groups: int = 16, mode: str = "full"):
+    def __init__(self, *, embed_dim: int, kernel: int = 128, groups: int = 16, mode: str = "full",
+                 num_layers: int = 1, norm: str = "weight"):
         super().__init__()
         if mode not in POS_CONV_MODES:
             raise ValueError(f"pos_conv: expected one of {POS_CONV_MODES}, found {mode!r}")
-        if kernel % 2:
-            raise ValueError(f"pos_conv_kernel: expected an even kernel (as wav2vec 2.0), found {kernel}")
+        if norm not in POS_CONV_NORMS:
+            raise ValueError(f"pos_conv_norm: expected one of {POS_CONV_NORMS}, found {norm!r}")
+        if num_layers < 1 or (norm == "weight" and num_layers != 1):
+            raise ValueError(f"pos_conv_layers: expected 1 for pos_conv_norm='weight' (one weight-normed "
+                             f"convolution) or >= 1 for 'layer', found {num_layers}")
+        if kernel < 1:
+            raise ValueError(f"pos_conv_kernel: expected >= 1, found {kernel}")
         self.mode = mode
         self.kernel = kernel
-        conv = nn.Conv1d(embed_dim, embed_dim, kernel, padding=0, groups=groups)
-        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.norm = norm
+        self.num_layers = num_layers
+        if norm == "weight":
+            conv = nn.Conv1d(embed_dim, embed_dim, kernel, padding=0, groups=groups)
+            self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        else:
+            self.convs = nn.ModuleList(nn.Conv1d(embed_dim, embed_dim, kernel, padding=0, groups=groups)
+                                       for _ in range(num_layers))
 
     @property
     def history(self) -> int:
-        """Input frames before the current chunk that streaming must keep (0 when unused)."""
+        """Input frames before the current chunk that streaming must keep, per layer (0 when unused)."""
         return {"full": self.kernel // 2, "chunk": self.kernel // 2, "causal": self.kernel - 1,
                 "none": 0}[self.mode]
 
-    def forward(self, x: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
+    def _layer(self, i: int, window: torch.Tensor) -> torch.Tensor:
+        """Layer ``i`` on padded input (B, D, n + K - 1) -> (B, D, n): conv, [LayerNorm], GELU."""
+        if self.norm == "weight":
+            return F.gelu(self.conv(window))
+        conv = self.convs[i]
+        y = conv(window).transpose(1, 2)  # (B, D, n) -> (B, n, D)
+        return F.gelu(F.layer_norm(y, (conv.out_channels,), eps=1e-5)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, chunk_size: Optional[int] = None,
+                lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, T, D) -> positional embedding (B, T, D); padded frames of ``x`` must be zero.
 
         Args:
             x: frames, zero past each utterance's end.
             chunk_size: ``C`` for ``chunk`` mode; ``None`` makes ``chunk`` equal to ``full``.
+            lengths: (B,) valid frames, for a stack (the input of its inner layers is zeroed past
+                them); ``None`` = all.
         """
         if self.mode == "none":
             return torch.zeros_like(x)
         h = x.transpose(1, 2)  # (B, T, D) -> (B, D, T)
-        half = self.kernel // 2
         T = h.shape[2]
-        if self.mode == "causal":
-            y = self._convolve(F.pad(h, (self.kernel - 1, 0)))
-        elif self.mode == "full" or chunk_size is None or chunk_size >= T:
-            y = self.conv(F.pad(h, (half, half - 1)))
-        else:
-            y = self._chunked(h, chunk_size)
-        return F.gelu(y).transpose(1, 2)
+        valid = None if lengths is None else key_padding_mask(lengths, T)[:, None, :]  # (B, 1, T)
+        for i in range(self.num_layers):
+            if i and valid is not None:
+                h = h.masked_fill(~valid, 0.0)
+            if self.mode == "causal":
+                h = self._convolve(i, F.pad(h, (self.kernel - 1, 0)))
+            elif self.mode == "full" or chunk_size is None or chunk_size >= T:
+                h = self._layer(i, F.pad(h, (self.kernel // 2, (self.kernel - 1) // 2)))
+            else:
+                h = self._chunked(i, h, chunk_size)
+        return h.transpose(1, 2)
 
-    def _convolve(self, window: torch.Tensor) -> torch.Tensor:
-        """``causal``/``chunk``: (B, D, P + n) history and frames -> (B, D, n), before GELU.
+    def _convolve(self, i: int, window: torch.Tensor) -> torch.Tensor:
+        """``causal``/``chunk``: layer ``i`` on (B, D, P + n) history and frames -> (B, D, n).
 
-        In ``chunk`` mode the ``K/2 - 1`` frames after the window read as zero.
+        In ``chunk`` mode the ``(K-1)//2`` frames after the window read as zero.
         """
         if self.mode == "chunk":
-            window = F.pad(window, (0, self.kernel // 2 - 1))
-        return self.conv(window)
+            window = F.pad(window, (0, (self.kernel - 1) // 2))
+        return self._layer(i, window)
 
     def init_state(self, batch_size: int, device=None, dtype: Optional[torch.dtype] = None) -> PositionalConvState:
-        """Zero history: what the full pass sees before the first frame."""
-        embed_dim = self.conv.in_channels
-        return PositionalConvState(torch.zeros(batch_size, self.history, embed_dim, device=device, dtype=dtype))
+        """Zero history at every layer: what the full pass sees before the first frame."""
+        embed_dim = (self.conv if self.norm == "weight" else self.convs[0]).in_channels
 
-    def forward_chunk(self, x: torch.Tensor, state: PositionalConvState
+        def zeros() -> torch.Tensor:
+            return torch.zeros(batch_size, self.history, embed_dim, device=device, dtype=dtype)
+
+        return PositionalConvState(zeros(), tuple(zeros() for _ in range(self.num_layers - 1)))
+
+    def forward_chunk(self, x: torch.Tensor, state: PositionalConvState, valid: Optional[torch.Tensor] = None
                       ) -> Tuple[torch.Tensor, PositionalConvState]:
         """The embedding (B, n, D) of one whole chunk's frames ``x`` (B, n, D), and the new history.
 
         ``chunk`` mode reads zeros after the chunk, ``causal`` nothing after it, as :meth:`forward`.
+        ``valid`` (B, n) marks the frames before each stream's end (the inner layers' input is
+        zeroed after it, as :meth:`forward` does past ``lengths``); ``None`` = all.
         """
         if self.mode == "full":
             raise StreamingNotSupportedError("pos_conv='full' looks ahead across chunk borders and cannot stream")
-        window = torch.cat([state.history, x], dim=1)  # (B, P + n, D)
-        new = PositionalConvState(window[:, window.shape[1] - self.history:])
-        if self.mode == "none":
-            return torch.zeros_like(x), new
-        return F.gelu(self._convolve(window.transpose(1, 2))).transpose(1, 2), new  # (B, D, n) -> (B, n, D)
+        h, histories = x, []
+        for i, history in enumerate((state.history, *state.inner)):
+            if i and valid is not None:
+                h = h.masked_fill(~valid[:, :, None], 0.0)
+            window = torch.cat([history, h], dim=1)  # (B, P + n, D)
+            histories.append(window[:, window.shape[1] - self.history:])
+            if self.mode != "none":
+                h = self._convolve(i, window.transpose(1, 2)).transpose(1, 2)  # (B, D, n) -> (B, n, D)
+        new = PositionalConvState(histories[0], tuple(histories[1:]))
+        return (torch.zeros_like(x) if self.mode == "none" else h), new
 
-    def _chunked(self, h: torch.Tensor, chunk_size: int) -> torch.Tensor:
-        """Chunk mode: each chunk convolved with its ``K/2`` frames of history and zeros after it."""
+    def _chunked(self, i: int, h: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """Chunk mode, layer ``i``: each chunk convolved with its ``K//2`` frames of history and zeros after it."""
         B, D, T = h.shape
         half, C = self.kernel // 2, chunk_size
         n = -(-T // C)
@@ -410,7 +464,7 @@ class PositionalConv(nn.Module):
         # window of chunk c: input frames c*C - half .. (c+1)*C - 1, then zeros for the future
         windows = padded.unfold(2, C + half, C)  # (B, D, n, C + half)
         windows = windows.permute(0, 2, 1, 3).reshape(B * n, D, C + half)
-        y = self._convolve(windows)  # (B*n, D, C)
+        y = self._convolve(i, windows)  # (B*n, D, C)
         return y.reshape(B, n, D, C).permute(0, 2, 1, 3).reshape(B, D, n * C)[:, :, :T]
 
 
@@ -420,9 +474,14 @@ class SelfAttention(nn.Module):
     :meth:`forward` attends a whole padded batch under the rule, at a cost linear in ``T`` for
     bounded left context; :meth:`attend` takes explicit keys/values and a boolean mask (True = may
     attend), for the streaming encoder's cached keys.
+
+    With a relative position bias (WavLM, :class:`~xtrans.models.attention.RelativePositionBias`,
+    shared by all layers and passed in), ``gated=True`` scales it per query and head by WavLM's
+    gate (:meth:`bias_gate`); its weights keep WavLM's names ``gru_rel_pos_linear`` and
+    ``gru_rel_pos_const``.
     """
 
-    def __init__(self, *, embed_dim: int, num_heads: int, dropout: float):
+    def __init__(self, *, embed_dim: int, num_heads: int, dropout: float, gated: bool = False):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"num_heads: {num_heads} does not divide embed_dim {embed_dim}")
@@ -433,6 +492,24 @@ class SelfAttention(nn.Module):
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.gated = gated
+        if gated:
+            self.gru_rel_pos_linear = nn.Linear(self.head_dim, 8)
+            self.gru_rel_pos_const = nn.Parameter(torch.ones(1, num_heads, 1, 1))
+
+    def bias_gate(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """WavLM's gate of the position bias from the attention input (B, T, D) -> (B, H, T), or None.
+
+        Per head, the query frame's slice ``x_h`` (D/H values) gives two gates
+        ``a, b = sigmoid(sum over 4 of W x_h + w)`` and the bias is scaled by
+        ``a (b c_h - 1) + 2`` (``c_h`` learned; with ``c_h = 1`` the scale lies in (1, 2)).
+        """
+        if not self.gated:
+            return None
+        h = self.split_heads(x)  # (B, H, T, D/H)
+        gates = torch.sigmoid(self.gru_rel_pos_linear(h).unflatten(-1, (2, 4)).sum(-1))  # (B, H, T, 2)
+        gate_a, gate_b = gates[..., 0], gates[..., 1]
+        return gate_a * (gate_b * self.gru_rel_pos_const[..., 0] - 1.0) + 2.0  # (B, H, T)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, H, T, D/H)."""
@@ -447,7 +524,8 @@ class SelfAttention(nn.Module):
                mask: Optional[torch.Tensor]) -> torch.Tensor:
         """Queries from ``x`` (B, Tq, D) over keys/values (B, H, Tk, D/H) -> (B, Tq, D).
 
-        ``mask`` broadcasts to (B, H, Tq, Tk), True = may attend; ``None`` = attend to all.
+        ``mask`` broadcasts to (B, H, Tq, Tk), True = may attend; ``None`` = attend to all; or a
+        float mask added to the scores (``-inf`` = may not attend).
         """
         q = self.split_heads(self.q_proj(x))
         return self.merge_heads(F.scaled_dot_product_attention(
@@ -458,16 +536,18 @@ class SelfAttention(nn.Module):
         B, H, Tq, Dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, Tq, H * Dh))  # (B, H, Tq, D/H) -> (B, Tq, D)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
-                streaming: Optional[StreamingConfig]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, streaming: Optional[StreamingConfig],
+                position_bias: Optional[RelativePositionBias] = None) -> torch.Tensor:
         """(B, T, D) -> (B, T, D), frames past ``lengths`` (B,) never attended, under ``streaming``.
 
-        Rows of padded frames hold finite values of no meaning.
+        Rows of padded frames hold finite values of no meaning. ``position_bias`` (WavLM) is added
+        to the scores, gated by :meth:`bias_gate`.
         """
         q = self.split_heads(self.q_proj(x))
         k, v = self.project_kv(x)
+        bias = {} if position_bias is None else dict(position_bias=position_bias, bias_gate=self.bias_gate(x))
         return self.merge_heads(streaming_attention(q, k, v, lengths, streaming,
-                                                    dropout_p=self.dropout if self.training else 0.0))
+                                                    dropout_p=self.dropout if self.training else 0.0, **bias))
 
 
 class FeedForward(nn.Module):
@@ -488,10 +568,11 @@ class TransformerLayer(nn.Module):
     """One transformer layer, pre-LN (XLSR-53) or post-LN (wav2vec2-base)."""
 
     def __init__(self, *, embed_dim: int, num_heads: int, ffn_dim: int, layer_norm_first: bool,
-                 dropout: float, attention_dropout: float, activation_dropout: float):
+                 dropout: float, attention_dropout: float, activation_dropout: float, gated_bias: bool = False):
         super().__init__()
         self.layer_norm_first = layer_norm_first
-        self.attention = SelfAttention(embed_dim=embed_dim, num_heads=num_heads, dropout=attention_dropout)
+        self.attention = SelfAttention(embed_dim=embed_dim, num_heads=num_heads, dropout=attention_dropout,
+                                       gated=gated_bias)
         self.dropout = nn.Dropout(dropout)
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.feed_forward = FeedForward(embed_dim=embed_dim, ffn_dim=ffn_dim,
@@ -515,10 +596,11 @@ class TransformerLayer(nn.Module):
         """The layer with the attention's keys/values given (B, H, Tk, D/H): (B, Tq, D) -> (B, Tq, D)."""
         return self.around(x, lambda h: self.attention.attend(h, k, v, mask))
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
-                streaming: Optional[StreamingConfig]) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D), attending under ``streaming`` to the ``lengths`` (B,) valid frames."""
-        return self.around(x, lambda h: self.attention(h, lengths, streaming))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, streaming: Optional[StreamingConfig],
+                position_bias: Optional[RelativePositionBias] = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D), attending under ``streaming`` to the ``lengths`` (B,) valid frames
+        (with the encoder's relative ``position_bias``, WavLM)."""
+        return self.around(x, lambda h: self.attention(h, lengths, streaming, position_bias))
 
     def init_state(self, batch_size: int, streaming: StreamingConfig, device=None,
                    dtype: Optional[torch.dtype] = None) -> AttentionCache:
@@ -528,17 +610,30 @@ class TransformerLayer(nn.Module):
                                     streaming.left_context, device, dtype)
 
     def forward_chunk(self, x: torch.Tensor, state: AttentionCache, start: torch.Tensor, lengths: torch.Tensor,
-                      left_context: Optional[int]) -> Tuple[torch.Tensor, AttentionCache]:
+                      left_context: Optional[int], position_bias: Optional[RelativePositionBias] = None
+                      ) -> Tuple[torch.Tensor, AttentionCache]:
         """One chunk (B, n, D) at frames ``start`` (B,) .. ``start + n - 1`` -> (B, n, D), new cache.
 
         Each query attends the cached sinks and window and the whole chunk (the rule's key set,
         :func:`~xtrans.models.attention.chunk_key_mask`), never a key at or past ``lengths`` (B,);
-        the cache then keeps the last ``left_context`` frames (all when None).
+        the cache then keeps the last ``left_context`` frames (all when None). A relative
+        ``position_bias`` sees every cached key at its absolute frame (sink slot ``i`` = frame
+        ``i``, window slot ``w`` = frame ``start - L + w``), as the full pass does.
         """
+        n = x.shape[1]
         k, v = self.attention.project_kv(self.attention_input(x))  # (B, H, n, D/H)
         keys, values = state.keys_values(k, v)
-        mask = state.mask(start, x.shape[1], lengths)  # (B, 1, n, K)
-        y = self.around(x, lambda h: self.attention.attend(h, keys, values, mask))
+        mask = state.mask(start, n, lengths)  # (B, 1, n, K)
+
+        def attention(h: torch.Tensor) -> torch.Tensor:
+            scores_mask = mask
+            if position_bias is not None:
+                query_pos = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
+                scores_mask = biased_scores_mask(position_bias, query_pos, state.key_positions(start, n),
+                                                 self.attention.bias_gate(h), mask)  # (B, H, n, K)
+            return self.attention.attend(h, keys, values, scores_mask)
+
+        y = self.around(x, attention)
         return y, state.append(k, v, start, bounded=left_context is not None)
 
 
@@ -572,6 +667,20 @@ class Wav2Vec2Encoder(nn.Module):
             stays in evaluation mode, so a ``batch_norm`` front end keeps its running statistics.
         layer_norm_eps: epsilon of every layer norm after the CNN (Hugging Face's ``layer_norm_eps``;
             the CNN's keep 1e-5, as there).
+        feat_proj_layer_norm: a LayerNorm over the CNN channels before the projection (False in
+            some Hugging Face HuBERT conversions, ``feat_proj_layer_norm``).
+        pos_conv_layers: convolutions in the positional embedding's stack (5 in data2vec-audio).
+        pos_conv_norm: ``weight`` (one weight-normed convolution: wav2vec 2.0, HuBERT, WavLM) or
+            ``layer`` (each convolution followed by a LayerNorm without affine: data2vec-audio);
+            see :class:`PositionalConv`.
+        rel_pos_buckets: buckets of WavLM's relative position bias; 0 = no bias (wav2vec 2.0,
+            HuBERT, data2vec). See :class:`~xtrans.models.attention.RelativePositionBias`.
+        rel_pos_max_distance: the distance (frames) from which relative positions share the last bucket.
+        rel_pos_gated: scale the bias per query by WavLM's gate (``gru_rel_pos``).
+
+    The model families differ only in these options (presets and ``load_pretrained`` set them):
+    HuBERT is wav2vec 2.0's layout; WavLM adds ``rel_pos_*``; data2vec-audio sets
+    ``pos_conv_layers=5, pos_conv_norm="layer"``; XLS-R and MMS are wav2vec 2.0 at other sizes.
     """
 
     def __init__(self, *, conv_layers: Sequence[Tuple[int, int, int]] = XLSR_CONV_LAYERS,
@@ -580,7 +689,9 @@ class Wav2Vec2Encoder(nn.Module):
                  layer_norm_first: bool = True, pos_conv_kernel: int = 128, pos_conv_groups: int = 16,
                  pos_conv: str = "full", waveform_norm: str = "utterance", dropout: float = 0.0,
                  attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 layer_drop: float = 0.0, freeze_feature_extractor: bool = False, layer_norm_eps: float = 1e-5):
+                 layer_drop: float = 0.0, freeze_feature_extractor: bool = False, layer_norm_eps: float = 1e-5,
+                 feat_proj_layer_norm: bool = True, pos_conv_layers: int = 1, pos_conv_norm: str = "weight",
+                 rel_pos_buckets: int = 0, rel_pos_max_distance: int = 800, rel_pos_gated: bool = False):
         super().__init__()
         self.arch = encoder_arch(dict(  # the keyword arguments that rebuild this encoder, type-checked
             conv_layers=conv_layers, extractor_mode=extractor_mode,
@@ -589,11 +700,18 @@ class Wav2Vec2Encoder(nn.Module):
             pos_conv_groups=pos_conv_groups, pos_conv=pos_conv, waveform_norm=waveform_norm,
             dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
             layer_drop=layer_drop, freeze_feature_extractor=freeze_feature_extractor,
-            layer_norm_eps=layer_norm_eps), "Wav2Vec2Encoder")
+            layer_norm_eps=layer_norm_eps, feat_proj_layer_norm=feat_proj_layer_norm,
+            pos_conv_layers=pos_conv_layers, pos_conv_norm=pos_conv_norm, rel_pos_buckets=rel_pos_buckets,
+            rel_pos_max_distance=rel_pos_max_distance, rel_pos_gated=rel_pos_gated), "Wav2Vec2Encoder")
         if waveform_norm not in WAVEFORM_NORMS:
             raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {waveform_norm!r}")
         if not 0.0 <= layer_drop < 1.0:
             raise ValueError(f"layer_drop: expected in [0, 1), found {layer_drop}")
+        if rel_pos_buckets < 0:
+            raise ValueError(f"rel_pos_buckets: expected >= 0 (0 = no relative position bias), found {rel_pos_buckets}")
+        if rel_pos_gated and not rel_pos_buckets:
+            raise ValueError("rel_pos_gated: expected False without a relative position bias (rel_pos_buckets=0), "
+                             "found True")
         self.embed_dim = embed_dim
         self.layer_norm_first = layer_norm_first
         self.waveform_norm = waveform_norm
@@ -603,9 +721,12 @@ class Wav2Vec2Encoder(nn.Module):
         self.feature_extractor = FeatureExtractor(conv_layers=conv_layers, mode=extractor_mode,
                                                   conv_bias=conv_bias)
         self.feature_projection = FeatureProjection(in_dim=conv_layers[-1][0], embed_dim=embed_dim,
-                                                    dropout=dropout)
-        self.pos_conv = PositionalConv(embed_dim=embed_dim, kernel=pos_conv_kernel,
-                                       groups=pos_conv_groups, mode=pos_conv)
+                                                    dropout=dropout, layer_norm=feat_proj_layer_norm)
+        self.pos_conv = PositionalConv(embed_dim=embed_dim, kernel=pos_conv_kernel, groups=pos_conv_groups,
+                                       mode=pos_conv, num_layers=pos_conv_layers, norm=pos_conv_norm)
+        # WavLM: one relative position bias, shared by every layer (each gates it by its queries)
+        self.rel_pos_bias = (RelativePositionBias(num_heads=num_heads, num_buckets=rel_pos_buckets,
+                                                  max_distance=rel_pos_max_distance) if rel_pos_buckets else None)
         # post-LN (base) normalises right after adding the positional embedding;
         # pre-LN (XLSR) normalises after the last layer.
         self.layer_norm = nn.LayerNorm(embed_dim)
@@ -613,7 +734,8 @@ class Wav2Vec2Encoder(nn.Module):
         self.layers = nn.ModuleList(
             TransformerLayer(embed_dim=embed_dim, num_heads=num_heads, ffn_dim=ffn_dim,
                              layer_norm_first=layer_norm_first, dropout=dropout,
-                             attention_dropout=attention_dropout, activation_dropout=activation_dropout)
+                             attention_dropout=attention_dropout, activation_dropout=activation_dropout,
+                             gated_bias=rel_pos_gated)
             for _ in range(num_layers))
         if freeze_feature_extractor:
             self.feature_extractor.requires_grad_(False)
@@ -722,7 +844,9 @@ class Wav2Vec2Encoder(nn.Module):
         x, frame_lengths = self.extract(waveform, lengths)
         T = x.shape[1]
         chunk = None if streaming is None else streaming.chunk_size
-        x = self._contextualize(x, self.pos_conv(x, chunk), lambda layer, h: layer(h, frame_lengths, streaming))
+        bias = self.rel_pos_bias
+        x = self._contextualize(x, self.pos_conv(x, chunk, frame_lengths),
+                                lambda layer, h: layer(h, frame_lengths, streaming, bias))
         valid = key_padding_mask(frame_lengths, T)
         return x.masked_fill(~valid[:, :, None], 0.0), frame_lengths
 
@@ -761,14 +885,15 @@ class Wav2Vec2Encoder(nn.Module):
         it must be zero in ``h``; they come out zero). Returns the frames (B, n, D) and the new
         states.
         """
-        pos, positional = self.pos_conv.forward_chunk(h, positional)
+        valid = start[:, None] + torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]  # (B, n)
+        pos, positional = self.pos_conv.forward_chunk(h, positional, valid)
         new_caches = []
 
         def run_layer(layer: TransformerLayer, x: torch.Tensor) -> torch.Tensor:
-            y, cache = layer.forward_chunk(x, caches[len(new_caches)], start, lengths, streaming.left_context)
+            y, cache = layer.forward_chunk(x, caches[len(new_caches)], start, lengths, streaming.left_context,
+                                           self.rel_pos_bias)
             new_caches.append(cache)
             return y
 
         x = self._contextualize(h, pos, run_layer)
-        valid = start[:, None] + torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]  # (B, n)
         return x.masked_fill(~valid[:, :, None], 0.0), positional, tuple(new_caches)

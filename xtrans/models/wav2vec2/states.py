@@ -51,9 +51,17 @@ class ConvLayerState:
 
 @dataclass(frozen=True)
 class PositionalConvState:
-    """The positional convolution's history: (B, P, D), the ``P = history`` frames before the next chunk."""
+    """The positional convolution's history, per layer of its stack.
+
+    Attributes:
+        history: (B, P, D) the ``P = history`` input frames before the next chunk (the projected
+            CNN frames: the input of the first, or only, convolution).
+        inner: the same (B, P, D) history of the input of each further convolution of a stack
+            (data2vec-audio's layers 2..n); empty for one convolution.
+    """
 
     history: torch.Tensor
+    inner: Tuple[torch.Tensor, ...] = ()
 
 
 @dataclass(frozen=True)
