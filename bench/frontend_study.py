@@ -33,7 +33,8 @@ from typing import Dict, List
 import torch
 
 from xtrans.data.dataset import AsrDataset, Example, collate
-from xtrans.models.arch import ModelArch, StatelessPredictorArch, encoder_arch, encoder_defaults
+from xtrans.models.arch import ModelArch, StatelessPredictorArch, encoder_arch
+from xtrans.models.config import encoder_defaults
 from xtrans.models.config import build_model
 from xtrans.models.wav2vec2.presets import preset_kwargs
 from xtrans.scoring.wer import align

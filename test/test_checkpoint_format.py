@@ -17,9 +17,9 @@ from xtrans.checkpoint import (CHECKPOINT_VERSION, CheckpointError, atomic_save,
                                model_checkpoint, read_arch)
 from xtrans.inference import Speech2Text
 from xtrans.models import build_model as exported_build_model
-from xtrans.models.arch import (EncoderArch, LossArch, LSTMPredictorArch, ModelArch, StatelessPredictorArch,
-                                arch_from_v1)
-from xtrans.models.config import EncoderConfig, LossConfig, ModelConfig, PredictorConfig, build_model, resolve_arch
+from xtrans.models.arch import EncoderArch, LossArch, LSTMPredictorArch, ModelArch, StatelessPredictorArch
+from xtrans.models.config import (EncoderConfig, LossConfig, ModelConfig, PredictorConfig, arch_from_v1, build_model,
+                                  resolve_arch)
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder
 from xtrans.models.wav2vec2.model import XLSR_CONV_LAYERS
 from xtrans.train.checkpoint import average_checkpoints

@@ -16,7 +16,8 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from xtrans.models.arch import EncoderArch, ModelArch, encoder_defaults  # noqa: E402
+from xtrans.models.arch import EncoderArch, ModelArch  # noqa: E402
+from xtrans.models.config import encoder_defaults  # noqa: E402
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder, load_pretrained, presets  # noqa: E402
 from xtrans.models.wav2vec2.import_hf import encoder_kwargs_from_hf_config  # noqa: E402
 from xtrans.models.wav2vec2.pretrained import ARCHITECTURE_KEYS, CheckpointMismatchError  # noqa: E402

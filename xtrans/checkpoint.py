@@ -11,7 +11,7 @@ best-k, initialisation, averaging). :func:`load_model` rebuilds the transducer o
 with :func:`xtrans.models.build_model`, without the pretrained file it started from.
 
 Format 1 (before :class:`~xtrans.models.arch.ModelArch`) had the same keys with ``arch`` the
-plain dict of that time; :func:`read_arch` converts it (:func:`~xtrans.models.arch.arch_from_v1`).
+plain dict of that time; :func:`read_arch` converts it (:func:`~xtrans.models.config.arch_from_v1`).
 
 Writes are atomic: the file is written to ``<name>.tmp``, flushed and ``fsync``-ed, then
 ``os.replace``-d onto its name and the directory is ``fsync``-ed. A process killed at any
@@ -29,8 +29,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 import torch
 
-from xtrans.models.arch import ModelArch, arch_from_v1
-from xtrans.models.config import build_model
+from xtrans.models.arch import ModelArch
+from xtrans.models.config import arch_from_v1, build_model
 from xtrans.models.transducer import Transducer
 
 logger = logging.getLogger(__name__)

@@ -31,6 +31,10 @@ import torch
 from xtrans.frames import FRAME_MS, frames_to_ms, ms_to_frames  # noqa: F401 (re-exported)
 
 
+class StreamingNotSupportedError(ValueError):
+    """The encoder configuration cannot obey the streaming rule (e.g. a group-norm extractor)."""
+
+
 @dataclass(frozen=True)
 class StreamingConfig:
     """One streaming configuration of the rule above.

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from xtrans.config import ConfigError, load_config, to_dict
 from xtrans.data.kaldi_dir import DataDirError, read_data_dir
-from xtrans.models.arch import encoder_arch, encoder_defaults
+from xtrans.models.arch import encoder_arch
+from xtrans.models.config import encoder_defaults
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder
 from xtrans.train.frontend_pretrain import FrontendPretrainConfig, pretrain_frontend
 

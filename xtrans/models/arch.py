@@ -278,38 +278,6 @@ def _from_dict(cls: type, data: Any, path: str) -> Any:
 
 # ------------------------------------------------------------------------------------ format 1
 
-def arch_from_v1(arch: Mapping[str, Any], name: str = "arch") -> ModelArch:
-    """Converts the plain-dict ``arch`` of a format-1 checkpoint (``Transducer.arch`` before
-    :class:`ModelArch`) -> :class:`ModelArch`.
-
-    That dict is this one's layout, except that it had no ``loss`` entry for the full loss, and
-    that its ``encoder`` entry holds only the arguments given when it was written (missing ones
-    took :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`'s defaults, as they do here).
-
-    Raises:
-        ValueError, TypeError: as :meth:`ModelArch.from_dict`.
-    """
-    if not isinstance(arch, Mapping):
-        raise TypeError(f"{name}: expected a mapping, found {type(arch).__name__}")
-    data = dict(arch)
-    if isinstance(data.get("encoder"), Mapping):
-        data["encoder"] = {**encoder_defaults(), **data["encoder"]}
-    data.setdefault("blank", 0)
-    data.setdefault("ctc_weight", 0.0)
-    data.setdefault("loss", dataclasses.asdict(LossArch()))
-    return ModelArch.from_dict(data, name)
-
-
-def encoder_defaults() -> Dict[str, Any]:
-    """The default keyword arguments of :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`."""
-    import inspect
-
-    from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
-
-    return {k: p.default for k, p in inspect.signature(Wav2Vec2Encoder.__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty}
-
-
 def encoder_arch(value: Union[EncoderArch, Mapping[str, Any]], name: str = "arch.encoder") -> EncoderArch:
     """An :class:`EncoderArch` from itself or its dict (e.g. the ``arch`` of an encoder-only file)."""
     if isinstance(value, EncoderArch):
@@ -327,4 +295,4 @@ def predictor_arch(kind: str, **kwargs: Any) -> PredictorArch:
 
 
 __all__ = ["EncoderArch", "LSTMPredictorArch", "LossArch", "ModelArch", "PredictorArch", "StatelessPredictorArch",
-           "arch_from_v1", "encoder_arch", "encoder_defaults", "predictor_arch"]
+           "encoder_arch", "predictor_arch"]

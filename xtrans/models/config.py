@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
-from xtrans.models.arch import EncoderArch, LossArch, ModelArch, encoder_arch, encoder_defaults, predictor_arch
+from xtrans.models.arch import EncoderArch, LossArch, ModelArch, encoder_arch, predictor_arch
 from xtrans.models.joiner import Joiner
 from xtrans.models.predictor import LSTMPredictor, StatelessPredictor
 from xtrans.models.transducer import Transducer
@@ -226,3 +228,31 @@ def build_model(arch: Union[ModelArch, ModelConfig], vocab_size: Optional[int] =
                       blank=arch.blank, ctc_weight=arch.ctc_weight, arch=arch, loss_kind=loss.kind,
                       prune_range=loss.prune_range, simple_loss_scale=loss.simple_loss_scale,
                       warmup_updates=loss.warmup_updates)
+
+
+def arch_from_v1(arch: Mapping[str, Any], name: str = "arch") -> ModelArch:
+    """Converts the plain-dict ``arch`` of a format-1 checkpoint (``Transducer.arch`` before
+    :class:`ModelArch`) -> :class:`ModelArch`.
+
+    That dict is this one's layout, except that it had no ``loss`` entry for the full loss, and
+    that its ``encoder`` entry holds only the arguments given when it was written (missing ones
+    took :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`'s defaults, as they do here).
+
+    Raises:
+        ValueError, TypeError: as :meth:`ModelArch.from_dict`.
+    """
+    if not isinstance(arch, Mapping):
+        raise TypeError(f"{name}: expected a mapping, found {type(arch).__name__}")
+    data = dict(arch)
+    if isinstance(data.get("encoder"), Mapping):
+        data["encoder"] = {**encoder_defaults(), **data["encoder"]}
+    data.setdefault("blank", 0)
+    data.setdefault("ctc_weight", 0.0)
+    data.setdefault("loss", dataclasses.asdict(LossArch()))
+    return ModelArch.from_dict(data, name)
+
+
+def encoder_defaults() -> Dict[str, Any]:
+    """The default keyword arguments of :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`."""
+    return {k: p.default for k, p in inspect.signature(Wav2Vec2Encoder.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
