@@ -30,6 +30,8 @@ bench: install
 	$(PY) bench/rnnt_loss.py
 	$(PY) bench/encoder.py
 	$(PY) bench/streaming.py
+	$(PY) bench/onnx.py
+	$(PY) bench/serve.py
 
 # installs nothing; PYTHON_GPU names a python with a CUDA torch and xtrans (default: .venv/bin/python
 # when it exists, else python3)
