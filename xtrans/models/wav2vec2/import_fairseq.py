@@ -119,6 +119,22 @@ def fairseq_family(model: Mapping[str, Any]) -> str:
                      "data2vec_audio model")
 
 
+def shared_encoder_kwargs(get, extractor_mode: str) -> Dict[str, Any]:
+    """The encoder arguments that fairseq configs and unilm's WavLM ``cfg`` (which keeps fairseq's
+    names) spell the same way; ``get(name)`` reads one config value, ``extractor_mode`` is fairseq's
+    (``default`` = group norm, ``layer_norm``)."""
+    return dict(
+        conv_layers=parse_conv_feature_layers(str(get("conv_feature_layers"))),
+        extractor_mode="layer_norm" if extractor_mode == "layer_norm" else "group_norm",
+        conv_bias=bool(get("conv_bias")),
+        embed_dim=int(get("encoder_embed_dim")),
+        num_layers=int(get("encoder_layers")),
+        num_heads=int(get("encoder_attention_heads")),
+        ffn_dim=int(get("encoder_ffn_embed_dim")),
+        layer_norm_first=bool(get("layer_norm_first")),
+    )
+
+
 def encoder_kwargs_from_fairseq(model: Mapping[str, Any], task: Mapping[str, Any]) -> Dict[str, Any]:
     """Encoder keyword arguments from a fairseq model config (``cfg.model`` or ``args``).
 
@@ -141,14 +157,7 @@ def encoder_kwargs_from_fairseq(model: Mapping[str, Any], task: Mapping[str, Any
         raise ValueError(f"fairseq pos_conv_depth={depth}; expected >= 1")
     normalize = task.get("normalize", model.get("normalize"))
     return dict(
-        conv_layers=parse_conv_feature_layers(str(get("conv_feature_layers"))),
-        extractor_mode="layer_norm" if mode == "layer_norm" else "group_norm",
-        conv_bias=bool(get("conv_bias")),
-        embed_dim=int(get("encoder_embed_dim")),
-        num_layers=int(get("encoder_layers")),
-        num_heads=int(get("encoder_attention_heads")),
-        ffn_dim=int(get("encoder_ffn_embed_dim")),
-        layer_norm_first=bool(get("layer_norm_first")),
+        **shared_encoder_kwargs(get, mode),
         # fairseq's make_conv_block: depth layers of kernel max(3, conv_pos // depth), LayerNorm, GELU
         pos_conv_kernel=int(get("conv_pos")) if depth == 1 else max(3, int(get("conv_pos")) // depth),
         pos_conv_groups=int(get("conv_pos_groups")),

@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 import torch
 
-from xtrans.models.wav2vec2.import_fairseq import parse_conv_feature_layers
+from xtrans.models.wav2vec2.import_fairseq import shared_encoder_kwargs
 from xtrans.models.wav2vec2.safe_pickle import to_plain
 
 _WAVLM_DEFAULTS = dict(
@@ -61,14 +61,7 @@ def encoder_kwargs_from_unilm(cfg: Mapping[str, Any]) -> Dict[str, Any]:
         raise ValueError("WavLM cfg gru_rel_pos=True without relative_position_embedding is not supported "
                          "(a gate without a bias to gate)")
     return dict(
-        conv_layers=parse_conv_feature_layers(str(get("conv_feature_layers"))),
-        extractor_mode="layer_norm" if mode == "layer_norm" else "group_norm",
-        conv_bias=bool(get("conv_bias")),
-        embed_dim=int(get("encoder_embed_dim")),
-        num_layers=int(get("encoder_layers")),
-        num_heads=int(get("encoder_attention_heads")),
-        ffn_dim=int(get("encoder_ffn_embed_dim")),
-        layer_norm_first=bool(get("layer_norm_first")),
+        **shared_encoder_kwargs(get, mode),
         pos_conv_kernel=int(get("conv_pos")),
         pos_conv_groups=int(get("conv_pos_groups")),
         waveform_norm="utterance" if get("normalize") else "none",
