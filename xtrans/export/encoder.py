@@ -113,12 +113,11 @@ class _Chunk(nn.Module):
     def forward(self, samples: torch.Tensor, num_samples: torch.Tensor, *flat: torch.Tensor
                 ) -> Tuple[torch.Tensor, ...]:
         enc, C = self.encoder, self.streaming.chunk_size
-        fe = enc.feature_extractor
         state: ExportState = unflatten_state(self.template, flat)
         valid = torch.arange(samples.shape[1], device=samples.device)[None, :] < num_samples[:, None]
         h, frontend = enc.extract_chunk(samples.masked_fill(~valid, 0.0), state.frontend)  # (B, C, D)
         total = state.samples + num_samples
-        limits = torch.clamp(torch.div(total - fe.receptive_field, fe.stride, rounding_mode="floor") + 1, min=0)
+        limits = enc.output_lengths(total)  # valid frames of each stream so far
         start = state.frames
         pad = start[:, None] + torch.arange(C, device=h.device)[None, :] >= limits[:, None]  # (B, C)
         y, positional, layers = enc.encode_chunk(h.masked_fill(pad[:, :, None], 0.0), state.positional,
