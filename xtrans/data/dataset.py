@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from xtrans.data.audio import load_waveform
-from xtrans.data.augment import apply_gain, speed_perturb, time_mask
+from xtrans.data.augment.pipeline import AugmentContext, Pipeline, combined_entries
 from xtrans.data.kaldi_dir import DataDir, read_data_dir
 from xtrans.frames import SAMPLE_RATE
 
@@ -146,7 +147,12 @@ class AsrDataset(torch.utils.data.Dataset):
             ``[low, high]`` dB and saturated at full scale (:func:`~xtrans.data.augment.apply_gain`),
             before anything else the model does to it (waveform normalisation included), so that
             training sees other microphone levels; ``None`` disables it.
-        seed: augmentation seed.
+        augment: the augmentation pipeline (:class:`~xtrans.data.augment.Pipeline`, or its
+            ``{kind: ...}`` entries), applied to every item; the three options above are the
+            entries ``speed`` and ``time_mask`` before it and ``gain`` after it.
+            Babble draws its other talkers from this data set, as recorded.
+        seed: augmentation seed: item ``index`` of epoch ``e`` draws everything from
+            ``numpy.random.default_rng([seed, e, index])``.
 
     Raises:
         ValueError: when ``data`` has no transcript for some utterance, a speed factor is
@@ -163,6 +169,7 @@ class AsrDataset(torch.utils.data.Dataset):
         num_time_masks: int = 0,
         time_mask_seconds: float = 0.05,
         gain_db: tuple[float, float] | None = None,
+        augment: Pipeline | Sequence[Mapping[str, Any]] | None = None,
         seed: int = 0,
     ):
         self.data = data if isinstance(data, DataDir) else read_data_dir(data)
@@ -185,10 +192,9 @@ class AsrDataset(torch.utils.data.Dataset):
             check_gain_range(gain_db)
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
-        self.speed_factors = None if speed_factors is None else tuple(speed_factors)
-        self.num_time_masks = num_time_masks
-        self.time_mask_width = round(time_mask_seconds * sample_rate)
-        self.gain_db = None if gain_db is None else (float(gain_db[0]), float(gain_db[1]))
+        pipeline = augment if isinstance(augment, Pipeline) else Pipeline(augment or ())
+        self.augment = Pipeline(combined_entries(pipeline.entries, speed_factors, num_time_masks,
+                                                 time_mask_seconds, gain_db))
         self.seed = seed
         self.epoch = 0
 
@@ -203,20 +209,21 @@ class AsrDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.utt_ids)
 
-    def __getitem__(self, index: int) -> Example:
+    def recorded(self, index: int) -> np.ndarray:
+        """Item ``index``'s waveform as recorded (no augmentation), (S,) float32 numpy."""
+        return self._load(index).numpy()
+
+    def _load(self, index: int) -> torch.Tensor:
         utt = self.utt_ids[index]
         entry, segment = self.data.wav_entry(utt)
-        waveform = load_waveform(entry, utt_id=utt, segment=segment, sample_rate=self.sample_rate)
-        if self.speed_factors is not None or self.num_time_masks or self.gain_db is not None:
+        return load_waveform(entry, utt_id=utt, segment=segment, sample_rate=self.sample_rate)
+
+    def __getitem__(self, index: int) -> Example:
+        utt = self.utt_ids[index]
+        waveform = self._load(index)
+        if len(self.augment):
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            if self.speed_factors is not None:
-                factor = self.speed_factors[int(rng.integers(len(self.speed_factors)))]
-                waveform = speed_perturb(waveform, factor, self.sample_rate)
-            if self.num_time_masks:
-                waveform = time_mask(
-                    waveform, rng, num_masks=self.num_time_masks, max_width=self.time_mask_width
-                )
-            if self.gain_db is not None:  # drawn last: the other draws stay what they were without it
-                waveform = apply_gain(waveform, float(rng.uniform(*self.gain_db)))
+            context = AugmentContext(self.sample_rate, index, len(self.utt_ids), self.recorded)
+            waveform = self.augment(waveform, rng, context)
         targets = torch.tensor(list(self.tokenizer(self.data.text[utt])), dtype=torch.int64)
         return Example(utt, waveform.to(torch.float32), targets)

@@ -1,6 +1,6 @@
 """Training configs: frozen dataclasses loaded from a stage's ``conf/train_stage*.yaml``.
 
-One file per training stage (DESIGN.md, "Training stages")::
+One file per training stage (docs/streaming.md, "Training stages")::
 
     data:       {train_dir, dev_dir, tokenizer, max_seconds, ...}
     model:      ModelConfig (encoder preset/options, predictor, joiner, ctc_weight)
@@ -17,8 +17,9 @@ Mutable run state lives in :class:`xtrans.train.state.TrainState`, never here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
+from xtrans.data.augment.pipeline import Pipeline, combined_entries
 from xtrans.data.dataset import check_gain_range
 from xtrans.frames import SAMPLE_RATE
 from xtrans.masks import StreamingConfig
@@ -45,6 +46,10 @@ class DataConfig:
         gain_db: gain perturbation ``[low, high]`` in dB, drawn uniformly per utterance and
             applied before any normalisation, saturating at full scale (``None`` = off); e.g.
             ``[-35, 10]`` trains for microphones from 35 dB quieter to 10 dB louder.
+        augment: the augmentation pipeline, an ordered list of ``{kind: ..., prob: ..., ...}``
+            entries (:mod:`xtrans.data.augment.pipeline`: noise, babble, generated noise,
+            reverberation, channels, speed, time masks, gain); the three options above are entries
+            of it: speed and time masks before these entries, gain after them.
     """
 
     train_dir: str = "data/train"
@@ -59,10 +64,19 @@ class DataConfig:
     speed_factors: Optional[Tuple[float, ...]] = None
     num_time_masks: int = 0
     gain_db: Optional[Tuple[float, float]] = None
+    augment: Optional[Tuple[Dict[str, Any], ...]] = None
 
     def __post_init__(self):
         if self.gain_db is not None:
             check_gain_range(self.gain_db)
+        if self.augment:
+            Pipeline(self.augment, "data")  # every entry checked at load
+
+    def augment_entries(self) -> Tuple[Dict[str, Any], ...]:
+        """The pipeline's entries: ``speed_factors`` and ``num_time_masks`` (as ``speed`` and
+        ``time_mask`` entries), then ``augment``, then ``gain_db`` (a ``gain`` entry: the
+        microphone's level comes last)."""
+        return combined_entries(self.augment or (), self.speed_factors, self.num_time_masks, gain_db=self.gain_db)
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds: expected > 0, found {self.max_seconds}")
         if self.num_workers < 0:

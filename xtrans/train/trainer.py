@@ -189,8 +189,7 @@ class Trainer:
         self.tokenizer = Tokenizer(cfg.data.tokenizer)
         d = cfg.data
         self.train_set = AsrDataset(d.train_dir, self.tokenizer, sample_rate=d.sample_rate,
-                                    speed_factors=d.speed_factors, num_time_masks=d.num_time_masks,
-                                    gain_db=d.gain_db, seed=tcfg.seed)
+                                    augment=d.augment_entries(), seed=tcfg.seed)
         self.sampler = DurationBatchSampler(self.train_set.durations(), d.max_seconds, num_buckets=d.num_buckets,
                                             shuffle=True, seed=tcfg.seed, rank=dist_info.rank,
                                             world_size=dist_info.world_size, max_batch_size=d.max_batch_size)

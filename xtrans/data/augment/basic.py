@@ -1,8 +1,8 @@
-"""Waveform augmentation for training: speed perturbation, time masking and gain.
+"""The first augmentations: speed perturbation, time masking and gain.
 
 All are pure functions of their inputs and a ``numpy.random.Generator``, so an augmented
 utterance is reproducible from the seed that made the generator (see
-:class:`xtrans.data.dataset.AsrDataset`, which seeds one per ``(seed, epoch, index)``).
+:mod:`xtrans.data.augment.pipeline`, which seeds one per ``(seed, epoch, index)``).
 """
 
 from __future__ import annotations
