@@ -35,12 +35,13 @@ ConvLayers = Tuple[Tuple[int, int, int], ...]
 class EncoderArch:
     """The keyword arguments of :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`, exactly.
 
-    The dropouts and ``freeze_feature_extractor`` do not shape the weights, but they are how the
-    model trains: a resumed run, or the next stage started from it, needs them.
+    The dropouts, ``freeze_feature_extractor`` and the feature masking (``mask_*``) are how the
+    model trains, not what it computes at inference: a resumed run, or the next stage started
+    from it, needs them. ``mask_prob > 0`` adds one weight, the mask embedding ``mask_emb`` (D,).
 
     Fields added after checkpoints were written (the model families of HuBERT, WavLM and
-    data2vec-audio) have the encoder's defaults, which give the architecture those checkpoints
-    had: :meth:`ModelArch.from_dict` fills them in when a stored arch lacks them.
+    data2vec-audio; feature masking) have the encoder's defaults, which give the architecture
+    those checkpoints had: :meth:`ModelArch.from_dict` fills them in when a stored arch lacks them.
     """
 
     conv_layers: ConvLayers
@@ -61,6 +62,10 @@ class EncoderArch:
     layer_drop: float
     freeze_feature_extractor: bool
     layer_norm_eps: float
+    mask_prob: float = 0.0
+    mask_length: int = 10
+    mask_channel_prob: float = 0.0
+    mask_channel_length: int = 64
     feat_proj_layer_norm: bool = True
     pos_conv_layers: int = 1
     pos_conv_norm: str = "weight"

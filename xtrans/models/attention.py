@@ -1,6 +1,6 @@
 """Self-attention under the streaming rule, at a cost linear in ``T`` for bounded left context.
 
-The rule (DESIGN.md, :mod:`xtrans.masks`): with chunk size ``C``, left context ``L`` and ``S``
+The rule (docs/streaming.md, :mod:`xtrans.masks`): with chunk size ``C``, left context ``L`` and ``S``
 sink frames, query frame ``i`` in chunk ``c = i // C`` may attend key ``j`` exactly when::
 
     j < (c + 1) * C    and    ( j >= c * C - L    or    j < S )

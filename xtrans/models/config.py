@@ -41,6 +41,11 @@ class EncoderConfig:
         embed_dim, num_layers, num_heads, ffn_dim: transformer size (None = the preset's).
         dropout, attention_dropout, activation_dropout, layer_drop: regularisation.
         freeze_feature_extractor: no gradient into the CNN.
+        mask_prob, mask_length, mask_channel_prob, mask_channel_length: wav2vec 2.0 fine-tuning's
+            feature masking in training (fairseq's names and meanings; 0 = off): time spans of
+            ``mask_length`` frames replaced by a learned embedding, ``mask_prob`` x frames /
+            ``mask_length`` of them per utterance; channel spans of ``mask_channel_length`` zeroed.
+            See :mod:`xtrans.models.wav2vec2.feature_masking`.
     """
 
     preset: str = "tiny"
@@ -60,6 +65,10 @@ class EncoderConfig:
     activation_dropout: float = 0.0
     layer_drop: float = 0.0
     freeze_feature_extractor: bool = False
+    mask_prob: float = 0.0
+    mask_length: int = 10
+    mask_channel_prob: float = 0.0
+    mask_channel_length: int = 64
 
     def overrides(self) -> dict:
         """Encoder keyword arguments set by this config (``None`` fields left to the preset)."""
@@ -68,7 +77,9 @@ class EncoderConfig:
                if getattr(self, k) is not None}
         out.update(dropout=self.dropout, attention_dropout=self.attention_dropout,
                    activation_dropout=self.activation_dropout, layer_drop=self.layer_drop,
-                   freeze_feature_extractor=self.freeze_feature_extractor)
+                   freeze_feature_extractor=self.freeze_feature_extractor, mask_prob=self.mask_prob,
+                   mask_length=self.mask_length, mask_channel_prob=self.mask_channel_prob,
+                   mask_channel_length=self.mask_channel_length)
         return out
 
 

@@ -23,6 +23,7 @@ from xtrans.checkpoint import (CHECKPOINT_VERSION, CheckpointError, atomic_save,
                                load_checkpoint, read_arch)
 from xtrans.config import ConfigError, from_dict
 from xtrans.masks import StreamingConfig
+from xtrans.models.wav2vec2.names import fit_optional_weights
 from xtrans.train.config import MaskConfig
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,11 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> str:
       * a Hugging Face wav2vec2 directory or a fairseq checkpoint, through
         :func:`xtrans.models.wav2vec2.load_pretrained`: the encoder is loaded.
 
+    The encoder's mask embedding (``encoder.mask_emb``, present only with feature masking,
+    ``mask_prob > 0``) may be on one side only: a file from before feature masking or from a stage
+    without it keeps the model's initialisation; a file's embedding that the model has no place
+    for is dropped (both logged; :func:`~xtrans.models.wav2vec2.names.fit_optional_weights`).
+
     Returns:
         ``"transducer"`` or ``"encoder"``: what was loaded.
 
@@ -154,14 +160,15 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> str:
     if sd is None:
         from xtrans.models.wav2vec2 import load_pretrained
         try:
-            encoder = load_pretrained(str(path))
+            # with the model's time masking, so that the file's mask embedding comes along
+            encoder = load_pretrained(str(path), mask_prob=getattr(model.encoder, "mask_prob", 0.0))
         except Exception as err:
             raise CheckpointError(path, f"neither an xtrans checkpoint, an encoder state dict nor a "
                                         f"pretrained wav2vec2 model ({type(err).__name__}: {err})") from None
         sd = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     if any(k.startswith(("joiner.", "predictor.")) for k in sd):
         own = model.state_dict()
-        sd = dict(sd)
+        sd = fit_optional_weights(own, sd, f"init {path}", prefix="encoder.")
         for name in sorted(set(sd) | set(own)):
             if name.startswith(AUXILIARY_HEADS) and (name in sd) != (name in own):
                 logger.info("init %s: auxiliary head %s only on one side; left as initialised", path, name)
@@ -177,6 +184,7 @@ def load_init(model: nn.Module, path: str | os.PathLike) -> str:
         return "transducer"
     enc_sd = {k[len("encoder."):] if k.startswith("encoder.") else k: v for k, v in sd.items()}
     own = model.encoder.state_dict()
+    enc_sd = fit_optional_weights(own, enc_sd, f"init {path}")
     missing = [k for k in own if k not in enc_sd]
     unexpected = [k for k in enc_sd if k not in own]
     if missing or unexpected:

@@ -3,7 +3,8 @@
 Data flow (shape legend: B batch, S samples at 16 kHz, T frames of 20 ms, D model dim, H heads)::
 
     waveform (B, S) -> waveform normalisation -> CNN feature extractor (7 convs, stride 320)
-    -> (B, T, 512) -> LayerNorm + Linear -> (B, T, D) -> + positional convolution
+    -> (B, T, 512) -> LayerNorm + Linear -> (B, T, D) -> [training: feature masking]
+    -> + positional convolution
     -> N transformer layers under the streaming mask -> (final LayerNorm) -> (B, T, D)
 
 Two layouts of Baevski et al. (2020) are covered: XLSR-53 / XLS-R ("layer_norm" extractor,
@@ -25,6 +26,12 @@ in "layer_norm" mode is streamable as is; "group_norm" normalises over the whole
 :mod:`xtrans.models.wav2vec2.frontend_norm`): streamable, and it keeps the energy contour;
 "batch_norm" normalises the first conv per channel with batch statistics in training and fixed
 (running) statistics at inference: stateless, streamable, and the cheapest per training update.
+
+Feature masking (wav2vec 2.0 fine-tuning, :mod:`xtrans.models.wav2vec2.feature_masking`): in
+training only, time spans of the projected features become the learned ``mask_emb`` and channel
+spans are zeroed, before the positional convolution (where fairseq applies it). Evaluation and
+the streaming path (:meth:`Wav2Vec2Encoder.extract_chunk`, :meth:`Wav2Vec2Encoder.encode_chunk`)
+never mask.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from xtrans.masks import StreamingConfig, StreamingNotSupportedError, key_paddin
 from xtrans.models.arch import encoder_arch
 from xtrans.models.attention import (AttentionCache, RelativePositionBias, biased_scores_mask, dense_attention_mask,
                                      streaming_attention)
+from xtrans.models.wav2vec2.feature_masking import check_span_options, mask_features
 from xtrans.models.wav2vec2.frontend import (EXTRACTOR_MODES, WAVEFORM_NORMS, XLSR_CONV_LAYERS, ConvLayer,
                                              FeatureExtractor, FeatureProjection, WaveformNorm, conv_output_lengths,
                                              cumulative_normalize, normalize_waveform)
@@ -253,6 +261,17 @@ class Wav2Vec2Encoder(nn.Module):
             stays in evaluation mode, so a ``batch_norm`` front end keeps its running statistics.
         layer_norm_eps: epsilon of every layer norm after the CNN (Hugging Face's ``layer_norm_eps``;
             the CNN's keep 1e-5, as there).
+        mask_prob: wav2vec 2.0 fine-tuning's time masking, in training only (fairseq's
+            ``mask_prob``, Hugging Face's ``mask_time_prob``): per utterance of ``n`` valid frames,
+            ``floor(mask_prob * n / mask_length + u)`` spans (``u`` uniform in [0, 1), at least 2)
+            of ``mask_length`` frames are replaced by the learned ``mask_emb`` (D,) after the
+            feature projection. Not the masked fraction: spans overlap, about ``1 - exp(-mask_prob)``
+            of the frames are masked. 0 = off; ``mask_emb`` exists only when > 0.
+        mask_length: frames per time span (fairseq's ``mask_length``, 10).
+        mask_channel_prob: channel masking, in training only: as ``mask_prob`` over the ``D``
+            channels of each utterance (no minimum); masked channels are zeroed in all its frames.
+        mask_channel_length: channels per channel span (fairseq's ``mask_channel_length``, 64).
+            See :mod:`xtrans.models.wav2vec2.feature_masking`.
         feat_proj_layer_norm: a LayerNorm over the CNN channels before the projection (False in
             some Hugging Face HuBERT conversions, ``feat_proj_layer_norm``).
         pos_conv_layers: convolutions in the positional embedding's stack (5 in data2vec-audio).
@@ -276,8 +295,10 @@ class Wav2Vec2Encoder(nn.Module):
                  pos_conv: str = "full", waveform_norm: str = "utterance", dropout: float = 0.0,
                  attention_dropout: float = 0.0, activation_dropout: float = 0.0,
                  layer_drop: float = 0.0, freeze_feature_extractor: bool = False, layer_norm_eps: float = 1e-5,
-                 feat_proj_layer_norm: bool = True, pos_conv_layers: int = 1, pos_conv_norm: str = "weight",
-                 rel_pos_buckets: int = 0, rel_pos_max_distance: int = 800, rel_pos_gated: bool = False):
+                 mask_prob: float = 0.0, mask_length: int = 10, mask_channel_prob: float = 0.0,
+                 mask_channel_length: int = 64, feat_proj_layer_norm: bool = True, pos_conv_layers: int = 1,
+                 pos_conv_norm: str = "weight", rel_pos_buckets: int = 0, rel_pos_max_distance: int = 800,
+                 rel_pos_gated: bool = False):
         super().__init__()
         self.arch = encoder_arch(dict(  # the keyword arguments that rebuild this encoder, type-checked
             conv_layers=conv_layers, extractor_mode=extractor_mode,
@@ -288,7 +309,9 @@ class Wav2Vec2Encoder(nn.Module):
             layer_drop=layer_drop, freeze_feature_extractor=freeze_feature_extractor,
             layer_norm_eps=layer_norm_eps, feat_proj_layer_norm=feat_proj_layer_norm,
             pos_conv_layers=pos_conv_layers, pos_conv_norm=pos_conv_norm, rel_pos_buckets=rel_pos_buckets,
-            rel_pos_max_distance=rel_pos_max_distance, rel_pos_gated=rel_pos_gated), "Wav2Vec2Encoder")
+            rel_pos_max_distance=rel_pos_max_distance, rel_pos_gated=rel_pos_gated, mask_prob=mask_prob,
+            mask_length=mask_length, mask_channel_prob=mask_channel_prob, mask_channel_length=mask_channel_length),
+            "Wav2Vec2Encoder")
         if waveform_norm not in WAVEFORM_NORMS:
             raise ValueError(f"waveform_norm: expected one of {WAVEFORM_NORMS}, found {waveform_norm!r}")
         if not 0.0 <= layer_drop < 1.0:
@@ -298,11 +321,18 @@ class Wav2Vec2Encoder(nn.Module):
         if rel_pos_gated and not rel_pos_buckets:
             raise ValueError("rel_pos_gated: expected False without a relative position bias (rel_pos_buckets=0), "
                              "found True")
+        check_span_options("mask_prob", mask_prob, "mask_length", mask_length)
+        check_span_options("mask_channel_prob", mask_channel_prob, "mask_channel_length", mask_channel_length)
+        if mask_channel_prob > 0 and mask_channel_length > embed_dim:
+            raise ValueError(f"mask_channel_length: expected <= embed_dim ({embed_dim}) so that a channel span "
+                             f"fits, found {mask_channel_length}")
         self.embed_dim = embed_dim
         self.layer_norm_first = layer_norm_first
         self.waveform_norm = waveform_norm
         self.layer_drop = layer_drop
         self.freeze_feature_extractor = freeze_feature_extractor
+        self.mask_prob, self.mask_length = mask_prob, mask_length
+        self.mask_channel_prob, self.mask_channel_length = mask_channel_prob, mask_channel_length
         self.wave_norm = WaveformNorm(waveform_norm)
         self.feature_extractor = FeatureExtractor(conv_layers=conv_layers, mode=extractor_mode,
                                                   conv_bias=conv_bias)
@@ -328,6 +358,10 @@ class Wav2Vec2Encoder(nn.Module):
         for name, module in self.named_modules():
             if isinstance(module, nn.LayerNorm) and not name.startswith("feature_extractor."):
                 module.eps = layer_norm_eps
+        # what masked frames become (fairseq's mask_emb, HF's masked_spec_embed; both uniform in [0, 1)).
+        # Only with time masking, and drawn last: every other weight is the one the same seed gives
+        # without masking, and an encoder without masking has today's weights, names and draws.
+        self.mask_emb = nn.Parameter(torch.empty(embed_dim).uniform_()) if mask_prob > 0 else None
 
     def train(self, mode: bool = True) -> "Wav2Vec2Encoder":
         """As :meth:`torch.nn.Module.train`, except that a frozen CNN stays in evaluation mode."""
@@ -428,6 +462,8 @@ class Wav2Vec2Encoder(nn.Module):
             raise ValueError(f"lengths: max {int(lengths.max())} exceeds {waveform.shape[1]} samples")
         self.check_streaming(streaming)
         x, frame_lengths = self.extract(waveform, lengths)
+        if self.training:
+            x = self.mask_features(x, frame_lengths)
         T = x.shape[1]
         chunk = None if streaming is None else streaming.chunk_size
         bias = self.rel_pos_bias
@@ -435,6 +471,19 @@ class Wav2Vec2Encoder(nn.Module):
                                 lambda layer, h: layer(h, frame_lengths, streaming, bias))
         valid = key_padding_mask(frame_lengths, T)
         return x.masked_fill(~valid[:, :, None], 0.0), frame_lengths
+
+    def mask_features(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """wav2vec 2.0 fine-tuning's feature masking of :meth:`extract`'s frames (B, T, D) -> (B, T, D).
+
+        Time spans inside each utterance's ``lengths`` (B,) valid frames become ``mask_emb``,
+        channel spans are zeroed (:func:`~xtrans.models.wav2vec2.feature_masking.mask_features`),
+        drawn from torch's default generator; :meth:`forward` calls it in training only. With
+        ``mask_prob = mask_channel_prob = 0`` it returns ``x`` itself and draws nothing.
+        """
+        if self.mask_prob == 0 and self.mask_channel_prob == 0:
+            return x
+        return mask_features(x, lengths, self.mask_emb, mask_prob=self.mask_prob, mask_length=self.mask_length,
+                             mask_channel_prob=self.mask_channel_prob, mask_channel_length=self.mask_channel_length)
 
     def _contextualize(self, x: torch.Tensor, pos: torch.Tensor,
                        run_layer: Callable[[TransformerLayer, torch.Tensor], torch.Tensor]) -> torch.Tensor:

@@ -16,24 +16,34 @@ Our names (``Wav2Vec2Encoder.state_dict()``): ``feature_extractor.conv_layers.<i
 ``feature_projection.{layer_norm,projection}``, ``pos_conv.conv`` (one weight-normed conv) or
 ``pos_conv.convs.<i>`` (a stack), ``rel_pos_bias.embedding``, ``layers.<i>.{attention.{q,k,v,out}_proj,
 attention.gru_rel_pos_linear, attention.gru_rel_pos_const, layer_norm, feed_forward.{intermediate,
-output}_dense, final_layer_norm}``, ``layer_norm``.
+output}_dense, final_layer_norm}``, ``layer_norm``, and ``mask_emb`` (fairseq's ``mask_emb``, Hugging
+Face's ``masked_spec_embed``: the vector that masked frames become, present only with feature masking).
 
 Weights of pretraining only (:data:`PRETRAINING_ONLY`) are dropped quietly; heads of fine-tuned
-models (:data:`HEADS`) are dropped with a log line; anything else unknown is an error.
+models (:data:`HEADS`) are dropped with a log line; anything else unknown is an error. Weights
+that only some configurations of the encoder have (:data:`OPTIONAL_WEIGHTS`) are matched by
+:func:`fit_optional_weights`.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+logger = logging.getLogger(__name__)
 
 NameTable = Sequence[Tuple[str, str]]
 
 PRETRAINING_ONLY = re.compile(
-    r"^(quantizer\.|project_q\.|project_hid\.|final_proj\.|target_glu\.|project_inp\.|mask_emb$|"
-    r"masked_spec_embed$|label_embs_concat$|_ema)")
-"""Weights used only by self-supervised pretraining (quantizer, targets, mask embedding, data2vec's EMA teacher)."""
+    r"^(quantizer\.|project_q\.|project_hid\.|final_proj\.|target_glu\.|project_inp\.|"
+    r"label_embs_concat$|_ema)")
+"""Weights used only by self-supervised pretraining (quantizer, targets, data2vec's EMA teacher)."""
+
+OPTIONAL_WEIGHTS = ("mask_emb",)
+"""Our weights that exist only under a training option: ``mask_emb`` with ``mask_prob > 0``
+(feature masking). A file may hold one the encoder lacks, or lack one the encoder has."""
 
 HEADS = re.compile(
     r"^(lm_head\.|proj\.|projector\.|classifier\.|layer_weights$|dropout\.|"
@@ -53,6 +63,7 @@ _HF_WAV2VEC2: NameTable = [
      r"pos_conv.conv.parametrizations.weight.original1"),
     (r"encoder\.layer_norm\.(weight|bias)", r"layer_norm.\1"),
     (rf"encoder\.layers\.(\d+)\.{_LAYER_PART}\.(weight|bias)", r"layers.\1.\2.\3"),
+    (r"masked_spec_embed", r"mask_emb"),
 ]
 
 HF_NAMES: Dict[str, NameTable] = {
@@ -87,6 +98,7 @@ _FAIRSEQ_WAV2VEC2: NameTable = [
     (r"encoder\.layer_norm\.(weight|bias)", r"layer_norm.\1"),
     *((rf"encoder\.layers\.(\d+)\.{re.escape(theirs)}\.(weight|bias)", rf"layers.\1.{ours}.\2")
       for theirs, ours in _FAIRSEQ_LAYER.items()),
+    (r"mask_emb", r"mask_emb"),
 ]
 
 FAIRSEQ_NAMES: Dict[str, NameTable] = {
@@ -114,3 +126,26 @@ def rename(name: str, table: NameTable) -> Optional[str]:
         if m:
             return m.expand(template)
     return None
+
+
+def fit_optional_weights(own: Mapping[str, Any], state_dict: Mapping[str, Any], source: str,
+                         prefix: str = "") -> Dict[str, Any]:
+    """``state_dict`` made to fit a model's ``own`` state dict in its :data:`OPTIONAL_WEIGHTS`.
+
+    An optional weight (``prefix`` + name, e.g. ``encoder.mask_emb`` of a transducer) that the
+    model lacks is dropped (a file of an encoder trained or pretrained with feature masking,
+    loaded into one without); one that the model has and the file lacks (a file from before
+    feature masking, or of a model without it) takes the model's own initialisation. Both are
+    logged (the first at DEBUG: pretrained files carry their mask embedding as a matter of
+    course). Every other name is left for the caller's strict check.
+    """
+    out = dict(state_dict)
+    for name in (prefix + n for n in OPTIONAL_WEIGHTS):
+        if name in out and name not in own:
+            del out[name]
+            logger.debug("%s: %s dropped (the model has no place for it: feature masking is off)", source, name)
+        elif name in own and name not in out:
+            out[name] = own[name]
+            logger.info("%s: has no %s; the model's own initialisation is kept (learned in training)",
+                        source, name)
+    return out

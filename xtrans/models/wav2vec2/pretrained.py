@@ -23,20 +23,23 @@ name table per family (:mod:`xtrans.models.wav2vec2.names`):
 
 Weight matching policy:
     Pretraining-only weights (quantizer, ``project_q``, ``project_hid``, ``final_proj``,
-    ``mask_emb``, ``masked_spec_embed``, ``target_glu``, HuBERT's ``label_embs_concat``,
-    data2vec's ``_ema``) are dropped quietly; heads of fine-tuned models (``lm_head``,
-    ``w2v_encoder.proj``, classifier heads) are dropped with an INFO log. Any other missing
-    **or** unexpected weight raises :class:`CheckpointMismatchError` listing every name: an
-    unknown weight means an architecture this encoder does not represent, and loading it
-    partially would compute something else. ``strict=False`` turns unexpected weights into a
-    WARNING log (missing weights always raise).
+    ``target_glu``, HuBERT's ``label_embs_concat``, data2vec's ``_ema``) are dropped quietly.
+    The mask embedding (fairseq's ``mask_emb``, Hugging Face's ``masked_spec_embed``) is
+    imported as ``mask_emb`` when the encoder masks features (``mask_prob > 0``, an override)
+    and dropped quietly otherwise; a file without one leaves the encoder's random one (an INFO
+    log). Heads of fine-tuned models (``lm_head``, ``w2v_encoder.proj``, classifier heads) are
+    dropped with an INFO log. Any other missing **or** unexpected weight raises
+    :class:`CheckpointMismatchError` listing every name: an unknown weight means an architecture
+    this encoder does not represent, and loading it partially would compute something else.
+    ``strict=False`` turns unexpected weights into a WARNING log (missing weights always raise).
 
 Waveform normalisation (``waveform_norm``) follows what the model was trained with: Hugging Face's
 ``preprocessor_config.json`` ``do_normalize``, fairseq's task ``normalize``, unilm's ``normalize``
 (True -> ``utterance``, False -> ``none``).
 
-Dropout and layer drop are not imported from the checkpoint (they are fine-tuning choices):
-pass them as overrides, e.g. ``load_pretrained(path, dropout=0.1, layer_drop=0.05)``.
+Dropout, layer drop and feature masking are not imported from the checkpoint (they are
+fine-tuning choices): pass them as overrides, e.g. ``load_pretrained(path, dropout=0.1,
+layer_drop=0.05, mask_prob=0.5, mask_channel_prob=0.25)``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from xtrans.models.wav2vec2.import_fairseq import (encoder_kwargs_from_fairseq, 
 from xtrans.models.wav2vec2.import_hf import encoder_kwargs_from_hf_config, hf_to_xtrans_state_dict, read_hf
 from xtrans.models.wav2vec2.import_unilm import encoder_kwargs_from_unilm, is_unilm_checkpoint, read_unilm
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
+from xtrans.models.wav2vec2.names import fit_optional_weights
 from xtrans.models.wav2vec2.safe_pickle import UnsafeCheckpointError, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -217,6 +221,7 @@ def _build(kwargs: Dict[str, Any], state_dict: Dict[str, torch.Tensor], unexpect
            source: str, strict: bool) -> Wav2Vec2Encoder:
     encoder = Wav2Vec2Encoder(**kwargs)
     own = encoder.state_dict()
+    state_dict = fit_optional_weights(own, state_dict, source)  # the mask embedding, with feature masking only
     missing = sorted(k for k in own if k not in state_dict)
     # names that map onto ours but are surplus (e.g. more layers than the config says)
     unexpected = sorted(unexpected + [k for k in state_dict if k not in own])
