@@ -5,12 +5,14 @@ this script, so that its CPU time is its own (``/proc/<pid>/stat``); the only ad
 timer around the engine's batched compute step, read over the subprocess's stdin/stdout. The
 clients run in this process on one asyncio loop. For each N (default 1, 4, 16, 32, 64 for the
 demo model; 1, 2 for the xlsr_53 size), N clients connect to ``ws://127.0.0.1:PORT/ws`` at
-start times spread uniformly over ``--stagger-s`` and stream their own real speech (FSDD
-recordings from ``../shared/data/fsdd``, joined with random pauses into ``--seconds`` long
-streams, a different string per client; synthetic noise with a warning if the folder is absent)
-as s16le at ``--rate`` (16 kHz: no resampling on the server; 8000 sends FSDD's own rate) in
+start times spread uniformly over ``--stagger-s`` and stream their own speech as s16le at
+``--rate`` (16 kHz: no resampling on the server; 8000 sends the recordings' own rate) in
 100 ms pieces at real-time pace: piece ``i`` is sent when its last sample would exist,
-``t0 + (i + 1) * 0.1 s``; ``end`` follows the last piece.
+``t0 + (i + 1) * 0.1 s``; ``end`` follows the last piece. The speech is 8 kHz spoken digits,
+joined with random pauses into ``--seconds`` long streams, a different string per client: FSDD
+recordings from ``../shared/data/fsdd`` (or ``$XTRANS_SHARED_DATA/fsdd``) where that folder
+exists, else the tests' synthetic digits (:mod:`xtrans.testing.speech_fixtures`), made in a
+temporary folder.
 
 What is reported per N:
 
@@ -54,7 +56,7 @@ tokens). A random transducer emits either nothing or a token on every frame, nei
 trained one; the random checkpoints are therefore shaped so that tokens come on about 2 % of
 frames: the predictor's projection into the joiner is zeroed and the encoder's scaled by 3
 (emission depends on the audio, not on the model's own history), and the blank logit is raised
-to the 98th percentile of the non-blank margin measured on other FSDD speech. An emitting frame
+to the 98th percentile of the non-blank margin measured on other digit speech. An emitting frame
 then gives greedy search's 3 tokens (``--max-symbols``), about 3 tokens/s in all; a partial
 comes on roughly a third of the chunks. The shapes, and hence the cost, are the models'.
 
@@ -83,7 +85,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -95,7 +96,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
+FSDD = Path(os.environ.get("XTRANS_SHARED_DATA", REPO.parent / "shared" / "data")) / "fsdd"
 FSDD_RATE = 8000
 PIECE_S = 0.1
 EMIT_FRACTION = 0.02  # frames of the random models that emit a token (module docstring)
@@ -113,20 +114,30 @@ def s16_exact(x: np.ndarray) -> np.ndarray:
     return (np.clip(np.round(x * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)
 
 
+_SYNTHETIC_SPEECH: Optional[tempfile.TemporaryDirectory] = None
+
+
+def speech_folder() -> Tuple[Path, str]:
+    """An FSDD-shaped folder of 8 kHz digits and its description: ``../shared/data/fsdd`` if it is
+    there, else the tests' synthetic spoken digits, written once into a temporary folder."""
+    global _SYNTHETIC_SPEECH
+    if (FSDD / "wav.scp").is_file():
+        return FSDD, f"FSDD ({FSDD})"
+    if _SYNTHETIC_SPEECH is None:
+        from xtrans.testing.speech_fixtures import write_spoken_digits
+
+        _SYNTHETIC_SPEECH = tempfile.TemporaryDirectory(prefix="bench_serve_speech_")
+        write_spoken_digits(_SYNTHETIC_SPEECH.name)
+    return Path(_SYNTHETIC_SPEECH.name), "synthetic spoken digits (eSpeak NG, xtrans.testing.speech_fixtures)"
+
+
 def make_streams(n: int, seconds: float, rate: int, seed: int = 0) -> Tuple[List[np.ndarray], str]:
-    """``n`` different streams of ``seconds`` at ``rate``: FSDD digits with pauses (or noise)."""
+    """``n`` different streams of ``seconds`` at ``rate``: spoken digits with pauses (:func:`speech_folder`)."""
     length = int(round(seconds / PIECE_S)) * int(round(rate * PIECE_S))  # whole pieces
-    if not (FSDD / "wav.scp").is_file():
-        warnings.warn(f"FSDD not found at {FSDD}: streaming synthetic noise bursts instead of speech")
-        out = []
-        for i in range(n):
-            rng = np.random.default_rng(seed + i)
-            env = np.repeat(rng.uniform(0, 1, length // 1600 + 1) > 0.4, 1600)[:length]
-            out.append(s16_exact(0.1 * env * rng.standard_normal(length)))
-        return out, "synthetic noise"
     import soundfile
 
-    files = [FSDD / line.split(maxsplit=1)[1] for line in (FSDD / "wav.scp").read_text().splitlines() if line.strip()]
+    root, source = speech_folder()
+    files = [root / line.split(maxsplit=1)[1] for line in (root / "wav.scp").read_text().splitlines() if line.strip()]
     out = []
     for i in range(n):
         rng = random.Random(seed * 100003 + i)
@@ -144,7 +155,7 @@ def make_streams(n: int, seconds: float, rate: int, seed: int = 0) -> Tuple[List
             x = resample(x.astype(np.float64), FSDD_RATE, rate).numpy().astype(np.float32)
         x = np.pad(x, (0, max(0, length - len(x))))[:length]
         out.append(s16_exact(x))
-    return out, f"FSDD ({FSDD})"
+    return out, source
 
 
 # --------------------------------------------------------------------------- models
@@ -517,7 +528,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--clients", default="1,4,16,32,64", help="N for the demo model (mini / --model / --onnx)")
     p.add_argument("--xlsr-clients", default="1,2", help="N for xlsr_53")
     p.add_argument("--seconds", type=float, default=15.0, help="audio per client")
-    p.add_argument("--rate", type=int, default=16000, help="the clients' sample rate (8000: FSDD's own; "
+    p.add_argument("--rate", type=int, default=16000, help="the clients' sample rate (8000: the recordings' own; "
                    "the server resamples)")
     p.add_argument("--stagger-s", type=float, default=1.0, help="client start times spread over this")
     p.add_argument("--slack-ms", type=float, default=250.0, help="keeping up: the last final within chunk + this")

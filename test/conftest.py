@@ -1,5 +1,8 @@
 """Suite-wide settings: one intra-op thread (tiny models are dominated by per-op overhead, and a
-busy 2-core machine makes multi-threaded tiny ops 20x slower), and the `slow` marker."""
+busy 2-core machine makes multi-threaded tiny ops 20x slower), the `slow` marker, and the tests'
+own speech (synthesised once per session)."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,3 +18,14 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def spoken_digits(tmp_path_factory) -> Path:
+    """An FSDD-shaped folder of isolated digits spoken by eSpeak NG voices, 8 kHz, also a Kaldi
+    data directory (:mod:`xtrans.testing.speech_fixtures`); the same audio on every run."""
+    pytest.importorskip("espeakng_loader", reason="the tests' speech needs eSpeak NG: make install, or "
+                                                  "pip install -e '.[synth]'")
+    from xtrans.testing.speech_fixtures import write_spoken_digits
+
+    return write_spoken_digits(tmp_path_factory.mktemp("spoken_digits"))

@@ -1,10 +1,11 @@
 """Kaldi data directory reading and writing."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile
 
-from xtrans.testing.shared_data import shared_data_dir
 from xtrans.data.kaldi_dir import (
     DataDir,
     DataDirError,
@@ -110,10 +111,10 @@ def test_find_unsorted_uses_byte_order():
     assert find_unsorted(["a", "a"]) is None
 
 
-def test_reads_real_fsdd_layout():
-    root = shared_data_dir("fsdd")
-    if root is None:
-        pytest.skip("../shared/data/fsdd is absent (it exists only beside the developers' checkout)")
+def test_reads_the_fsdd_layout_with_paths_relative_to_the_dir(spoken_digits):
+    """wav.scp says ``recordings/<digit>_<speaker>_<take>.wav``, relative to the data directory."""
+    root = spoken_digits
+    assert not Path((root / "wav.scp").read_text().split()[1]).is_absolute()
     data = read_data_dir(root)
     assert len(data) == len(data.text) == len(data.utt2spk)
     first = data.utt_ids[0]

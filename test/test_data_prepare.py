@@ -11,11 +11,8 @@ import torch
 from xtrans.bin import prepare_audio as prepare_cli
 from xtrans.data.audio import load_waveform, read_audio
 from xtrans.data.kaldi_dir import read_data_dir, write_data_dir
-from xtrans.testing.shared_data import shared_data_dir
 from xtrans.data.prepare import DROPPED_FILE, prepare_audio
 from xtrans.data.validate import validate_data_dir
-
-FSDD = shared_data_dir("fsdd")
 
 
 def _tone(freq, rate, seconds, channels=1):
@@ -98,11 +95,9 @@ def test_prepare_sample_rate_error(raw_dir, tmp_path):
         prepare_audio(raw_dir, tmp_path / "o", sample_rate=0)
 
 
-def test_cli_parallel_on_fsdd(tmp_path, capsys):
-    if FSDD is None:
-        pytest.skip("../shared/data/fsdd is absent (it exists only beside the developers' checkout)")
-    fsdd = read_data_dir(FSDD)
-    subset = fsdd.subset(fsdd.utt_ids[:20])
+def test_cli_parallel_on_8khz_speech(spoken_digits, tmp_path, capsys):
+    digits = read_data_dir(spoken_digits)
+    subset = digits.subset(digits.utt_ids[:20])
     write_data_dir(subset, tmp_path / "train")
     assert prepare_cli.main(["--nj", "2", str(tmp_path / "train"), str(tmp_path / "dump")]) == 0
     assert "kept 20 utterances, dropped 0" in capsys.readouterr().out

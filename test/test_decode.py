@@ -15,31 +15,18 @@ from xtrans.bin.score import main as score_main
 from xtrans.data.kaldi_dir import DataDir, read_data_dir, write_data_dir
 from xtrans.testing.train_fixtures import save_decoding_checkpoint
 from xtrans.scoring.wer import read_text
-from xtrans.testing.shared_data import shared_data_dir
 
 SENTENCES = ["zero one two", "three four five", "six seven eight nine", "one oh two"]
 
 
 @pytest.fixture(scope="module")
-def exp(tmp_path_factory):
+def exp(tmp_path_factory, spoken_digits):
     """exp/stage5/5a/best.pt (trainer format) + bpe.model beside it, and a data dir of 4 utterances
-    (real 8 kHz speech from ../shared/data/fsdd when present, else 16 kHz noise bursts)."""
+    (8 kHz spoken digits of four voices)."""
     root = tmp_path_factory.mktemp("decode")
     save_decoding_checkpoint(root / "exp" / "stage5" / "5a", SENTENCES, seed=0, waveform_norm="cumulative")
-    data = root / "data" / "test"
-    fsdd = shared_data_dir("fsdd")
-    if fsdd is not None:
-        src = read_data_dir(fsdd)
-        utts = src.utt_ids[::700][:4]
-        write_data_dir(src.subset(utts), data)
-    else:
-        rng = np.random.default_rng(0)
-        wav_scp, text = {}, {}
-        for k in range(4):
-            path = root / f"u{k}.wav"
-            soundfile.write(path, (0.2 * rng.standard_normal(8000 + 3000 * k)).astype(np.float32), 16000)
-            wav_scp[f"u{k}"], text[f"u{k}"] = str(path), SENTENCES[k]
-        write_data_dir(DataDir(wav_scp=wav_scp, text=text), data)
+    src = read_data_dir(spoken_digits)
+    write_data_dir(src.subset(src.utt_ids[::len(src) // 4][:4]), root / "data" / "test")
     return root
 
 

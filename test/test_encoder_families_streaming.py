@@ -60,7 +60,7 @@ def test_family_layouts():
 
 
 def chunk_future_starts(chunk_size: int, chunk: int) -> int:
-    """First sample the frames of chunks <= ``chunk`` must not depend on (DESIGN.md)."""
+    """First sample the frames of chunks <= ``chunk`` must not depend on (docs/streaming.md, "Frames")."""
     return 320 * (chunk + 1) * chunk_size + 80
 
 

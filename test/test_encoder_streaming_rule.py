@@ -10,7 +10,7 @@ SAMPLES_PER_FRAME, FIELD = 320, 400
 
 
 def chunk_future_starts(chunk_size: int, chunk: int) -> int:
-    """First sample the frames of chunks <= ``chunk`` must not depend on (DESIGN.md)."""
+    """First sample the frames of chunks <= ``chunk`` must not depend on (docs/streaming.md, "Frames")."""
     return SAMPLES_PER_FRAME * (chunk + 1) * chunk_size + (FIELD - SAMPLES_PER_FRAME)
 
 

@@ -4,8 +4,9 @@
   the split by take, one speaker per utterance, lengths that add up to the parts and pauses,
   16 kHz files, the text, determinism, and the errors a user can hit;
 - the recipe's confs load;
-- with ``../shared/data/fsdd`` (real speech, takes 5-49 only): run.sh stages 1-5 on a copy of
-  egs/, which has no test set and so checks and formats dev in its place.
+- on the tests' spoken digits (an FSDD-shaped folder with training takes only, like the
+  developers' FSDD copy): run.sh stages 1-5 on a copy of egs/, which has no test set and so
+  checks and formats dev in its place.
 """
 
 import functools
@@ -27,7 +28,7 @@ from xtrans.data.kaldi_dir import read_data_dir
 from xtrans.data.resample import resample
 from xtrans.recipes.fsdd import (DIGIT_WORDS, FsddError, download_fsdd, parse_takes, plan_split, prepare,
                                  render, scan_recordings, split_recordings)
-from xtrans.testing.shared_data import shared_data_dir
+from xtrans.testing import speech_fixtures
 from xtrans.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,24 +220,22 @@ def _run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_recipe_stages_1_to_5_on_the_shared_fsdd_copy(tmp_path):
-    fsdd = shared_data_dir("fsdd")
-    if fsdd is None:
-        pytest.skip("../shared/data/fsdd is absent (only developers' machines and CI have it)")
+def test_recipe_stages_1_to_5_on_a_copy_without_test_takes(spoken_digits, tmp_path):
+    fsdd = spoken_digits
     egs = tmp_path / "egs"
     shutil.copytree(REPO / "egs", egs, symlinks=True,
                     ignore=shutil.ignore_patterns("data", "dump*", "exp", "downloads", "RESULTS.md"))
     recipe = egs / "fsdd" / "asr1"
-    # stage 1 alone: the copy of egs/ is not beside ../shared, so the folder is given
+    # stage 1 alone, the folder given (a copy of egs/ is not beside ../shared)
     _run(recipe, "--stage", "1", "--stop_stage", "1", "--test_sets", "dev",
          "--local_data_opts", f"--fsdd_dir {fsdd} --num_train 40 --num_dev 8 --num_test 8")
     for split, n in [("train", 40), ("dev", 8)]:
         data = read_data_dir(recipe / "data" / split)
         assert len(data) == n
-        assert set(data.utt2spk.values()) <= {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+        assert set(data.utt2spk.values()) <= set(speech_fixtures.SPEAKERS)
         assert all(soundfile.info(p).samplerate == 16000 for p in data.wav_scp.values())
         assert all(2 <= len(t.split()) <= 6 for t in data.text.values())
-    assert not (recipe / "data" / "test").exists()  # the shared copy has no test takes 0-4
+    assert not (recipe / "data" / "test").exists()  # the folder has no test takes 0-4
     # stages 2-5: run.sh sees data/ without data/test and checks and formats dev in its place
     (recipe / "conf" / "pretrain_test.yaml").write_text(  # stage 4's front-end fit, 3 updates
         (recipe / "conf" / "pretrain_frontend.yaml").read_text().replace("max_updates: 600", "max_updates: 3")

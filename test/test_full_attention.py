@@ -1,6 +1,6 @@
 """One definition of full attention: ``chunk_size=None``, whatever the left context and sinks.
 
-With ``C = None`` the whole utterance is one chunk (DESIGN.md, "Streaming rule"): the left
+With ``C = None`` the whole utterance is one chunk (docs/streaming.md, "The rule"): the left
 context only restricts keys before a chunk's start and the sinks only add keys, so every
 frame attends every frame. Every part of the project must agree.
 """

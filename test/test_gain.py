@@ -1,7 +1,5 @@
 """Gain perturbation (``data.gain_db``) and the level invariance of the streamable front end."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile
@@ -13,8 +11,6 @@ from xtrans.models.wav2vec2.model import normalize_waveform
 from xtrans.models.wav2vec2.presets import preset_kwargs
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder
 from xtrans.train.config import DataConfig
-
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 
 
 @pytest.fixture
@@ -84,22 +80,16 @@ def test_gain_range_is_checked(data_dir):
     assert DataConfig(gain_db=(-35, 10)).gain_db == (-35, 10)
 
 
-def real_utterance() -> torch.Tensor:
-    """About 2.5 s of real speech: FSDD takes of one speaker joined (16 kHz), or synthesised
-    speech when ../shared is absent."""
-    if FSDD.is_dir():
-        from xtrans.data.resample import resample
+@pytest.fixture(scope="module")
+def utterance(spoken_digits) -> torch.Tensor:
+    """About 2.5 s of speech: one voice's digits 0-6 of one take joined, at 16 kHz, (S,)."""
+    from xtrans.data.resample import resample
+    from xtrans.testing.speech_fixtures import SPEAKERS
 
-        files = sorted((FSDD / "recordings").glob("*_jackson_10.wav"))[:6]
-        pieces = [torch.from_numpy(soundfile.read(f, dtype="float32")[0]) for f in files]
-        wave = resample(torch.cat(pieces), 8000, 16000)
-    else:
-        from xtrans.data.resample import resample
-        from xtrans.synth.espeak import Voice, get_engine
-
-        engine = get_engine()
-        samples = engine.synthesize("one two three four five six seven", Voice("en-us"))
-        wave = resample(torch.from_numpy(samples.astype(np.float32) / 32768), engine.sample_rate, 16000)
+    speaker = next(iter(SPEAKERS))
+    files = [spoken_digits / "recordings" / f"{digit}_{speaker}_5.wav" for digit in range(7)]
+    pieces = [torch.from_numpy(soundfile.read(f, dtype="float32")[0]) for f in files]
+    wave = resample(torch.cat(pieces), 8000, 16000)
     assert wave.shape[0] > 32000
     return wave.float()
 
@@ -118,8 +108,8 @@ def demo_encoder():
 
 
 @pytest.mark.parametrize("scale", [0.03, 2.0])
-def test_encoder_output_is_invariant_to_the_input_level(demo_encoder, scale):
-    wave = real_utterance()[None]
+def test_encoder_output_is_invariant_to_the_input_level(demo_encoder, utterance, scale):
+    wave = utterance[None]
     with torch.no_grad():
         ref, _ = demo_encoder(wave)
         got, _ = demo_encoder(wave * scale)
@@ -128,9 +118,9 @@ def test_encoder_output_is_invariant_to_the_input_level(demo_encoder, scale):
     assert float(change.max()) < 1e-3
 
 
-def test_level_invariance_needs_the_normalisation(demo_encoder):
+def test_level_invariance_needs_the_normalisation(demo_encoder, utterance):
     """The comparison discriminates: without waveform normalisation the same encoder is not invariant."""
-    wave = real_utterance()[None]
+    wave = utterance[None]
     lengths = torch.tensor([wave.shape[1]])
     x = normalize_waveform(wave, lengths, "none")
     with torch.no_grad():

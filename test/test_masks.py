@@ -15,7 +15,7 @@ def picture(rows):
 
 
 def test_design_md_picture():
-    # T=8, C=2, L=2, S=1 exactly as drawn in DESIGN.md
+    # T=8, C=2, L=2, S=1 exactly as drawn in docs/streaming.md and xtrans/masks.py
     expected = picture([
         "x x . . . . . .",
         "x x . . . . . .",

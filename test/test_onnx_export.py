@@ -1,9 +1,10 @@
 """ONNX export of the streaming transducer: onnxruntime equals the PyTorch streaming encoder.
 
 The exported encoder (``encoder_start.onnx`` + one ``encoder.onnx`` call per chunk) is run on
-real speech (FSDD digits) and compared frame by frame with :class:`StreamingEncoder` fed the
-same audio in random pieces; decoded tokens of the onnxruntime recognizer equal those of
-``Speech2Text.stream()``; bad export requests fail before anything is written.
+speech (the tests' spoken digits, :mod:`xtrans.testing.speech_fixtures`) and compared frame by
+frame with :class:`StreamingEncoder` fed the same audio in random pieces; decoded tokens of the
+onnxruntime recognizer equal those of ``Speech2Text.stream()``; bad export requests fail before
+anything is written.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from xtrans.models.wav2vec2 import Wav2Vec2Encoder, preset_kwargs, tiny  # noqa:
 from xtrans.streaming import StreamingEncoder  # noqa: E402
 from xtrans.testing.train_fixtures import save_decoding_checkpoint  # noqa: E402
 
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 TOL = 1e-4
 
 
@@ -40,13 +40,11 @@ def mini(**overrides):
 SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
 
 
-def fsdd_waves(n: int, seed: int = 0):
-    """``n`` FSDD recordings as float32 arrays at 16 kHz (8 kHz files upsampled), or skip."""
-    if not FSDD.is_dir():
-        pytest.skip(f"{FSDD} (the shared FSDD data) is not here")
+def speech_waves(root: Path, n: int, seed: int = 0):
+    """``n`` random recordings of the FSDD-shaped folder ``root``, float32 at 16 kHz (8 kHz upsampled)."""
     from xtrans.data.resample import resample
-    lines = (FSDD / "wav.scp").read_text().split("\n")
-    paths = [FSDD / line.split()[1] for line in lines if line.strip()]
+    lines = (root / "wav.scp").read_text().split("\n")
+    paths = [root / line.split()[1] for line in lines if line.strip()]
     random.Random(seed).shuffle(paths)
     out = []
     for path in paths[:n]:
@@ -109,11 +107,11 @@ def run_streaming(encoder, cfg, waves, seed: int):
     (tiny, dict(pos_conv="chunk", pos_conv_layers=3, pos_conv_norm="layer", pos_conv_kernel=5,
                 layer_norm_first=False), StreamingConfig(4, 8, 3)),
 ])
-def test_exported_encoder_equals_streaming_encoder_on_speech(tmp_path, build, kwargs, cfg):
+def test_exported_encoder_equals_streaming_encoder_on_speech(spoken_digits, tmp_path, build, kwargs, cfg):
     torch.manual_seed(0)
     encoder = build(**kwargs).eval()
     info = export_encoder(encoder, cfg, tmp_path)
-    waves = fsdd_waves(3)
+    waves = speech_waves(spoken_digits, 3)
     with torch.no_grad():
         ref = run_streaming(encoder, cfg, waves, seed=1)
     got = run_exported(tmp_path, info, waves)  # one batch of 3 streams of different lengths
@@ -219,7 +217,7 @@ def decode_tokens(session, wave, seed):
 
 
 @pytest.mark.parametrize("which", ["random", "trained"])
-def test_onnx_recognizer_decodes_like_speech2text_on_speech(checkpoint, trained, tmp_path, which):
+def test_onnx_recognizer_decodes_like_speech2text_on_speech(spoken_digits, checkpoint, trained, tmp_path, which):
     from xtrans.inference import Speech2Text
     from xtrans.onnx import OnnxSpeech2Text
 
@@ -230,7 +228,7 @@ def test_onnx_recognizer_decodes_like_speech2text_on_speech(checkpoint, trained,
     # the encoder frames of this checkpoint's export on speech, batch of 3
     config = json.loads((out / "config.json").read_text())
     model, _ = load_model(ckpt)
-    waves = fsdd_waves(3, seed=which == "trained")
+    waves = speech_waves(spoken_digits, 3, seed=which == "trained")
     cfg = StreamingConfig(16, 32, 2)
     with torch.no_grad():
         ref = run_streaming(model.encoder.eval(), cfg, waves, seed=2)
@@ -274,7 +272,7 @@ def test_decode_cli_on_an_export_equals_the_checkpoint(checkpoint, trained, tmp_
                         "--mode", "streaming", "--chunk_ms", "640"]) == 2
 
 
-def test_external_data_export_loads_and_matches(tmp_path):
+def test_external_data_export_loads_and_matches(spoken_digits, tmp_path):
     """A large encoder's weights go to encoder.onnx.data (forced here on a tiny one): same frames."""
     torch.manual_seed(0)
     encoder = tiny(pos_conv="causal").eval()
@@ -283,7 +281,7 @@ def test_external_data_export_loads_and_matches(tmp_path):
     assert info["external_data"] and (tmp_path / "encoder.onnx.data").is_file()
     assert (tmp_path / "encoder.onnx").stat().st_size < (tmp_path / "encoder.onnx.data").stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.onnx", "encoder.onnx.data", "encoder_start.onnx"]
-    waves = fsdd_waves(1)
+    waves = speech_waves(spoken_digits, 1)
     with torch.no_grad():
         ref = run_streaming(encoder, cfg, waves, seed=3)
     got = run_exported(tmp_path, info, waves)
@@ -293,18 +291,16 @@ def test_external_data_export_loads_and_matches(tmp_path):
     onnxruntime.InferenceSession(str(tmp_path / "encoder.int8.onnx"))
 
 
-def test_onnx_session_resamples_8khz_speech_like_speech2text(checkpoint, tmp_path):
-    """FSDD recordings are 8 kHz: both sessions resample them as they stream, to the same tokens."""
+def test_onnx_session_resamples_8khz_speech_like_speech2text(spoken_digits, checkpoint, tmp_path):
+    """The recordings are 8 kHz: both sessions resample them as they stream, to the same tokens."""
     from xtrans.inference import Speech2Text
     from xtrans.onnx import OnnxSpeech2Text
 
-    if not FSDD.is_dir():
-        pytest.skip(f"{FSDD} (the shared FSDD data) is not here")
     out = tmp_path / "onnx"
     assert export_main(["--model", str(checkpoint), "--outdir", str(out), "--chunk-ms", "320", "--left-ms", "640",
                         "--sinks", "2"]) == 0
-    lines = (FSDD / "wav.scp").read_text().split("\n")
-    paths = [FSDD / line.split()[1] for line in lines[:40:8] if line.strip()]
+    lines = (spoken_digits / "wav.scp").read_text().split("\n")
+    paths = [spoken_digits / line.split()[1] for line in lines[:40:8] if line.strip()]
     s2t = Speech2Text.from_checkpoint(checkpoint, chunk_ms=320, left_ms=640, sinks=2, search="beam")
     onnx = OnnxSpeech2Text(out, search="beam")
     emitted = 0

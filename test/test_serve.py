@@ -30,12 +30,10 @@ from xtrans.serve.client import stream_audio
 from xtrans.serve.engine import EndpointConfig
 from xtrans.serve.protocol import encode_audio
 from xtrans.serve.server import BackgroundServer, ServerOptions
-from xtrans.testing.serve_fixtures import digit_string, fsdd_dir, stream_reference, to_s16
+from xtrans.testing.serve_fixtures import digit_string, stream_reference, to_s16
 from xtrans.testing.train_fixtures import save_decoding_checkpoint
 
 SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
-FSDD = fsdd_dir(__file__)
-pytestmark = pytest.mark.skipif(FSDD is None, reason="FSDD not found at ../shared/data/fsdd")
 NO_ENDPOINTS = EndpointConfig(silence_ms=None, max_segment_s=None)
 MARKER = 0.5  # f32le audio holding this exact value makes FaultyBackend raise
 
@@ -81,8 +79,8 @@ def wait_until(predicate, timeout_s: float = 5.0):
 
 # ---------------------------------------------------------------------------- 1. protocol
 @pytest.mark.parametrize("fmt, rate", [("s16le", 16000), ("f32le", 16000), ("s16le", 8000), ("f32le", 8000)])
-def test_final_equals_speech2text_streaming(server, s2t, fmt, rate):
-    x8 = digit_string(FSDD, 4, seed=11)
+def test_final_equals_speech2text_streaming(spoken_digits, server, s2t, fmt, rate):
+    x8 = digit_string(spoken_digits, 4, seed=11)
     x = x8 if rate == 8000 else resample(torch.from_numpy(x8), 8000, 16000).numpy()
     if fmt == "s16le":
         x = to_s16(x)  # what the client sends
@@ -98,8 +96,8 @@ def test_final_equals_speech2text_streaming(server, s2t, fmt, rate):
     assert all(m["segment"] == 0 for m in result.messages[:-1])
 
 
-def test_defaults_without_a_start_message(server, s2t):
-    x = to_s16(resample(torch.from_numpy(digit_string(FSDD, 2, seed=12)), 8000, 16000).numpy())
+def test_defaults_without_a_start_message(spoken_digits, server, s2t):
+    x = to_s16(resample(torch.from_numpy(digit_string(spoken_digits, 2, seed=12)), 8000, 16000).numpy())
     result = run(stream_audio(server.url, x, 16000, "s16le", send_start=False))
     check_final(result.finals[0], stream_reference(s2t, x, 16000))
     empty = run(stream_audio(server.url, np.zeros(0, np.float32), 16000))
@@ -108,8 +106,8 @@ def test_defaults_without_a_start_message(server, s2t):
 
 
 # ---------------------------------------------------------------------------- 2. concurrency
-def test_concurrent_clients_get_their_solo_results(server, s2t):
-    signals = [digit_string(FSDD, 3 + k % 3, seed=20 + k) for k in range(8)]
+def test_concurrent_clients_get_their_solo_results(spoken_digits, server, s2t):
+    signals = [digit_string(spoken_digits, 3 + k % 3, seed=20 + k) for k in range(8)]
     refs = [stream_reference(s2t, x, 8000) for x in signals]
     before = server.call(lambda: server.server.engine.stats.max_batch)
 
@@ -128,9 +126,9 @@ def test_concurrent_clients_get_their_solo_results(server, s2t):
 
 
 # ---------------------------------------------------------------------------- 3. endpointing
-def test_two_utterances_give_two_finals_with_their_times(s2t):
-    a = to_s16(resample(torch.from_numpy(digit_string(FSDD, 2, seed=3)), 8000, 16000).numpy())
-    b = to_s16(resample(torch.from_numpy(digit_string(FSDD, 2, seed=4)), 8000, 16000).numpy())
+def test_two_utterances_give_two_finals_with_their_times(spoken_digits, s2t):
+    a = to_s16(resample(torch.from_numpy(digit_string(spoken_digits, 2, seed=3)), 8000, 16000).numpy())
+    b = to_s16(resample(torch.from_numpy(digit_string(spoken_digits, 2, seed=4)), 8000, 16000).numpy())
     x = np.concatenate([a, np.zeros(32000, np.float32), b])
     with BackgroundServer(TorchBackend(s2t), ServerOptions(port=0)) as srv:  # default rules: 800 ms, 20 s
         result = run(stream_audio(srv.url, x, 16000, piece_samples=random_pieces(5)))
@@ -146,8 +144,9 @@ def test_two_utterances_give_two_finals_with_their_times(s2t):
     check_final(second, stream_reference(s2t, x[cut:], 16000), start=first["end"])
 
 
-def test_a_long_stream_is_split_at_the_maximum_segment_length(s2t):
-    x = to_s16(resample(torch.from_numpy(digit_string(FSDD, 60, seed=6)), 8000, 16000).numpy())[:25 * 16000]
+def test_a_long_stream_is_split_at_the_maximum_segment_length(spoken_digits, s2t):
+    x8 = digit_string(spoken_digits, 60, seed=6)
+    x = to_s16(resample(torch.from_numpy(x8), 8000, 16000).numpy())[:25 * 16000]
     assert len(x) == 25 * 16000
     options = ServerOptions(port=0, endpoint=EndpointConfig(silence_ms=None, max_segment_s=20))
     with BackgroundServer(TorchBackend(s2t), options) as srv:
@@ -212,8 +211,8 @@ AUDIO = encode_audio(np.full(4000, 0.01, np.float32), "s16le")
     ([START, AUDIO, START], 1008, "at most one start message"),
     ([json.dumps({"type": "start", "format": "f32le"}), np.array([np.inf], "<f4").tobytes()], 1003, "finite"),
 ])
-def test_bad_messages_close_only_that_client(fault_server, s2t, messages, code, match):
-    x = digit_string(FSDD, 3, seed=30)
+def test_bad_messages_close_only_that_client(spoken_digits, fault_server, s2t, messages, code, match):
+    x = digit_string(spoken_digits, 3, seed=30)
     ref = stream_reference(s2t, x, 8000)
 
     async def both():
@@ -240,8 +239,8 @@ def test_idle_client_is_closed(fault_server):
     assert code == 1008 and "idle: no message for 1 s" in received[-1]["message"]
 
 
-def test_a_decoding_fault_closes_that_stream_with_1011(fault_server, s2t):
-    x = digit_string(FSDD, 3, seed=32)
+def test_a_decoding_fault_closes_that_stream_with_1011(spoken_digits, fault_server, s2t):
+    x = digit_string(spoken_digits, 3, seed=32)
     ref = stream_reference(s2t, x, 8000)
     bad = np.full(16000, 0.1, np.float32)
     bad[9000] = MARKER
@@ -258,8 +257,8 @@ def test_a_decoding_fault_closes_that_stream_with_1011(fault_server, s2t):
     assert fault_server.call(lambda: fault_server.server.engine.stats.errors) >= 1
 
 
-def test_a_client_killed_mid_stream_frees_its_state(fault_server, s2t):
-    x = digit_string(FSDD, 3, seed=34)
+def test_a_client_killed_mid_stream_frees_its_state(spoken_digits, fault_server, s2t):
+    x = digit_string(spoken_digits, 3, seed=34)
     ref = stream_reference(s2t, x, 8000)
 
     async def killed():
@@ -280,9 +279,9 @@ def test_a_client_killed_mid_stream_frees_its_state(fault_server, s2t):
                                                   fault_server.server.engine.num_streams)) == (0, 0))
 
 
-def test_connections_over_the_limit_are_refused(fault_server, s2t):
+def test_connections_over_the_limit_are_refused(spoken_digits, fault_server, s2t):
     wait_until(lambda: fault_server.call(lambda: fault_server.server.num_connections) == 0)
-    signals = [digit_string(FSDD, 2, seed=40 + k) for k in range(3)]
+    signals = [digit_string(spoken_digits, 2, seed=40 + k) for k in range(3)]
     refs = [stream_reference(s2t, x, 8000) for x in signals]
 
     async def scenario():
@@ -332,7 +331,7 @@ def test_http_page_static_files_and_paths(server):
         run(wrong_path())
 
 
-def test_cli_serves_and_stops(checkpoint, s2t):
+def test_cli_serves_and_stops(spoken_digits, checkpoint, s2t):
     cmd = [sys.executable, "-m", "xtrans.bin.serve", "--model", str(checkpoint), "--port", "0", "--chunk-ms", "320",
            "--left-ms", "640", "--sinks", "2", "--endpoint-silence-ms", "none", "--max-segment-s", "none",
            "--num-threads", "1"]
@@ -342,7 +341,7 @@ def test_cli_serves_and_stops(checkpoint, s2t):
         line = proc.stdout.readline()
         assert line.startswith("listening on ws://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
         url = line.split()[-1]
-        x = digit_string(FSDD, 3, seed=50)
+        x = digit_string(spoken_digits, 3, seed=50)
         result = run(stream_audio(url, x, 8000))
         check_final(result.finals[0], stream_reference(s2t, x, 8000))
     finally:
@@ -369,12 +368,12 @@ def test_cli_refuses_bad_options(checkpoint, capsys, args, match):
     assert re.search(match, capsys.readouterr().err)
 
 
-def test_client_command_prints_finals(server, s2t, tmp_path, capsys):
+def test_client_command_prints_finals(spoken_digits, server, s2t, tmp_path, capsys):
     from xtrans.serve.client import main as client_main
 
     import soundfile
 
-    x = digit_string(FSDD, 3, seed=70)
+    x = digit_string(spoken_digits, 3, seed=70)
     soundfile.write(tmp_path / "d.wav", x, 8000, subtype="PCM_16")
     assert client_main([server.url, str(tmp_path / "d.wav")]) == 0
     ref = stream_reference(s2t, x, 8000)

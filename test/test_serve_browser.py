@@ -23,11 +23,10 @@ from xtrans.inference import Speech2Text
 from xtrans.serve.backend import TorchBackend
 from xtrans.serve.engine import Engine
 from xtrans.serve.server import BackgroundServer, ServerOptions
-from xtrans.testing.serve_fixtures import digit_string, fsdd_dir
+from xtrans.testing.serve_fixtures import digit_string
 from xtrans.testing.train_fixtures import save_decoding_checkpoint
 
 SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
-FSDD = fsdd_dir(__file__)
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 DRIVER = shutil.which("chromedriver")
 
@@ -39,7 +38,6 @@ except ImportError:  # pragma: no cover
     webdriver = None
 
 pytestmark = [
-    pytest.mark.skipif(FSDD is None, reason="FSDD not found at ../shared/data/fsdd"),
     pytest.mark.skipif(webdriver is None, reason="selenium is not installed (pip install -e '.[dev]')"),
     pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
                        reason="Chromium and chromedriver not found (apt-get install chromium chromium-driver)"),
@@ -72,11 +70,12 @@ def engine_finals(backend, audio: np.ndarray, endpoint):
     return [m for m in messages if m["type"] == "final"]
 
 
-def test_page_transcribes_the_fake_microphone(tmp_path):
+def test_page_transcribes_the_fake_microphone(spoken_digits, tmp_path):
     checkpoint = save_decoding_checkpoint(tmp_path / "run", SENTENCES, seed=0, waveform_norm="cumulative")
     s2t = Speech2Text.from_checkpoint(checkpoint, chunk_ms=320, left_ms=640, sinks=2)
     gap = np.zeros(12000, np.float32)  # 1.5 s at 8 kHz: an endpoint, so two lines
-    wave = np.concatenate([gap[:2000], digit_string(FSDD, 2, seed=3), gap, digit_string(FSDD, 2, seed=4), gap])
+    a, b = digit_string(spoken_digits, 2, seed=3), digit_string(spoken_digits, 2, seed=4)
+    wave = np.concatenate([gap[:2000], a, gap, b, gap])
     wav = tmp_path / "mic.wav"
     soundfile.write(wav, wave, 8000, subtype="PCM_16")
 

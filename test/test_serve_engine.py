@@ -19,12 +19,10 @@ from xtrans.serve.backend import TorchBackend
 from xtrans.serve.engine import EndpointConfig, Engine
 from xtrans.serve.protocol import (CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA, End, ProtocolError, Start,
                                    decode_audio, encode_audio, parse_text)
-from xtrans.testing.serve_fixtures import digit_string, fsdd_dir, stream_reference
+from xtrans.testing.serve_fixtures import digit_string, stream_reference
 from xtrans.testing.train_fixtures import save_decoding_checkpoint
 
 SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
-FSDD = fsdd_dir(__file__)
-needs_fsdd = pytest.mark.skipif(FSDD is None, reason="FSDD not found at ../shared/data/fsdd")
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +168,10 @@ def check_final(final, ref, start=0.0):
     assert final["timestamps"] == [round(start + t, 6) for t in ref.timestamps]
 
 
-@needs_fsdd
 @pytest.mark.parametrize("search", ["greedy", "beam"])
-def test_engine_batch_does_not_change_a_streams_result(checkpoint, search):
+def test_engine_batch_does_not_change_a_streams_result(spoken_digits, checkpoint, search):
     s2t = recognizer(checkpoint, search)
-    signals = [digit_string(FSDD, 3 + k % 3, seed=k) for k in range(6)]
+    signals = [digit_string(spoken_digits, 3 + k % 3, seed=k) for k in range(6)]
     refs = [stream_reference(s2t, x, 8000) for x in signals]
     assert sum(bool(r.tokens) for r in refs) >= 4, "the tiny model emits tokens on most strings"
     engine = Engine(TorchBackend(s2t), EndpointConfig(None, None), max_batch=4)
@@ -207,14 +204,13 @@ def test_engine_refuses_bad_settings(checkpoint):
         Engine(backend).open(0)
 
 
-@needs_fsdd
-def test_engine_endpoints_restart_the_segment(checkpoint):
+def test_engine_endpoints_restart_the_segment(spoken_digits, checkpoint):
     """Two utterances 2 s apart: two finals whose times tile the audio, each equal to Speech2Text on
     its segment's audio (the cut is at a frame boundary; the first segment also read the 80
     samples after it)."""
     s2t = recognizer(checkpoint)
-    a = resample(torch.from_numpy(digit_string(FSDD, 2, seed=3)), 8000, 16000).numpy()
-    b = resample(torch.from_numpy(digit_string(FSDD, 2, seed=4)), 8000, 16000).numpy()
+    a = resample(torch.from_numpy(digit_string(spoken_digits, 2, seed=3)), 8000, 16000).numpy()
+    b = resample(torch.from_numpy(digit_string(spoken_digits, 2, seed=4)), 8000, 16000).numpy()
     x = np.concatenate([a, np.zeros(32000, np.float32), b])
     engine = Engine(TorchBackend(s2t), EndpointConfig(silence_ms=800, max_segment_s=20))
     messages = run_engine(engine, [x], 16000, seed=5)[0]

@@ -19,12 +19,10 @@ from xtrans.serve.client import stream_audio  # noqa: E402
 from xtrans.serve.engine import EndpointConfig  # noqa: E402
 from xtrans.serve.onnx_backend import OnnxBackend  # noqa: E402
 from xtrans.serve.server import BackgroundServer, ServerOptions  # noqa: E402
-from xtrans.testing.serve_fixtures import digit_string, fsdd_dir, to_s16  # noqa: E402
+from xtrans.testing.serve_fixtures import digit_string, to_s16  # noqa: E402
 from xtrans.testing.train_fixtures import save_decoding_checkpoint  # noqa: E402
 
 SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
-FSDD = fsdd_dir(__file__)
-pytestmark = pytest.mark.skipif(FSDD is None, reason="FSDD not found at ../shared/data/fsdd")
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +35,10 @@ def export_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("search", ["greedy", "beam"])
-def test_onnx_server_finals_equal_onnx_streaming(export_dir, search):
+def test_onnx_server_finals_equal_onnx_streaming(spoken_digits, export_dir, search):
     backend = OnnxBackend.from_directory(export_dir, search=search, num_threads=1)
     s2t = OnnxSpeech2Text(export_dir, search=search, num_threads=1)
-    signals = [to_s16(digit_string(FSDD, 3 + k % 2, seed=60 + k)) for k in range(4)]
+    signals = [to_s16(digit_string(spoken_digits, 3 + k % 2, seed=60 + k)) for k in range(4)]
     rates = [8000, 16000, 8000, 16000]
     sent = [x if r == 8000 else to_s16(resample(torch.from_numpy(x), 8000, 16000).numpy())
             for x, r in zip(signals, rates)]

@@ -1,7 +1,7 @@
 """``streaming_attention`` equals dense masked SDPA, at a cost that never sees more than S + L + C keys.
 
 Reference: ``F.scaled_dot_product_attention`` on each utterance cut to its length, under
-``chunk_attention_mask`` (the rule of DESIGN.md, True = may attend), in float64. Values and
+``chunk_attention_mask`` (the rule of docs/streaming.md, True = may attend), in float64. Values and
 gradients w.r.t. q, k, v must agree within 1e-6 on the valid query rows, over chunk sizes that
 do not divide T, unequal lengths, L = 0, sinks inside and outside the window, C = None, L = None.
 """

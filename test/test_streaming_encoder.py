@@ -1,8 +1,9 @@
 """Real chunk-by-chunk streaming of the encoder equals the masked full-utterance pass.
 
 Reference: ``Wav2Vec2Encoder.forward(waveform, lengths, streaming=cfg)`` (the masked pass used
-in training); the streamed frames must match it within 1e-4 for every training-stage rule of
-DESIGN.md, audio fed in pieces of irregular sizes, single streams and batches of unequal lengths.
+in training); the streamed frames must match it within 1e-4 for every training-stage rule
+(docs/streaming.md), speech (the tests' spoken digits) fed in pieces of irregular sizes, single
+streams and batches of unequal lengths.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from xtrans.masks import StreamingConfig
 from xtrans.models.wav2vec2 import StreamingNotSupportedError, tiny
 from xtrans.streaming import EncoderState, StreamingEncoder
 
-FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
 TOL = 1e-4
 
-# the training stages of DESIGN.md: (chunk, left, sinks)
+# the training stages of docs/streaming.md: (chunk, left, sinks)
 STAGE_CONFIGS = [
     (16, None, 0), (32, None, 0), (64, None, 0), (128, None, 0),  # stage 2 a-d
     (32, 32, 0), (32, 64, 0),  # stage 3 a b (3c = stage 2b)
@@ -37,18 +37,15 @@ def make_encoder(pos_conv: str = "chunk", waveform_norm: str = "cumulative", **k
     return tiny(pos_conv=pos_conv, **kw).eval()
 
 
-def load_speech(num_utts: int, offset: int = 0) -> torch.Tensor:
-    """Some FSDD digits (8 kHz) concatenated and upsampled 2x to 16 kHz, (S,) float32."""
-    scp = FSDD / "wav.scp"
-    if not scp.is_file():
-        pytest.skip(f"real speech data not found: {scp} is absent (the shared FSDD folder)")
+def load_speech(root: Path, num_utts: int, offset: int = 0) -> torch.Tensor:
+    """Recordings ``offset ..`` of the spoken digits (8 kHz) concatenated and upsampled 2x to 16 kHz, (S,) float32."""
     import soundfile as sf
 
-    lines = scp.read_text().split("\n")[offset:offset + num_utts]
+    lines = (root / "wav.scp").read_text().split("\n")[offset:offset + num_utts]
     pieces = []
     for line in lines:
         _, rel = line.split(maxsplit=1)
-        audio, rate = sf.read(str(FSDD / rel), dtype="float32", always_2d=True)
+        audio, rate = sf.read(str(root / rel), dtype="float32", always_2d=True)
         assert rate == 8000, rate
         pieces.append(torch.from_numpy(audio[:, 0]))
     wave = torch.cat(pieces)
@@ -56,9 +53,9 @@ def load_speech(num_utts: int, offset: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def speech() -> torch.Tensor:
-    """About 7 s of real speech at 16 kHz, (1, S)."""
-    return load_speech(12)[None]
+def speech(spoken_digits) -> torch.Tensor:
+    """About 7 s of speech at 16 kHz (16 digits of one voice), (1, S)."""
+    return load_speech(spoken_digits, 16)[None]
 
 
 def random_pieces(total: int, rng: random.Random, low: int = 160, high: int = 40000) -> List[int]:
@@ -144,11 +141,12 @@ def test_the_comparison_discriminates(speech):
     ("chunk", {}), ("causal", {}),
     ("chunk", {"extractor_mode": "cumulative_norm", "waveform_norm": "none"}),
 ])
-def test_batch_of_unequal_streams(pos_conv, extra):
+def test_batch_of_unequal_streams(spoken_digits, pos_conv, extra):
     """Streams ending at different times (one inside a piece, one shorter than a frame)."""
     encoder = make_encoder(pos_conv, **extra)
     cfg = StreamingConfig(16, 32, 4)
-    waves = [load_speech(12, 100), load_speech(5, 300), load_speech(9, 600), torch.randn(350) * 0.1]
+    waves = [load_speech(spoken_digits, 12, 40), load_speech(spoken_digits, 5, 80), load_speech(spoken_digits, 9, 120),
+             torch.randn(350) * 0.1]  # three voices and a stream shorter than a frame
     lengths = torch.tensor([len(w) for w in waves])
     batch = torch.zeros(len(waves), int(lengths.max()))
     for b, w in enumerate(waves):

@@ -18,7 +18,7 @@ from xtrans.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["1", "2a", "2b", "2c", "2d", "3a", "3b", "3c", "4", "5a", "5b"]
-# (chunk, left context, sinks) of DESIGN.md's stage table; stage 4 is multi-chunk
+# (chunk, left context, sinks) of the stage table in docs/streaming.md; stage 4 is multi-chunk
 MASKS = {"1": (None, None, 0), "2a": (16, None, 0), "2b": (32, None, 0), "2c": (64, None, 0),
          "2d": (128, None, 0), "3a": (32, 32, 0), "3b": (32, 64, 0), "3c": (32, None, 0),
          "5a": (32, 32, 4), "5b": (32, 32, 16)}

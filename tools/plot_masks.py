@@ -19,7 +19,7 @@ Sizes are in 20 ms frames, or in milliseconds with the ``*_ms`` options (multipl
                      ``none`` to skip)
 
 Every image comes from :func:`xtrans.masks.chunk_attention_mask` (True = may attend), the rule
-of DESIGN.md: query ``i`` in chunk ``c = i // C`` sees key ``j`` when
+of docs/streaming.md: query ``i`` in chunk ``c = i // C`` sees key ``j`` when
 ``j < (c + 1) C and (j >= c C - L or j < S)``.
 """
 

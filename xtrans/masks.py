@@ -1,6 +1,6 @@
 """Streaming attention masks: chunks, limited left context and attention sinks.
 
-The streaming rule (DESIGN.md), shared by training, simulated and real streaming inference.
+The streaming rule (docs/streaming.md), shared by training, simulated and real streaming inference.
 Frames are 20 ms. With chunk size ``C`` frames, left context ``L`` frames and ``S`` sink
 frames, query frame ``i`` lies in chunk ``c = i // C`` and may attend key ``j`` exactly when::
 

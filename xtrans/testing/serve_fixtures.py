@@ -1,27 +1,21 @@
-"""Audio and references for the live server's tests: FSDD digit strings and Speech2Text results.
+"""Audio and references for the live server's tests: spoken digit strings and Speech2Text results.
 
-The Free Spoken Digit Dataset (FSDD, Zohar Jackson et al., CC BY-SA 4.0) lives in the shared
-data folder beside the repository (``../shared/data/fsdd``: 8 kHz 16-bit WAV); tests find it
-from their own path and skip when it is absent. Digit strings made here by concatenating its
-recordings keep that attribution and licence.
+Digit strings join random recordings of an FSDD-shaped folder (``wav.scp`` of 8 kHz 16-bit WAV
+files): the tests' own synthetic digits (:mod:`xtrans.testing.speech_fixtures`, the
+``spoken_digits`` fixture), or a copy of the Free Spoken Digit Dataset (Zohar Jackson et al.,
+CC BY-SA 4.0; strings made from it keep that attribution and licence).
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import soundfile
 
 FSDD_RATE = 8000
-
-
-def fsdd_dir(test_file: str) -> Optional[Path]:
-    """``<repo>/../shared/data/fsdd`` seen from a test file in ``<repo>/test/``; None when absent."""
-    path = Path(test_file).resolve().parents[2] / "shared" / "data" / "fsdd"
-    return path if (path / "wav.scp").is_file() else None
 
 
 def fsdd_recordings(root: Path) -> List[Path]:
@@ -31,7 +25,7 @@ def fsdd_recordings(root: Path) -> List[Path]:
 
 
 def digit_string(root: Path, num_digits: int, seed: int, gap_s: float = 0.0) -> np.ndarray:
-    """``num_digits`` random FSDD recordings joined (``gap_s`` of zeros between them): (S,) float32 at 8 kHz.
+    """``num_digits`` random recordings of ``root`` joined (``gap_s`` of zeros between them): (S,) float32 at 8 kHz.
 
     The samples are 16-bit values / 32768, so s16le carries them exactly.
     """
