@@ -23,6 +23,8 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.6",
         "tensorboard>=2.12",
+        # simulated rooms for reverberation in training and in the robustness table (image method)
+        "pyroomacoustics>=0.7",
     ],
     extras_require={
         # selenium drives headless Chromium in the live server's browser test
