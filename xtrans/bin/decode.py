@@ -62,12 +62,13 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtrans.data.audio import BadAudioError, read_audio
+from xtrans.data.audio import BadAudioError, read_audio, to_mono
 from xtrans.data.augment import apply_gain
 from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
 from xtrans.data.resample import resample
@@ -81,6 +82,13 @@ from xtrans.scoring.wer import write_text, write_trn
 logger = logging.getLogger(__name__)
 
 MODES = ("simulated", "streaming")
+
+Transform = Callable[[np.ndarray, int], np.ndarray]
+"""A per-utterance transform of the audio before decoding: ``transform(samples, index)`` takes the
+``(S,)`` float32 mono samples at 16 kHz of the utterance ``data.utt_ids[index]`` and returns the
+``(S',)`` float32 samples at 16 kHz to decode. With ``--nj > 1`` it is sent to the worker processes,
+so it must pickle: a frozen dataclass with ``__call__`` defined at module level (e.g. the conditions
+of :mod:`xtrans.scoring.robustness`)."""
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -178,15 +186,11 @@ _WORKER: Dict[Tuple, Speech2Text] = {}
 
 def _onnx_input(samples, rate: int):
     """Mono 16 kHz float32 samples for the onnxruntime recognizer (resampled as ``Speech2Text`` does)."""
-    wave = torch.as_tensor(samples, dtype=torch.float32)
-    if wave.dim() == 2:
-        wave = wave.mean(dim=1)
-    if rate != SAMPLE_RATE:
-        wave = resample(wave, rate, SAMPLE_RATE)
-    if wave.shape[0] < RECEPTIVE_FIELD or not bool(torch.isfinite(wave).all()):
+    wave = mono_16k(samples, rate)
+    if wave.shape[0] < RECEPTIVE_FIELD or not bool(np.isfinite(wave).all()):
         raise BadAudioError("", "", f"expected finite audio of at least {RECEPTIVE_FIELD} samples at 16 kHz, "
                                         f"found {wave.shape[0]}")
-    return wave.numpy(), SAMPLE_RATE
+    return wave, SAMPLE_RATE
 
 
 def _load_key(args: argparse.Namespace) -> Tuple:
@@ -210,14 +214,27 @@ def _init_worker() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+def mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """``(S,)`` or ``(S, C)`` samples at ``rate`` -> ``(S',)`` float32 mono samples at 16 kHz
+    (channels averaged, resampled as :func:`xtrans.data.audio.load_waveform` does)."""
+    wave = to_mono(samples)
+    if rate != SAMPLE_RATE:
+        wave = resample(wave, rate, SAMPLE_RATE)
+    return wave.numpy().astype(np.float32, copy=False)
+
+
 def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry: str, segment,
-                     gain_db: Optional[float] = None) -> Dict[str, Any]:
+                     gain_db: Optional[float] = None, transform: Optional[Transform] = None,
+                     index: int = 0) -> Dict[str, Any]:
     """Decodes one utterance; returns ``{"utt", "text", "duration", "seconds", ...}`` or, on bad
     audio or any other failure, ``{"utt", "text": "", "error": reason}`` (the run carries on).
 
     ``gain_db`` (``None`` = as recorded) scales the samples first with
     :func:`xtrans.data.augment.apply_gain` (clipped at full scale), for
-    ``python -m xtrans.bin.level_robustness``.
+    ``python -m xtrans.bin.level_robustness``. ``transform`` (see :data:`Transform`) then turns the
+    utterance, made mono at 16 kHz, into what is decoded; ``index`` is its position in the data
+    directory (``data.utt_ids``), for per-utterance draws (``python -m xtrans.bin.robustness``).
+    A failure of the transform is a failure of the utterance.
     """
     if entry is None:
         recording = segment.recording_id if segment is not None else utt
@@ -226,6 +243,8 @@ def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry
         samples, rate = read_audio(entry, utt_id=utt, segment=segment)
         if gain_db is not None:
             samples = apply_gain(torch.tensor(samples), gain_db).numpy()
+        if transform is not None:
+            samples, rate = transform(mono_16k(samples, rate), index), SAMPLE_RATE
         if args.mode == "simulated":
             text, timing = decode_simulated(s2t, samples, rate)
         else:
@@ -268,11 +287,12 @@ def _wav_entry(data: DataDir, utt: str) -> Tuple[Optional[str], Any]:
 
 def run(args: argparse.Namespace, data: DataDir, s2t: Optional[Speech2Text],
         pool: Optional[ProcessPoolExecutor] = None, *, gain_db: Optional[float] = None,
-        progress: bool = True) -> List[Dict[str, Any]]:
+        transform: Optional[Transform] = None, progress: bool = True) -> List[Dict[str, Any]]:
     """Decodes every utterance of ``data`` (in ``pool``'s processes when given, else here with
-    ``s2t``), each scaled by ``gain_db`` when given (see :func:`decode_utterance`); records in
-    utterance order. ``progress=False`` hides the per-utterance progress bar."""
-    items = [(utt, *_wav_entry(data, utt), gain_db) for utt in data.utt_ids]
+    ``s2t``), each scaled by ``gain_db`` and then changed by ``transform`` when given (see
+    :func:`decode_utterance`); records in utterance order. ``progress=False`` hides the
+    per-utterance progress bar."""
+    items = [(utt, *_wav_entry(data, utt), gain_db, transform, index) for index, utt in enumerate(data.utt_ids)]
     bar = tqdm(total=len(items), desc=f"decode ({args.mode})", unit="utt", file=sys.stderr,
                disable=not progress or len(items) < 2)
     records = []

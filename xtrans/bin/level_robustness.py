@@ -19,6 +19,9 @@ Prints one row per model: WER (%) at each gain and ``max |WER(g) - WER(0 dB)|`` 
 points). ``--out`` writes the JSON report described in :mod:`xtrans.scoring.level`, ``--plot``
 a PNG of WER against gain, ``--markdown`` the table as the ``RESULTS.md`` section. The exit status
 is 2 for bad options, 1 when an utterance could not be decoded (it is scored as deletions).
+
+``python -m xtrans.bin.robustness`` measures the same gains as one of its conditions (beside noise,
+babble, rooms and telephone) and shares the options and the decoding loop defined here.
 """
 
 from __future__ import annotations
@@ -28,15 +31,16 @@ import json
 import logging
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
 
 from xtrans.bin.decode import run as decode_records
 from xtrans.bin.decode import worker_pool
-from xtrans.data.kaldi_dir import DataDirError, read_data_dir
+from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
 from xtrans.frames import frames_to_ms
 from xtrans.inference import Speech2Text
 from xtrans.scoring.level import (DEFAULT_GAINS, default_tag, format_table, gain_key, gain_score, gain_value,
@@ -46,14 +50,12 @@ from xtrans.scoring.wer import score
 from xtrans.train.checkpoint import training_streaming
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m xtrans.bin.level_robustness", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_model_options(p: argparse.ArgumentParser, plot_help: str) -> None:
+    """The options shared with ``python -m xtrans.bin.robustness``: the models, the data, how they
+    are decoded, and the outputs (``plot_help`` says what ``--plot`` draws)."""
     p.add_argument("--model", action="append", required=True, metavar="[TAG=]CKPT",
                    help="checkpoint to measure (repeatable); TAG=CKPT names its row")
     p.add_argument("--data", required=True, help="Kaldi data directory (wav.scp, text)")
-    p.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
-                   help="comma-separated input gains in dB")
     p.add_argument("--tokenizer", default=None,
                    help="sentencepiece .model or tokens.txt (default: from the checkpoint)")
     p.add_argument("--chunk_ms", "--chunk-ms", type=float, default=None,
@@ -68,19 +70,27 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_threads", "--num-threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="write the JSON report here")
-    p.add_argument("--plot", default=None, help="write a PNG of WER against gain here")
+    p.add_argument("--plot", default=None, help=plot_help)
     p.add_argument("--markdown", default=None, help="write the table as a Markdown section here")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m xtrans.bin.level_robustness", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_options(p, plot_help="write a PNG of WER against gain here")
+    p.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
+                   help="comma-separated input gains in dB")
     return p
 
 
-def join_gains(argv: Sequence[str]) -> List[str]:
-    """``--gains -30,-20`` -> ``--gains=-30,-20``: argparse takes a value that starts with ``-``
-    (and is not a single number) for an option and would refuse it."""
+def join_values(argv: Sequence[str], options: Sequence[str] = ("--gains",)) -> List[str]:
+    """``--gains -30,-20`` -> ``--gains=-30,-20`` for each of ``options``: argparse takes a value
+    that starts with ``-`` (and is not a single number) for an option and would refuse it."""
     out: List[str] = []
     k = 0
     while k < len(argv):
-        if argv[k] == "--gains" and k + 1 < len(argv) and not argv[k + 1].startswith("--"):
-            out.append(f"--gains={argv[k + 1]}")
+        if argv[k] in options and k + 1 < len(argv) and not argv[k + 1].startswith("--"):
+            out.append(f"{argv[k]}={argv[k + 1]}")
             k += 2
         else:
             out.append(argv[k])
@@ -132,8 +142,50 @@ def load(job: Dict[str, Any]) -> Speech2Text:
     return s2t
 
 
+def decode_and_score(job: Dict[str, Any], s2t: Speech2Text, data: DataDir, refs: Dict[str, str],
+                     pool: Optional[ProcessPoolExecutor], label: str, **options: Any) -> Tuple[Dict[str, Any], int]:
+    """Decodes ``data`` with a job's model under ``options`` of :func:`xtrans.bin.decode.run`
+    (``gain_db``, ``transform``); returns its :func:`~xtrans.scoring.level.gain_score` entry against
+    ``refs`` and the number of utterances that failed (reported on stderr, ``label`` saying where)."""
+    records = decode_records(job["decode"], data, s2t, pool, progress=False, **options)
+    errors = [r for r in records if "error" in r]
+    for r in errors:
+        tqdm.write(f"error: {r['utt']} {label}: {r['error']}", file=sys.stderr)
+    hyps = {r["utt"]: r["text"] for r in records if r["utt"] in refs}
+    return gain_score(score(refs, hyps).counts, failed=len(errors)), len(errors)
+
+
+def model_entry(job: Dict[str, Any], wer: Dict[str, Any]) -> Dict[str, Any]:
+    """A model's entry of a report: ``tag``, ``checkpoint``, ``streaming``, ``search``, ``beam``, ``wer``."""
+    d = job["decode"]
+    return {"tag": job["tag"], "checkpoint": str(job["checkpoint"]), "streaming": job["streaming"],
+            "search": d.search, "beam": d.beam if d.search == "beam" else None, "wer": wer}
+
+
+def write_outputs(args: argparse.Namespace, report: Dict[str, Any],
+                  plot: Callable[[Dict[str, Any], str], Optional[Path]],
+                  section: Callable[[Dict[str, Any], Optional[str]], str]) -> List[str]:
+    """Writes ``--out`` (the JSON report), ``--plot`` (``plot(report, path)``) and ``--markdown``
+    (``section(report, plot path relative to it)``) where given; returns the paths written."""
+    written = []
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        written.append(str(out))
+    if args.plot and plot(report, args.plot) is not None:
+        written.append(str(args.plot))
+    if args.markdown:
+        md = Path(args.markdown)
+        md.parent.mkdir(parents=True, exist_ok=True)
+        rel = os.path.relpath(args.plot, md.parent) if args.plot and Path(args.plot).is_file() else None
+        md.write_text(section(report, rel), encoding="utf-8")
+        written.append(str(md))
+    return written
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = join_gains(sys.argv[1:] if argv is None else list(argv))
+    argv = join_values(sys.argv[1:] if argv is None else list(argv))
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.num_threads)
@@ -158,37 +210,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             wer: Dict[str, Dict[str, Any]] = {}
             for g in gains:
                 bar.set_postfix_str(f"{job['tag']} at {g:+g} dB")
-                records = decode_records(job["decode"], data, s2t, pool, gain_db=g, progress=False)
-                errors = [r for r in records if "error" in r]
-                for r in errors:
-                    tqdm.write(f"error: {r['utt']} at {g:+g} dB: {r['error']}", file=sys.stderr)
+                wer[gain_key(g)], errors = decode_and_score(job, s2t, data, refs, pool, f"at {g:+g} dB", gain_db=g)
                 failed |= bool(errors)
-                hyps = {r["utt"]: r["text"] for r in records if r["utt"] in refs}
-                wer[gain_key(g)] = gain_score(score(refs, hyps).counts, failed=len(errors))
                 bar.update()
-            d = job["decode"]
-            report["models"].append({"tag": job["tag"], "checkpoint": str(job["checkpoint"]),
-                                     "streaming": job["streaming"], "search": d.search,
-                                     "beam": d.beam if d.search == "beam" else None, "wer": wer})
+            report["models"].append(model_entry(job, wer))
     finally:
         bar.close()
         if pool is not None:
             pool.shutdown()
     print(format_table(report, markdown=False), end="", flush=True)
-    written = []
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        written.append(str(out))
-    if args.plot and plot_level_robustness(report, args.plot) is not None:
-        written.append(str(args.plot))
-    if args.markdown:
-        md = Path(args.markdown)
-        md.parent.mkdir(parents=True, exist_ok=True)
-        plot = os.path.relpath(args.plot, md.parent) if args.plot and Path(args.plot).is_file() else None
-        md.write_text(results_section(report, plot), encoding="utf-8")
-        written.append(str(md))
+    written = write_outputs(args, report, plot_level_robustness, results_section)
     if written:
         print(f"wrote {', '.join(written)}")
     return 1 if failed else 0

@@ -10,7 +10,8 @@ Usage::
 
     # every exp/**/decode_*/ (scored where needed) -> RESULTS.md, plots/wer_vs_chunk.png,
     # plots/training_curves.png (from exp/stage*/**/steps.jsonl); with exp/level_robustness.json
-    # (xtrans.bin.level_robustness) a "Level robustness" section and plots/level_robustness.png
+    # (xtrans.bin.level_robustness) a "Level robustness" section and plots/level_robustness.png,
+    # with exp/robustness.json (xtrans.bin.robustness) a "Robustness" section and plots/robustness.png
     python -m xtrans.bin.score --results exp --out RESULTS.md [--plots_dir plots] [--rescore]
 
 Prints the ``%WER`` summary (``N``, ``S``, ``D``, ``I``) or the results table.
@@ -26,8 +27,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from xtrans.scoring import robustness
 from xtrans.scoring.level import LEVEL_JSON, check_report, results_section
-from xtrans.scoring.plots import plot_level_robustness, plot_training_curves, plot_wer_vs_chunk
+from xtrans.scoring.plots import plot_level_robustness, plot_robustness, plot_training_curves, plot_wer_vs_chunk
 from xtrans.scoring.results import collect_results, format_table, score_decode_dir, write_results_md
 from xtrans.scoring.wer import format_result, format_summary, read_text, score
 
@@ -83,16 +85,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     plots = [p for p in (plot_wer_vs_chunk(rows, plots_dir / "wer_vs_chunk.png"),
                          plot_training_curves(exp, plots_dir / "training_curves.png")) if p is not None]
     sections, written = [], list(plots)
-    level_json = exp / LEVEL_JSON
-    if level_json.is_file():  # written by xtrans.bin.level_robustness (recipe stage 12)
+    # reports of recipe stage 12: xtrans.bin.level_robustness, then xtrans.bin.robustness
+    for name, check, plot, section in ((LEVEL_JSON, check_report, plot_level_robustness, results_section),
+                                       (robustness.ROBUSTNESS_JSON, robustness.check_report, plot_robustness,
+                                        robustness.results_section)):
+        path = exp / name
+        if not path.is_file():
+            continue
         try:
-            report = check_report(json.loads(level_json.read_text(encoding="utf-8")), str(level_json))
+            report = check(json.loads(path.read_text(encoding="utf-8")), str(path))
         except ValueError as err:  # json.JSONDecodeError is a ValueError
-            print(f"warning: {level_json} left out of {out}: {err}", file=sys.stderr)
-        else:
-            level_plot = plot_level_robustness(report, plots_dir / "level_robustness.png")
-            written += [level_plot] if level_plot is not None else []
-            sections.append(results_section(report, level_plot and os.path.relpath(level_plot, out.parent)))
+            print(f"warning: {path} left out of {out}: {err}", file=sys.stderr)
+            continue
+        png = plot(report, plots_dir / f"{Path(name).stem}.png")
+        written += [png] if png is not None else []
+        sections.append(section(report, png and os.path.relpath(png, out.parent)))
     write_results_md(rows, out, plots, sections=sections)
     print(format_table(rows), end="")
     print(f"wrote {out}" + "".join(f", {p}" for p in written))

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from xtrans.frames import frames_to_ms
 from xtrans.masks import StreamingConfig
@@ -47,6 +47,43 @@ MAX_CHANGE_HEADER = "max |WER(g) - WER(0 dB)|"
 
 # ---------------------------------------------------------------------------- options
 
+def parse_levels(text: str, option: str, noun: str, unit: str, example: str,
+                 positive: bool = False) -> Tuple[float, ...]:
+    """Comma-separated levels of an option, e.g. ``"20,10,5,0"`` -> ``(20.0, 10.0, 5.0, 0.0)``
+    (in the order given).
+
+    Args:
+        option: the option, for messages (``"--snrs"``).
+        noun: what one level is (``"SNR"``); messages say ``"<noun>s in <unit>"``.
+        unit: ``"dB"``, ``"seconds"``.
+        example: a valid value, for messages (``"20,10,5,0"``).
+        positive: refuse levels ``<= 0``.
+
+    Raises:
+        ValueError: naming ``option`` for an empty list, a value that is not a finite number
+            (or not positive with ``positive``) or a level given twice.
+    """
+    words = [w.strip() for w in str(text).split(",")]
+    what = f"{noun}s in {unit}"
+    if not any(words):
+        raise ValueError(f"{option}: expected comma-separated {what} such as {example}, found {text!r}")
+    levels: List[float] = []
+    for w in words:
+        try:
+            x = float(w)
+        except ValueError:
+            x = math.nan
+        if not math.isfinite(x):
+            raise ValueError(f"{option}: expected comma-separated finite {what} such as {example}, "
+                             f"found {w!r} in {text!r}")
+        if positive and x <= 0:
+            raise ValueError(f"{option}: expected {what} > 0 such as {example}, found {w!r} in {text!r}")
+        if x in levels:
+            raise ValueError(f"{option}: expected each {noun} once, found {w} twice in {text!r}")
+        levels.append(x)
+    return tuple(levels)
+
+
 def parse_gains(text: str) -> Tuple[float, ...]:
     """``"-30,-20,-10,0,6"`` -> ``(-30.0, -20.0, -10.0, 0.0, 6.0)`` (dB, in the order given).
 
@@ -54,22 +91,7 @@ def parse_gains(text: str) -> Tuple[float, ...]:
         ValueError: naming ``--gains`` for an empty list, a value that is not a finite number
             or a gain given twice.
     """
-    words = [w.strip() for w in str(text).split(",")]
-    if not any(words):
-        raise ValueError(f"--gains: expected comma-separated gains in dB such as -30,-20,-10,0,6, found {text!r}")
-    gains: List[float] = []
-    for w in words:
-        try:
-            g = float(w)
-        except ValueError:
-            g = math.nan
-        if not math.isfinite(g):
-            raise ValueError(f"--gains: expected comma-separated finite gains in dB such as -30,-20,-10,0,6, "
-                             f"found {w!r} in {text!r}")
-        if g in gains:
-            raise ValueError(f"--gains: expected each gain once, found {w} twice in {text!r}")
-        gains.append(g)
-    return tuple(gains)
+    return parse_levels(text, "--gains", "gain", "dB", "-30,-20,-10,0,6")
 
 
 def gain_key(gain_db: float) -> str:
@@ -155,14 +177,20 @@ def format_table(report: Mapping[str, Any], markdown: bool = True) -> str:
         wer = m["wer"]
         rows.append([m["tag"], m["streaming"]["description"],
                      *(_pct(wer[k]["wer"]) if k in wer else "-" for k in keys), _pct(max_wer_change(wer))])
+    return render_table(rows, markdown)
+
+
+def render_table(rows: Sequence[Sequence[str]], markdown: bool = True, left: int = 2) -> str:
+    """Rows of cells (the first is the header) as a Markdown table (``|`` in cells escaped), or as
+    plain text in columns two spaces apart, the first ``left`` columns left-aligned and the others
+    (numbers) right-aligned."""
     if markdown:
-        rows[0][-1] = MAX_CHANGE_HEADER.replace("|", "\\|")
-        lines = ["| " + " | ".join(r) + " |" for r in rows]
+        lines = ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
         lines.insert(1, "|" + "---|" * len(rows[0]))
         return "\n".join(lines) + "\n"
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return "".join("  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
-                   .rstrip() + "\n" for r in rows)
+    return "".join("  ".join(cell.ljust(w) if c < left else cell.rjust(w)
+                             for c, (cell, w) in enumerate(zip(r, widths))).rstrip() + "\n" for r in rows)
 
 
 def results_section(report: Mapping[str, Any], plot: Optional[str] = None) -> str:

@@ -1,4 +1,5 @@
-"""PNG plots of an experiment: WER against chunk size, WER against input gain, and training curves.
+"""PNG plots of an experiment: WER against chunk size, WER against input gain and under test
+conditions, and training curves.
 
 Each plot has a ``*_figure`` function that builds the figure (what the tests inspect: axes,
 lines and their labels) and a ``plot_*`` function that saves it as a PNG.
@@ -24,6 +25,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from xtrans.scoring.level import gain_key
 from xtrans.scoring.results import ResultRow, stage_variant
+from xtrans.scoring.robustness import LEVELS, level_key
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +250,83 @@ def plot_level_robustness(report: Mapping[str, Any], out: Union[str, os.PathLike
     ax.set_ylabel("WER (%)")
     ax.set_title("WER against input level")
     return _finish(fig, ax, out)
+
+
+def robustness_figure(report: Mapping[str, Any]) -> Optional[Figure]:
+    """The figure of :func:`plot_robustness` (not saved), or None when no model has a finite WER.
+
+    One axes per condition with levels (gain, noise, babble, reverb; see
+    :mod:`xtrans.scoring.robustness`), titled with the condition, WER against level with one line
+    per model (labelled ``<tag> (<streaming>)``, one colour per model in every axes) and the model's
+    clean WER as a dotted horizontal line of its colour; the conditions without levels (telephone)
+    share one more axes, one point per model and condition.
+    """
+    def wer(m, name, level):
+        entry = m["wer"].get(name, {}).get(level_key(level))
+        return entry["wer"] if entry is not None and math.isfinite(entry["wer"]) else None
+
+    conditions = [(c["name"], c["levels"]) for c in report["conditions"]]
+    leveled = [(n, levels) for n, levels in conditions if n in LEVELS]
+    single = [n for n, _ in conditions if n not in LEVELS and n != "clean"]
+    panels: List[Tuple[str, Any]] = leveled + ([("other", single)] if single else [])
+    if not panels:
+        panels = [("other", ["clean"])]  # only clean speech was measured
+    models = report["models"]
+    if not any(wer(m, n, v) is not None for m in models for n, levels in conditions for v in levels):
+        return None
+    colors = [f"C{k % 10}" for k in range(len(models))]  # a model's colour in every axes
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = new_figure(5.2 * ncols, 3.6 * nrows + 0.9, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    titles = {c["name"]: c.get("source") for c in report["conditions"]}
+    for ax, (name, levels) in zip(axes, panels):
+        for k, m in enumerate(models):
+            label = f"{m['tag']} ({m['streaming']['description']})"
+            clean = wer(m, "clean", None)
+            if clean is not None and not (name == "other" and levels == ["clean"]):
+                ax.axhline(clean, color=colors[k], linestyle=":", linewidth=1.2)
+            if name == "other":
+                points = [(x, wer(m, n, None)) for x, n in enumerate(levels)]
+                points = [(x, w) for x, w in points if w is not None]
+                ax.plot([x for x, _ in points], [w for _, w in points], color=colors[k], linestyle="none",
+                        marker="o", label=label)
+                continue
+            points = sorted((float(v), wer(m, name, v)) for v in levels)
+            points = [(v, w) for v, w in points if w is not None]
+            ax.plot([v for v, _ in points], [w for _, w in points], color=colors[k], marker="o", label=label)
+        if name == "other":
+            ax.set_xticks(range(len(levels)), list(levels))
+            ax.set_xlim(-0.5, len(levels) - 0.5)
+            ax.set_title("channels" if levels != ["clean"] else "clean", fontsize="medium")
+        else:
+            ax.set_xticks(sorted({float(v) for v in levels}))
+            ax.set_xlabel(LEVELS[name].axis)
+            source = f" ({titles[name]})" if titles.get(name) else ""
+            ax.set_title(f"{name}{source}", fontsize="medium")
+        ax.set_ylim(bottom=0.0)
+        ax.set_ylabel("WER (%)")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles: Dict[str, Any] = {}
+    for ax in axes[:len(panels)]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.suptitle("WER under test conditions (dotted: clean)")
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(2, len(handles)),
+               fontsize="small", frameon=False)
+    return fig
+
+
+def plot_robustness(report: Mapping[str, Any], out: Union[str, os.PathLike]) -> Optional[Path]:
+    """WER (%) against level for each condition of a robustness report (see :func:`robustness_figure`).
+
+    Returns:
+        the PNG path, or None when no model has a finite WER.
+    """
+    fig = robustness_figure(report)
+    return None if fig is None else _save(fig, out)
 
 
 def _finish(fig, ax, out: Union[str, os.PathLike]) -> Path:

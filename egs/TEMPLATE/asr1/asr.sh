@@ -9,6 +9,7 @@
 #     one, its CNN fitted to log-mel)
 #   5 data statistics and checks            11 decoding (simulated and chunk-by-chunk streaming)
 #   6 training stage 1 (full attention)     12 scoring: WER, RTF, latency, level robustness,
+#                                              robustness (noise, babble, rooms, telephone),
 #                                              RESULTS.md, plots
 #
 # All work is done by `python -m xtrans.bin.*`; hyperparameters live in conf/*.yaml.
@@ -43,6 +44,10 @@ decode_config=conf/decode.yaml   # searches, modes and chunk sizes of stage 11
 decode_opts=            # extra options of xtrans.bin.decode, e.g. --piece_ms 100 (mode, search, beam, chunk, left, sinks: the plan's)
 level_gains=-30,-20,-10,0,6   # input gains (dB) of the level-robustness table in stage 12
 level_opts="--search beam --beam 4"   # its search (as RESULTS.md's headline rows); other options of xtrans.bin.level_robustness
+robustness_conditions=clean,noise,babble,reverb,telephone   # conditions of the robustness table in stage 12 (gain: the level table)
+robustness_snrs=20,10,5,0       # its noise and babble SNRs (dB)
+robustness_rt60s=0.3,0.6,0.9    # its reverberation times (s)
+robustness_opts="--search beam --beam 4"   # its search (as the level table); other options of xtrans.bin.robustness, e.g. --noise_scp data/noise.scp (default: generated held-out noise)
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
 help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
 
@@ -181,7 +186,10 @@ fi
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
   # level robustness: WER at input gains of the full-attention (1) and attention-sink (5a) models,
   # each under its training mask, on the first test set (with --debug its small subset)
-  # -> exp/level_robustness.json, exp/plots/level_robustness.png and a section of RESULTS.md
+  # -> exp/level_robustness.json, exp/plots/level_robustness.png and a section of RESULTS.md;
+  # robustness: the same models and data under noise (generated noise of families training never
+  # draws, or --robustness_opts "--noise_scp FILE"), babble of other test utterances, simulated rooms
+  # and a telephone line -> exp/robustness.json, exp/plots/robustness.png and a section of RESULTS.md
   level_models=
   for v in 1 5a; do
     dir=$(exp_dir_of "$v")
@@ -197,6 +205,11 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
     python -m xtrans.bin.level_robustness $level_models --data "$dump/$test_set" --gains "$level_gains" \
       --tokenizer data/lang_bpe/bpe.model --nj "$nj" --out exp/level_robustness.json \
       --plot exp/plots/level_robustness.png $level_opts < /dev/null
+    log "stage 12: robustness on $test_set ($robustness_conditions; SNRs $robustness_snrs dB, RT60s $robustness_rt60s s):$level_models"
+    python -m xtrans.bin.robustness $level_models --data "$dump/$test_set" --conditions "$robustness_conditions" \
+      --snrs "$robustness_snrs" --babble_snrs "$robustness_snrs" --rt60s "$robustness_rt60s" \
+      --tokenizer data/lang_bpe/bpe.model --nj "$nj" --out exp/robustness.json \
+      --plot exp/plots/robustness.png $robustness_opts < /dev/null
   fi
   log "stage 12: scoring: RESULTS.md and plots"
   python -m xtrans.bin.score --results exp --out RESULTS.md --plots_dir exp/plots
