@@ -295,3 +295,19 @@ def test_dataset_items_follow_seed_epoch_index(corpus, tmp_path):
     assert all(a.shape == ds[i].waveform.shape for i, a in enumerate(first))  # speed left out: same lengths
     both = AsrDataset(corpus.train_dir, tok, gain_db=(-3, 3), augment=[{"kind": "eq"}])
     assert [type(e).__name__ for e in both.augment.entries] == ["Eq", "Gain"]
+
+
+def test_noise_and_rir_lists_of_the_recipes_become_entries(tmp_path):
+    from xtrans.config import from_dict
+    from xtrans.train.config import DataConfig
+
+    scp = write_noise_scp(tmp_path / "noise")
+    cfg = from_dict(DataConfig, {"noise_scp": str(scp), "noise_prob": 1.0, "noise_snr_db": [5, 5],
+                                 "rir_scp": str(scp), "gain_db": [-3, 3], "augment": [{"kind": "eq"}]})
+    kinds = [e["kind"] for e in cfg.augment_entries()]
+    assert kinds == ["reverb", "eq", "noise", "gain"]  # rooms first, the list's noise after, the level last
+    speech = speech_like()
+    noisy = Pipeline([cfg.augment_entries()[2]])(torch.from_numpy(speech), rng_for(0, 0)).numpy()
+    assert abs(measured_snr(speech, noisy - speech) - 5.0) < 0.1
+    with pytest.raises(ConfigError, match="prob: expected a probability"):
+        from_dict(DataConfig, {"noise_scp": str(scp), "noise_prob": 2.0})

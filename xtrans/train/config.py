@@ -50,6 +50,14 @@ class DataConfig:
             entries (:mod:`xtrans.data.augment.pipeline`: noise, babble, generated noise,
             reverberation, channels, speed, time masks, gain); the three options above are entries
             of it: speed and time masks before these entries, gain after them.
+        noise_scp: a noise list (``<id> <wav entry>`` per line, e.g. MUSAN) added as a ``noise``
+            entry after ``augment``, applied with ``noise_prob`` at an SNR in ``noise_snr_db``
+            (ESPnet's ``noise_scp`` / ``noise_apply_prob`` / ``noise_db_range``); ``None`` = none.
+        noise_prob: its probability per utterance.
+        noise_snr_db: its SNR range ``[low, high]`` in dB.
+        rir_scp: a list of room impulse responses (e.g. RIRS_NOISES) added as a ``reverb`` entry
+            before ``augment``, applied with ``rir_prob``; ``None`` = none.
+        rir_prob: its probability per utterance.
     """
 
     train_dir: str = "data/train"
@@ -65,18 +73,29 @@ class DataConfig:
     num_time_masks: int = 0
     gain_db: Optional[Tuple[float, float]] = None
     augment: Optional[Tuple[Dict[str, Any], ...]] = None
+    noise_scp: Optional[str] = None
+    noise_prob: float = 0.5
+    noise_snr_db: Tuple[float, float] = (0.0, 20.0)
+    rir_scp: Optional[str] = None
+    rir_prob: float = 0.5
 
     def __post_init__(self):
         if self.gain_db is not None:
             check_gain_range(self.gain_db)
-        if self.augment:
-            Pipeline(self.augment, "data")  # every entry checked at load
+        if self.augment or self.noise_scp is not None or self.rir_scp is not None:
+            Pipeline(self.augment_entries(), "data")  # every entry checked at load
 
     def augment_entries(self) -> Tuple[Dict[str, Any], ...]:
         """The pipeline's entries: ``speed_factors`` and ``num_time_masks`` (as ``speed`` and
-        ``time_mask`` entries), then ``augment``, then ``gain_db`` (a ``gain`` entry: the
-        microphone's level comes last)."""
-        return combined_entries(self.augment or (), self.speed_factors, self.num_time_masks, gain_db=self.gain_db)
+        ``time_mask`` entries), ``rir_scp`` (a ``reverb`` entry), then ``augment``, ``noise_scp``
+        (a ``noise`` entry), then ``gain_db`` (a ``gain`` entry: the microphone's level comes last)."""
+        entries = list(self.augment or ())
+        if self.rir_scp is not None:
+            entries.insert(0, {"kind": "reverb", "rir_scp": self.rir_scp, "prob": self.rir_prob})
+        if self.noise_scp is not None:
+            entries.append({"kind": "noise", "scp": self.noise_scp, "snr_db": tuple(self.noise_snr_db),
+                            "prob": self.noise_prob})
+        return combined_entries(entries, self.speed_factors, self.num_time_masks, gain_db=self.gain_db)
         if not self.max_seconds > 0:
             raise ValueError(f"max_seconds: expected > 0, found {self.max_seconds}")
         if self.num_workers < 0:

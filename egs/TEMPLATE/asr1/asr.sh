@@ -49,6 +49,8 @@ robustness_snrs=20,10,5,0       # its noise and babble SNRs (dB)
 robustness_rt60s=0.3,0.6,0.9    # its reverberation times (s)
 robustness_opts="--search beam --beam 4"   # its search (as the level table); other options of xtrans.bin.robustness, e.g. --noise_scp data/noise.scp (default: generated held-out noise)
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
+noise_scp=              # noise list for training (e.g. MUSAN: "<id> <wav>" lines): a noise entry in every stage (data.noise_scp)
+rir_scp=                # room impulse responses for training (e.g. RIRS_NOISES): a reverb entry in every stage (data.rir_scp)
 help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
 
 . utils/parse_options.sh
@@ -144,6 +146,7 @@ for n in 1 2 3 4 5; do
       if [ "$init_of" = pretrained ]; then init=exp/pretrained/encoder.pt; else init=$(exp_dir_of "$init_of")/best.pt; fi
       outdir=$(exp_dir_of "$v")
       opts="--set data.train_dir=$dump/${train_set}_clean data.dev_dir=$dump/${dev_set}_clean data.tokenizer=data/lang_bpe/bpe.model"
+      opts="$opts${noise_scp:+ data.noise_scp=$noise_scp}${rir_scp:+ data.rir_scp=$rir_scp}"
       if "$debug"; then
         opts="$opts training.max_updates=$debug_updates checkpoint.save_interval_updates=$debug_updates"
       fi

@@ -9,6 +9,10 @@
 # conf (the preset, the batch), conf/variants/<name>.yaml:
 #   ./run.sh --pretrained microsoft/wavlm-large --conf_variant wavlm_large   WavLM large (English)
 #   ./run.sh --pretrained facebook/mms-1b --conf_variant mms_1b              MMS 1B (1,400 languages)
+# Noise and rooms (as ESPnet's asr.sh): every training stage mixes MUSAN-style noise and convolves with
+# RIRS_NOISES-style impulse responses ("<id> <wav entry>" lists), each with probability 0.5:
+#   ./run.sh --stage 6 --noise_scp data/musan_noise.scp --rir_scp data/rirs.scp
+# and fine-tunes with wav2vec 2.0's feature masking (model.encoder.mask_* in conf/train_stage*.yaml).
 # Options: ./run.sh --help.
 set -euo pipefail
 cd "$(dirname "$0")"
