@@ -189,15 +189,19 @@ def reset_peak_rss() -> None:
 
 def attention_worker(spec: dict) -> dict:
     """One measurement, in a fresh process: ``spec`` names case, frames, kind, pass; returns times and peak."""
+    import functools
+
     import xtrans.models.wav2vec2.model as wav2vec2_model
-    from xtrans.models.attention import dense_attention
+    from xtrans.models.attention import attention_plan
     from xtrans.models.wav2vec2 import preset_kwargs
     from xtrans.models.wav2vec2.model import TransformerLayer, Wav2Vec2Encoder
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
+    plan_of = attention_plan
     if spec["kind"] == "dense":  # the encoder before the gather path: one SDPA call under (B, 1, T, T)
-        wav2vec2_model.streaming_attention = dense_attention
+        plan_of = functools.partial(attention_plan, gather=False)
+        wav2vec2_model.attention_plan = plan_of
     device = torch.device(spec["device"])
     torch.manual_seed(0)
     B, T = spec["batch"], spec["frames"]
@@ -211,7 +215,7 @@ def attention_worker(spec: dict) -> dict:
         model = model.to(device)
 
         def forward():
-            return model(x, lengths, streaming)
+            return model(x, plan_of(lengths, T, streaming))
     else:
         overrides = dict(pos_conv="chunk")
         if spec["case"] == "xlsr_53":

@@ -41,10 +41,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import numpy as np
 import torch
 
-from xtrans.bin.export_onnx import quantize_int8
+from xtrans.export.directory import quantize_int8
 from xtrans.export.encoder import export_encoder
+from xtrans.frames import StreamGeometry
 from xtrans.masks import StreamingConfig
 from xtrans.models.wav2vec2 import Wav2Vec2Encoder, preset_kwargs
+from xtrans.onnx.config import stream_geometry
 from xtrans.streaming import StreamingEncoder
 
 SAMPLE_RATE = 16000
@@ -74,7 +76,8 @@ def run_torch(encoder, cfg: StreamingConfig, wave: np.ndarray, warmup: int):
     streamer = StreamingEncoder(encoder, cfg)
     state = streamer.init_state(1)
     x = torch.from_numpy(wave)[None]
-    prime, per = 80, 320 * cfg.chunk_size
+    geometry = StreamGeometry.of_frontend(encoder.feature_extractor, cfg.chunk_size)
+    prime, per = geometry.prime_samples, geometry.samples_per_call
     _, _, state = streamer.forward_chunk(x[:, :prime], state)
     times, frames = [], []
     for k, pos in enumerate(range(prime, x.shape[1] - per + 1, per)):
@@ -94,7 +97,8 @@ def run_ort(outdir: Path, encoder_file: str, info: Dict, wave: np.ndarray, threa
     opts.inter_op_num_threads = 1
     start_session = ort.InferenceSession(str(outdir / "encoder_start.onnx"), opts, providers=["CPUExecutionProvider"])
     session = ort.InferenceSession(str(outdir / encoder_file), opts, providers=["CPUExecutionProvider"])
-    prime, per = info["prime_samples"], info["samples_per_call"]
+    geometry = stream_geometry(info)
+    prime, per = geometry.prime_samples, geometry.samples_per_call
     x = wave[None]
     states = start_session.run(None, {"samples": x[:, :prime]})
     full = np.array([per], np.int64)

@@ -110,32 +110,29 @@ def _sync(device: torch.device) -> None:
 
 
 def linear_attention_status() -> str:
-    """``""`` when the encoder's layers attend through ``streaming_attention``, else why not."""
+    """``""`` when the encoder's layers attend through the gathered plan of ``attention_plan``, else why not."""
     from xtrans.models.wav2vec2 import model as encoder_module
 
-    if getattr(encoder_module, "streaming_attention", None) is None:
-        return "the encoder does not call xtrans.models.attention.streaming_attention (not wired in yet)"
+    if getattr(encoder_module, "attention_plan", None) is None:
+        return "the encoder does not plan its attention with xtrans.models.attention.attention_plan (not wired in yet)"
     return ""
 
 
 def use_dense_attention() -> None:
     """Makes this process's encoder attend through SDPA with the dense (B, 1, T, T) mask.
 
-    The encoder's layers call ``streaming_attention``, which gathers each chunk's ``S + L + C``
-    keys when the left context is bounded; the dense baseline replaces that one call (in this
-    worker process only) by SDPA under :func:`~xtrans.models.attention.dense_attention_mask`,
-    the same rule as a (T, T) mask: what the encoder did before the linear path existed.
+    The encoder plans its layers' attention once per pass with ``attention_plan``, which gathers
+    each chunk's ``S + L + C`` keys when the left context is bounded; the dense baseline plans (in
+    this worker process only) with ``gather=False``: SDPA under
+    :func:`~xtrans.models.attention.dense_attention_mask`, the same rule as a (T, T) mask: what the
+    encoder did before the linear path existed.
     """
-    import torch.nn.functional as F
+    import functools
 
-    from xtrans.models.attention import dense_attention_mask
+    from xtrans.models.attention import attention_plan
     from xtrans.models.wav2vec2 import model as encoder_module
 
-    def dense(q, k, v, lengths, streaming, dropout_p=0.0):
-        mask = dense_attention_mask(lengths, q.shape[2], streaming)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-
-    encoder_module.streaming_attention = dense
+    encoder_module.attention_plan = functools.partial(attention_plan, gather=False)
 
 
 def load_train_config(args, loss: str):
@@ -191,12 +188,12 @@ def update_worker(args, loss: str, attention: str) -> dict:
     from xtrans.train.trainer import split_param_groups
 
     device = torch.device(args.device)
-    path = "streaming_attention (chunks gather their S + L + C keys)"
+    path = "attention_plan, gathered (chunks attend their S + L + C keys)"
     if linear_attention_status():
         path = "SDPA, dense (B, 1, T, T) mask (the encoder has no other path yet)"
     elif attention == "dense":
         use_dense_attention()
-        path = "SDPA, dense (B, 1, T, T) mask (streaming_attention replaced in this process)"
+        path = "SDPA, dense (B, 1, T, T) mask (attention_plan with gather=False in this process)"
     cfg = load_train_config(args, loss)
     vocab = cfg.model.vocab_size or args.vocab_size
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import pytest
 import soundfile
 import torch
 
-import xtrans.bin.decode as decode_module
+import xtrans.decoding.data_dir as decode_module  # the decoding loop of xtrans.bin.decode
 from xtrans.bin.decode import main as decode_main
 from xtrans.bin.level_robustness import main as level_main
 from xtrans.bin.score import main as score_main

@@ -121,16 +121,17 @@ def test_encoder_layers_use_the_linear_path(sdpa_calls):
     assert len(sdpa_calls) == len(enc.layers)
     assert all(tq == 8 and tk <= 4 + 16 + 8 for tq, tk, _, _ in sdpa_calls)
 
-    def dense(q, k, v, lengths, streaming, dropout_p=0.0):  # the encoder's attention before the gather path
+    def dense(q, k, v, plan, bias_gate=None, dropout_p=0.0):  # the encoder's attention before the gather path
+        lengths, streaming = n, cfg  # every layer's attention: the rule written out, not the layers' plan
         T = q.shape[2]
         rule = chunk_attention_mask(T, streaming.chunk_size, streaming.left_context, streaming.num_sinks)
         valid = key_padding_mask(lengths, T)
         mask = (rule & valid[:, None, None, :]) | ~valid[:, None, :, None]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
-    import xtrans.models.wav2vec2.model as model
+    import xtrans.models.wav2vec2.transformer as transformer
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model, "streaming_attention", dense)
+        mp.setattr(transformer, "planned_attention", dense)
         ref, m = enc(wave, lengths, streaming=cfg)
     assert torch.equal(n, m)
     assert (out - ref).abs().max() <= TOL

@@ -18,6 +18,10 @@ A streaming session and ``transcribe`` with the same streaming configuration com
 encoder frames (the streaming encoder reproduces the masked full pass) and run the same
 frame-synchronous search, so they give the same tokens; the session resamples incrementally
 with the same filter, so this holds for audio at other rates too.
+
+:class:`Speech2Text` and its :class:`StreamingSession` implement
+:class:`xtrans.transcription.Recognizer` and :class:`~xtrans.transcription.RecognizerSession`,
+as the onnxruntime recognizer (:class:`xtrans.onnx.OnnxSpeech2Text`) does.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from typing import Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -33,13 +37,14 @@ import torch
 from xtrans.data.audio import BadAudioError, as_samples, read_audio
 from xtrans.data.resample import ResampleState, init_resample_state, resample, resample_chunk, resample_flush
 from xtrans.data.validate import audio_problems
-from xtrans.frames import SAMPLE_RATE
+from xtrans.frames import FRAME_MS, SAMPLE_RATE, frames_to_ms
 from xtrans.masks import StreamingConfig
 from xtrans.models.transducer import Transducer
-from xtrans.search import BeamState, GreedySearch, GreedyState, Hypothesis, ModifiedBeamSearch
+from xtrans.search import BeamState, GreedySearch, GreedyState, Hypothesis, ModifiedBeamSearch  # noqa: F401 (Hypothesis: re-exported)
 from xtrans.streaming import EncoderState, StreamingEncoder
 from xtrans.tokenizer import find_tokenizer, load_tokenizer  # noqa: F401 (re-exported)
-from xtrans.transcription import TokenTable, Transcription  # noqa: F401 (re-exported)
+from xtrans.transcription import Recognizer, RecognizerSession, TokenTable  # noqa: F401 (re-exported)
+from xtrans.transcription import SearchTranscriber, SessionResults, Transcription
 from xtrans.checkpoint import CheckpointError, load_model  # noqa: F401 (CheckpointError: documented here)
 
 logger = logging.getLogger(__name__)
@@ -49,8 +54,8 @@ SEARCHES = ("greedy", "beam")
 Audio = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
-class Speech2Text:
-    """Decodes speech with a transducer and a tokenizer.
+class Speech2Text(SearchTranscriber):
+    """Decodes speech with a transducer and a tokenizer (a :class:`~xtrans.transcription.Recognizer`).
 
     Args:
         model: the :class:`Transducer` (put in eval mode and moved to ``device``).
@@ -68,6 +73,9 @@ class Speech2Text:
         ValueError: on an unknown search, a bad size, a vocabulary mismatch, or a streaming
             rule the encoder cannot obey.
     """
+
+    frame_ms = FRAME_MS
+    """Duration of an encoder frame (ms), for timestamps."""
 
     def __init__(self, model: Transducer, tokenizer, *, device: Union[str, torch.device] = "cpu",
                  streaming: Optional[StreamingConfig] = None, search: str = "greedy", beam: int = 4,
@@ -171,26 +179,15 @@ class Speech2Text:
         state = self.search.init_state(1, self.device)
         return self.transcription(self.search.step(enc, state, enc_lengths))
 
-    def transcription(self, search_state: Union[GreedyState, BeamState]) -> Transcription:
-        """The result so far of a one-stream search state of :attr:`search`.
-
-        Args:
-            search_state: from ``self.search.init_state(1)`` and ``self.search.step`` calls.
-
-        Returns:
-            the best hypothesis as a :class:`Transcription`; for beam search with the
-            :attr:`nbest` best hypotheses in ``nbest``.
-        """
-        if isinstance(self.search, GreedySearch):
-            return self._make(self.search.results(search_state)[0])
-        hyps = self.search.results(search_state, self.nbest)[0]
-        nbest = [self._make(h) for h in hyps]
-        return replace(nbest[0], nbest=nbest)
-
-    def _make(self, hyp: Hypothesis) -> Transcription:
-        return Transcription(text=self.tokenizer.decode(hyp.tokens), tokens=list(hyp.tokens),
-                             pieces=[self.tokenizer.id_to_token(i) for i in hyp.tokens],
-                             timestamps=hyp.times_s(), score=hyp.score)
+    def settings(self) -> Dict[str, Any]:
+        """What decodes, as JSON values: ``device``, ``pos_conv`` (the encoder's positional
+        convolution), the streaming rule of :meth:`transcribe` (``chunk_ms``, ``left_ms``,
+        ``sinks``; ``None``, ``None``, 0 for full attention) and ``search``."""
+        rule = self.streaming
+        return {"device": str(self.device), "pos_conv": self.model.arch.encoder.pos_conv,
+                "chunk_ms": None if rule is None else frames_to_ms(rule.chunk_size),
+                "left_ms": None if rule is None else frames_to_ms(rule.left_context),
+                "sinks": 0 if rule is None else rule.num_sinks, "search": self.search_name}
 
     # ------------------------------------------------------------------ streaming
     def stream(self, chunk_ms: Optional[float] = None, left_ms: Optional[float] = None,
@@ -242,8 +239,9 @@ class SessionState:
     finished: bool = False
 
 
-class StreamingSession:
-    """One audio stream decoded as it arrives (made by :meth:`Speech2Text.stream`).
+class StreamingSession(SessionResults):
+    """One audio stream decoded as it arrives (made by :meth:`Speech2Text.stream`; a
+    :class:`~xtrans.transcription.RecognizerSession`).
 
     Audio is resampled to 16 kHz incrementally (:func:`~xtrans.data.resample.resample_chunk`),
     fed to a :class:`~xtrans.streaming.StreamingEncoder`, and every completed chunk of encoder
@@ -279,6 +277,11 @@ class StreamingSession:
         return self._state.finished
 
     @property
+    def search_state(self) -> Union[GreedyState, BeamState]:
+        """The search's state after the last call (batch 1)."""
+        return self._state.search
+
+    @property
     def chunk_frames(self) -> int:
         """``C``: encoder frames per chunk of this session's streaming rule."""
         return self.streaming.chunk_size
@@ -298,9 +301,8 @@ class StreamingSession:
         Raises:
             ValueError: after :meth:`finalize`, or when the rate or channel count changes.
         """
+        self._check_open()
         state = self._state
-        if state.finished:
-            raise ValueError("session: already finalized; open a new one with Speech2Text.stream()")
         if int(sample_rate) != sample_rate or sample_rate <= 0:
             raise ValueError(f"sample_rate: expected a positive integer (Hz), found {sample_rate}")
         x = as_samples(samples, "samples")
@@ -330,21 +332,11 @@ class StreamingSession:
         return replace(state, search=self.s2t.search.step(frames, state.search, counts),
                        num_frames=state.num_frames + frames.shape[1])
 
-    @property
-    def text(self) -> str:
-        """The best text of the frames decoded so far."""
-        return self.result().text
-
-    def result(self) -> Transcription:
-        """The current best result (partial until :meth:`finalize`)."""
-        return self.s2t.transcription(self._state.search)
-
     @torch.no_grad()
     def finalize(self) -> Transcription:
         """Ends the stream: decodes the last (partial) chunk and returns the final result."""
+        self._check_open()
         state = self._state
-        if state.finished:
-            raise ValueError("session: already finalized; open a new one with Speech2Text.stream()")
         if state.resampler is not None:
             wave, resampler = resample_flush(state.resampler)
             state = self._feed(replace(state, resampler=resampler), wave)

@@ -1,17 +1,29 @@
-"""What a decoder returns, and the ``tokens.txt`` table — without torch.
+"""What a recognizer is and what it returns, and the ``tokens.txt`` table — without torch.
 
-:class:`Transcription` is what :class:`xtrans.inference.Speech2Text` and the onnxruntime
-recognizer (:mod:`xtrans.onnx`) return; :class:`TokenTable` decodes ids with a ``tokens.txt``.
-Both live here, without torch, so that :mod:`xtrans.onnx` can use them; :mod:`xtrans.inference`
-and :mod:`xtrans.tokenizer` re-export them.
+:class:`Recognizer` and :class:`RecognizerSession` are the interface that both recognizers
+implement, :class:`xtrans.inference.Speech2Text` (PyTorch) and
+:class:`xtrans.onnx.OnnxSpeech2Text` (onnxruntime), so that tools decode with either through
+the same code::
+
+    result = recognizer.transcribe(samples, sample_rate)      # a whole utterance
+    session = recognizer.stream()                              # or live, piece by piece
+    for piece in pieces:
+        partial_text = session.accept_waveform(piece, sample_rate)
+    result = session.finalize()                                # .text .tokens .pieces .timestamps
+
+:class:`Transcription` is what they return; :class:`SearchTranscriber` and
+:class:`SessionResults` are the bookkeeping they share (a search state -> its
+:class:`Transcription`; a session's ``text`` and ``result()``). :class:`TokenTable` decodes ids
+with a ``tokens.txt``. All of it lives here, without torch, so that :mod:`xtrans.onnx` can use
+it; :mod:`xtrans.inference` and :mod:`xtrans.tokenizer` re-export the result types.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Union
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Union, runtime_checkable
 
 
 @dataclass
@@ -81,3 +93,120 @@ class TokenTable:
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text; blanks (id 0) are skipped."""
         return "".join(self._tokens[int(i)] for i in ids if int(i) != 0).replace("\u2581", " ").strip()
+
+
+@runtime_checkable
+class RecognizerSession(Protocol):
+    """One audio stream decoded as it arrives (what :meth:`Recognizer.stream` opens).
+
+    Attributes:
+        chunk_frames: ``C``, encoder frames per chunk of the session's streaming rule.
+        num_frames: encoder frames decoded so far (a multiple of ``C`` until :meth:`finalize`).
+        finished: True after :meth:`finalize`.
+        text: the best text of the frames decoded so far.
+    """
+
+    @property
+    def chunk_frames(self) -> int: ...
+
+    @property
+    def num_frames(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def accept_waveform(self, samples: Any, sample_rate: int = ...) -> str:
+        """Feeds the next samples ``(n,)`` or channels-last ``(n, C)`` at ``sample_rate`` Hz (the
+        same rate and channel count for the whole session); returns the text decoded so far.
+
+        Raises:
+            ValueError: after :meth:`finalize`, or when the rate or channel count changes.
+        """
+
+    def result(self) -> Transcription:
+        """The current best result (partial until :meth:`finalize`)."""
+
+    def finalize(self) -> Transcription:
+        """Ends the stream: decodes the last (partial) chunk and returns the final result.
+
+        Raises:
+            ValueError: when called twice.
+        """
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """Speech to text, for whole utterances and live streams (module docstring)."""
+
+    def transcribe(self, audio: Any, sample_rate: int = ...) -> Transcription:
+        """Decodes one whole utterance: samples ``(S,)`` / ``(S, C)`` at ``sample_rate`` Hz, or a file path."""
+
+    def stream(self) -> RecognizerSession:
+        """Opens a streaming session under the recognizer's streaming rule."""
+
+    def settings(self) -> Dict[str, Any]:
+        """What decodes, as JSON values: at least ``device``, the streaming rule (``chunk_ms``,
+        ``left_ms``, ``sinks``; ``None``, ``None``, 0 for full attention) and ``search``."""
+
+
+class SearchTranscriber:
+    """Turns a one-stream search state into a :class:`Transcription` (shared by the recognizers).
+
+    The recognizer provides ``tokenizer`` (``decode``, ``id_to_token``), ``search`` (``results``;
+    greedy: ``results(state)``, beam: ``results(state, nbest)``), ``search_name`` (``"greedy"`` or
+    ``"beam"``), ``nbest`` and ``frame_ms`` (the duration of an encoder frame, for timestamps).
+    """
+
+    tokenizer: Any
+    search: Any
+    search_name: str
+    nbest: Optional[int]
+    frame_ms: int
+
+    def transcription(self, search_state: Any) -> Transcription:
+        """The result so far of a one-stream search state of :attr:`search`.
+
+        Returns:
+            the best hypothesis as a :class:`Transcription`; for beam search with the
+            :attr:`nbest` best hypotheses in ``nbest`` (best first).
+        """
+        if self.search_name == "greedy":
+            return self._make(self.search.results(search_state)[0])
+        nbest = [self._make(h) for h in self.search.results(search_state, self.nbest)[0]]
+        return replace(nbest[0], nbest=nbest)
+
+    def _make(self, hyp: Any) -> Transcription:
+        """A hypothesis (``tokens``, ``timestamps`` in frames, ``score``) -> :class:`Transcription`."""
+        tokens: Sequence[int] = hyp.tokens
+        return Transcription(text=self.tokenizer.decode(tokens), tokens=list(tokens),
+                             pieces=[self.tokenizer.id_to_token(i) for i in tokens],
+                             timestamps=[t * self.frame_ms / 1000.0 for t in hyp.timestamps], score=hyp.score)
+
+
+class SessionResults:
+    """``text`` and ``result()`` of a streaming session (shared by the recognizers' sessions).
+
+    The session provides ``s2t`` (its recognizer, a :class:`SearchTranscriber`), ``search_state``
+    (its one-stream search state) and ``finished``.
+    """
+
+    s2t: Any
+    search_state: Any
+    finished: bool
+
+    @property
+    def text(self) -> str:
+        """The best text of the frames decoded so far."""
+        return self.result().text
+
+    def result(self) -> Transcription:
+        """The current best result (partial until :meth:`finalize`)."""
+        return self.s2t.transcription(self.search_state)
+
+    def _check_open(self) -> None:
+        """Raises ValueError after ``finalize``."""
+        if self.finished:
+            raise ValueError(f"session: already finalized; open a new one with {type(self.s2t).__name__}.stream()")

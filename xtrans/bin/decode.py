@@ -28,8 +28,9 @@ Writes into ``--outdir``:
 (:class:`xtrans.onnx.OnnxSpeech2Text`) instead of a checkpoint: ``--mode streaming`` only, under the
 streaming rule of the export (``--chunk_ms``/``--left_ms``/``--sinks``/``--tokenizer``/``--device``
 do not apply); ``--onnx_encoder`` picks the encoder file of the export (e.g. ``encoder.onnx`` for the
-float encoder of an ``--int8`` export, whose default is ``encoder.int8.onnx``). Audio at other rates is
-resampled to 16 kHz here, with the filter of ``--model``.
+float encoder of an ``--int8`` export, whose default is ``encoder.int8.onnx``). Both recognizers
+implement :class:`xtrans.transcription.Recognizer` and are decoded by the same loop
+(:mod:`xtrans.decoding.data_dir`); audio at other rates is resampled to 16 kHz as it streams.
 
 Score with ``python -m xtrans.bin.score --decode_dir OUTDIR``. A failed utterance (unreadable,
 too short, or any other failure) is reported on stderr, gets an empty hypothesis and is listed
@@ -62,33 +63,21 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtrans.data.audio import BadAudioError, read_audio, to_mono
-from xtrans.data.augment import apply_gain
 from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
-from xtrans.data.resample import resample
-from xtrans.frames import RECEPTIVE_FIELD, SAMPLE_RATE, frames_to_ms
-from xtrans.inference import Speech2Text
-from xtrans.masks import StreamingConfig
+from xtrans.decoding.data_dir import (MODES, Transform, decode_simulated, decode_streaming,  # noqa: F401 (re-exported)
+                                      decode_utterance, mono_16k, run, worker_pool)
+from xtrans.decoding.load import RecognizerSpec
 from xtrans.recipes import decode_plan
 from xtrans.scoring.results import DECODE_JSON, score_decode_dir, stage_variant
 from xtrans.scoring.wer import write_text, write_trn
+from xtrans.transcription import Recognizer
 
 logger = logging.getLogger(__name__)
-
-MODES = ("simulated", "streaming")
-
-Transform = Callable[[np.ndarray, int], np.ndarray]
-"""A per-utterance transform of the audio before decoding: ``transform(samples, index)`` takes the
-``(S,)`` float32 mono samples at 16 kHz of the utterance ``data.utt_ids[index]`` and returns the
-``(S',)`` float32 samples at 16 kHz to decode. With ``--nj > 1`` it is sent to the worker processes,
-so it must pickle: a frozen dataclass with ``__call__`` defined at module level (e.g. the conditions
-of :mod:`xtrans.scoring.robustness`)."""
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -127,8 +116,6 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------------------- one utterance
-
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) with linear interpolation, as ``numpy.percentile``."""
     xs = sorted(values)
@@ -139,196 +126,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def decode_simulated(s2t: Speech2Text, samples, rate: int) -> Tuple[str, Dict[str, Any]]:
-    """One utterance by the masked full pass; returns the text and its timing."""
-    start = time.perf_counter()
-    text = s2t.transcribe(samples, sample_rate=rate).text
-    return text, {"seconds": time.perf_counter() - start}
-
-
-def decode_streaming(s2t: Speech2Text, samples, rate: int, piece_ms: float) -> Tuple[str, Dict[str, Any]]:
-    """One utterance through a real streaming session, ``piece_ms`` of audio per call.
-
-    The timing holds the total processing time and the compute time of every call that completed
-    at least one chunk (divided among the chunks it completed; ``finalize`` counts as one chunk).
-    """
-    if isinstance(s2t, Speech2Text):
-        s2t.load_audio(samples, rate)  # the checks of transcribe (silent, too short, ...)
-    else:  # onnxruntime takes 16 kHz
-        samples, rate = _onnx_input(samples, rate)
-    session = s2t.stream()
-    C = session.chunk_frames
-    step = max(1, int(round(rate * piece_ms / 1000)))
-    chunk_ms: List[float] = []
-    total = 0.0
-    for begin in range(0, samples.shape[0], step):
-        before = session.num_frames
-        t0 = time.perf_counter()
-        session.accept_waveform(samples[begin:begin + step], rate)
-        dt = time.perf_counter() - t0
-        total += dt
-        chunks = (session.num_frames - before) // C
-        if chunks:
-            chunk_ms += [1000.0 * dt / chunks] * chunks
-    t0 = time.perf_counter()
-    text = session.finalize().text
-    dt = time.perf_counter() - t0
-    total += dt
-    chunk_ms.append(1000.0 * dt)
-    return text, {"seconds": total, "chunk_ms": chunk_ms}
-
-
-# ---------------------------------------------------------------------------- a job
-
-_WORKER: Dict[Tuple, Speech2Text] = {}
-"""A worker process's model, keyed by :func:`_load_key` (one configuration at a time)."""
-
-
-def _onnx_input(samples, rate: int):
-    """Mono 16 kHz float32 samples for the onnxruntime recognizer (resampled as ``Speech2Text`` does)."""
-    wave = mono_16k(samples, rate)
-    if wave.shape[0] < RECEPTIVE_FIELD or not bool(np.isfinite(wave).all()):
-        raise BadAudioError("", "", f"expected finite audio of at least {RECEPTIVE_FIELD} samples at 16 kHz, "
-                                        f"found {wave.shape[0]}")
-    return wave, SAMPLE_RATE
-
-
-def _load_key(args: argparse.Namespace) -> Tuple:
-    return (args.model, args.onnx, args.onnx_encoder, args.tokenizer, args.device, args.chunk_ms, args.left_ms, args.sinks, args.search,
-            args.beam, args.max_symbols, args.num_threads)
-
-
-def _load(args: argparse.Namespace):
-    """The recognizer of a job: :class:`Speech2Text` of ``--model``, or the ONNX recognizer of ``--onnx``."""
+def load_recognizer(args: argparse.Namespace) -> Recognizer:
+    """The recognizer of a job: :class:`~xtrans.inference.Speech2Text` of ``--model``, or
+    :class:`~xtrans.onnx.OnnxSpeech2Text` of ``--onnx`` (:class:`~xtrans.decoding.load.RecognizerSpec`)."""
     torch.set_num_threads(args.num_threads)
-    if args.onnx is not None:
-        from xtrans.onnx import OnnxSpeech2Text
-        return OnnxSpeech2Text(args.onnx, search=args.search, beam=args.beam, max_symbols=args.max_symbols,
-                               num_threads=args.num_threads, encoder_file=args.onnx_encoder)
-    return Speech2Text.from_checkpoint(
-        args.model, args.tokenizer, args.device, chunk_ms=args.chunk_ms, left_ms=args.left_ms,
-        sinks=args.sinks, search=args.search, beam=args.beam, max_symbols=args.max_symbols)
+    return RecognizerSpec.from_options(args).load()
 
 
-def _init_worker() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-
-def mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """``(S,)`` or ``(S, C)`` samples at ``rate`` -> ``(S',)`` float32 mono samples at 16 kHz
-    (channels averaged, resampled as :func:`xtrans.data.audio.load_waveform` does)."""
-    wave = to_mono(samples)
-    if rate != SAMPLE_RATE:
-        wave = resample(wave, rate, SAMPLE_RATE)
-    return wave.numpy().astype(np.float32, copy=False)
-
-
-def decode_utterance(s2t: Speech2Text, args: argparse.Namespace, utt: str, entry: str, segment,
-                     gain_db: Optional[float] = None, transform: Optional[Transform] = None,
-                     index: int = 0) -> Dict[str, Any]:
-    """Decodes one utterance; returns ``{"utt", "text", "duration", "seconds", ...}`` or, on bad
-    audio or any other failure, ``{"utt", "text": "", "error": reason}`` (the run carries on).
-
-    ``gain_db`` (``None`` = as recorded) scales the samples first with
-    :func:`xtrans.data.augment.apply_gain` (clipped at full scale), for
-    ``python -m xtrans.bin.level_robustness``. ``transform`` (see :data:`Transform`) then turns the
-    utterance, made mono at 16 kHz, into what is decoded; ``index`` is its position in the data
-    directory (``data.utt_ids``), for per-utterance draws (``python -m xtrans.bin.robustness``).
-    A failure of the transform is a failure of the utterance.
-    """
-    if entry is None:
-        recording = segment.recording_id if segment is not None else utt
-        return {"utt": utt, "text": "", "error": f"recording {recording!r} is not in wav.scp"}
-    try:
-        samples, rate = read_audio(entry, utt_id=utt, segment=segment)
-        if gain_db is not None:
-            samples = apply_gain(torch.tensor(samples), gain_db).numpy()
-        if transform is not None:
-            samples, rate = transform(mono_16k(samples, rate), index), SAMPLE_RATE
-        if args.mode == "simulated":
-            text, timing = decode_simulated(s2t, samples, rate)
-        else:
-            text, timing = decode_streaming(s2t, samples, rate, args.piece_ms or _chunk_ms(s2t, args))
-    except BadAudioError as err:
-        return {"utt": utt, "text": "", "error": err.reason}
-    except Exception as err:  # one bad utterance never stops the decoding of the others
-        logger.debug("decoding %s (%s) failed", utt, entry, exc_info=True)
-        return {"utt": utt, "text": "", "error": f"{type(err).__name__}: {err}"}
-    return {"utt": utt, "text": text, "duration": samples.shape[0] / rate, **timing}
-
-
-def _worker_decode(job: Tuple[argparse.Namespace, str, str, Any]) -> Dict[str, Any]:
-    args, *item = job
-    key = _load_key(args)
-    if key not in _WORKER:
-        _WORKER.clear()
-        _WORKER[key] = _load(args)
-    return decode_utterance(_WORKER[key], args, *item)
-
-
-def worker_pool(nj: int) -> ProcessPoolExecutor:
-    """``nj`` spawned decoding processes; they load each configuration's model once, on first use."""
-    import multiprocessing
-    return ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-
-
-def _chunk_ms(s2t, args: argparse.Namespace) -> float:
-    """The chunk of a job in ms (the export's for ``--onnx``)."""
-    return args.chunk_ms if args.onnx is None else frames_to_ms(s2t.config["chunk_frames"])
-
-
-def _wav_entry(data: DataDir, utt: str) -> Tuple[Optional[str], Any]:
-    """``data.wav_entry(utt)``, with entry None when the recording is missing (reported per utterance)."""
-    try:
-        return data.wav_entry(utt)
-    except KeyError:
-        return None, None if data.segments is None else data.segments.get(utt)
-
-
-def run(args: argparse.Namespace, data: DataDir, s2t: Optional[Speech2Text],
-        pool: Optional[ProcessPoolExecutor] = None, *, gain_db: Optional[float] = None,
-        transform: Optional[Transform] = None, progress: bool = True) -> List[Dict[str, Any]]:
-    """Decodes every utterance of ``data`` (in ``pool``'s processes when given, else here with
-    ``s2t``), each scaled by ``gain_db`` and then changed by ``transform`` when given (see
-    :func:`decode_utterance`); records in utterance order. ``progress=False`` hides the
-    per-utterance progress bar."""
-    items = [(utt, *_wav_entry(data, utt), gain_db, transform, index) for index, utt in enumerate(data.utt_ids)]
-    bar = tqdm(total=len(items), desc=f"decode ({args.mode})", unit="utt", file=sys.stderr,
-               disable=not progress or len(items) < 2)
-    records = []
-    if pool is not None:
-        jobs = [(args, *item) for item in items]
-        for rec in pool.map(_worker_decode, jobs, chunksize=max(1, len(items) // (4 * args.nj))):
-            records.append(rec)
-            bar.update()
-    else:
-        for item in items:
-            records.append(decode_utterance(s2t, args, *item))
-            bar.update()
-    bar.close()
-    return records
-
-
-def summarise(args: argparse.Namespace, s2t: Speech2Text, records: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """The contents of ``decode.json``."""
+def summarise(args: argparse.Namespace, s2t: Recognizer, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The contents of ``decode.json``: the recognizer's :meth:`~xtrans.transcription.Recognizer.settings`
+    (device, streaming rule, and for an export its directory and encoder file), the options, and
+    the timing."""
     ok = [r for r in records if "error" not in r]
     audio = sum(r["duration"] for r in ok)
     seconds = sum(r["seconds"] for r in ok)
-    if args.onnx is not None:
-        stage, variant = None, None
-        cfg = StreamingConfig(s2t.config["chunk_frames"], s2t.config.get("left_frames"), s2t.config.get("sinks", 0))
-        source = {"model": None, "onnx": str(args.onnx), "onnx_encoder": args.onnx_encoder or s2t.config["encoder_file"],
-                  "pos_conv": None, "device": "cpu (onnxruntime)"}
-    else:
-        stage, variant = stage_variant(args.model)
-        cfg = s2t.streaming
-        source = {"model": str(args.model), "pos_conv": s2t.model.arch.encoder.pos_conv, "device": str(s2t.device)}
+    stage, variant = (None, None) if args.model is None else stage_variant(args.model)
     info: Dict[str, Any] = {
-        **source, "data": str(args.data), "tokenizer": args.tokenizer,
+        "model": None if args.model is None else str(args.model), **s2t.settings(),
+        "data": str(args.data), "tokenizer": args.tokenizer,
         "stage": stage, "variant": variant, "mode": args.mode,
-        "chunk_ms": None if cfg is None or cfg.chunk_size is None else frames_to_ms(cfg.chunk_size),
-        "left_ms": None if cfg is None or cfg.left_context is None else frames_to_ms(cfg.left_context),
-        "sinks": 0 if cfg is None else cfg.num_sinks,
         "search": args.search, "beam": args.beam if args.search == "beam" else None,
         "num_threads": args.num_threads, "nj": args.nj,
         "num_utts": len(records), "failed": {r["utt"]: r["error"] for r in records if "error" in r},
@@ -367,7 +183,7 @@ def check_args(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
-def decode_dir(args: argparse.Namespace, data: DataDir, s2t: Speech2Text,
+def decode_dir(args: argparse.Namespace, data: DataDir, s2t: Recognizer,
                pool: Optional[ProcessPoolExecutor] = None) -> Dict[str, Any]:
     """Decodes ``data`` with one configuration and writes ``args.outdir``; returns ``decode.json``'s contents."""
     outdir = Path(args.outdir)
@@ -468,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"error: {f'plan line {tag}: ' if tag else ''}{error}", file=sys.stderr)
                 return 2
         data = read_data_dir(args.data)
-        models = [_load(job) for _, job in jobs]  # every configuration is checked before decoding starts
+        models = [load_recognizer(job) for _, job in jobs]  # every configuration is checked before decoding starts
     except (ValueError, OSError, DataDirError) as err:  # CheckpointError and ConfigError are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2

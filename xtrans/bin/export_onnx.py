@@ -5,7 +5,7 @@ Usage::
     python -m xtrans.bin.export_onnx --model exp/stage5/best.pt --outdir exp/onnx \\
         --chunk-ms 640 --left-ms 640 --sinks 4 [--int8] [--opset 17] [--tokenizer bpe.model]
 
-Writes to ``--outdir``:
+Writes to ``--outdir`` (with :func:`xtrans.export.directory.export`):
 
 - ``encoder_start.onnx`` and ``encoder.onnx``: the streaming encoder, one chunk per call with
   every cache an explicit input/output (:mod:`xtrans.export.encoder`);
@@ -32,20 +32,14 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-from xtrans.checkpoint import CheckpointError, load_model
-from xtrans.export.encoder import check_exportable, export_encoder
-from xtrans.export.onnx_export import (DEFAULT_OPSET, add_metadata, decoder_config, export_joiner, export_predictor,
-                                       stateless_predictor, write_config, write_tokens)
-from xtrans.frames import FRAME_MS, FRAME_STRIDE, SAMPLE_RATE
+from xtrans.checkpoint import CheckpointError
+from xtrans.export.directory import INT8_ENCODER, export, quantize_int8  # noqa: F401 (re-exported)
+from xtrans.export.trace import DEFAULT_OPSET
 from xtrans.masks import StreamingConfig
-from xtrans.onnx.config import FORMAT
-from xtrans.tokenizer import find_tokenizer, load_tokenizer
 
 logger = logging.getLogger("xtrans.bin.export_onnx")
-
-INT8_ENCODER = "encoder.int8.onnx"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -62,57 +56,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     p.add_argument("--tokenizer", default=None, help="bpe.model or tokens.txt (default: found from the checkpoint)")
     return p
-
-
-def quantize_int8(src: Path, dst: Path, external_data: bool = False) -> None:
-    """Dynamic int8 quantisation of the MatMul/Gemm weights (onnxruntime's quantiser); convolutions stay float.
-
-    ``external_data``: the source keeps its weights in a ``.data`` file, and so will ``dst``.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.disable(logging.INFO)  # the quantiser logs a line per tensor through the root logger
-    try:
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8,
-                         use_external_data_format=external_data)
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def export(model_path: str, outdir: str, streaming: StreamingConfig, *, int8: bool = False,
-           opset: int = DEFAULT_OPSET, tokenizer: Optional[str] = None) -> Dict[str, Any]:
-    """Checks the request, then writes the export directory; returns its config.
-
-    Raises:
-        CheckpointError: the checkpoint is not a transducer model.
-        ValueError: the encoder cannot stream under ``streaming`` (or the left context is
-            unbounded), or the prediction network is not stateless.
-        FileNotFoundError: no tokenizer was found.
-    """
-    model, ckpt = load_model(model_path)
-    model.eval()
-    check_exportable(model.encoder, streaming)
-    stateless_predictor(model)  # before anything is written
-    table = load_tokenizer(tokenizer or find_tokenizer(model_path, ckpt))
-    out = Path(outdir)
-    config: Dict[str, Any] = dict(format=FORMAT, sample_rate=SAMPLE_RATE, frame_ms=FRAME_MS,
-                                  frame_stride=FRAME_STRIDE, chunk_ms=streaming.chunk_size * FRAME_MS,
-                                  left_ms=streaming.left_context * FRAME_MS)
-    config.update(export_encoder(model.encoder, streaming, out, opset=opset))
-    export_predictor(model, out / "predictor.onnx", opset=opset)
-    export_joiner(model, out / "joiner.onnx", opset=opset)
-    write_tokens(table, out / "tokens.txt")
-    config.update(decoder_config(model))
-    config.update(encoder_file="encoder.onnx", encoder_start_file="encoder_start.onnx", int8=False, opset=opset)
-    files = ["encoder_start.onnx", "encoder.onnx", "predictor.onnx", "joiner.onnx"]
-    if int8:
-        quantize_int8(out / "encoder.onnx", out / INT8_ENCODER, external_data=config["external_data"])
-        config.update(encoder_file=INT8_ENCODER, int8=True)
-        files.append(INT8_ENCODER)
-    write_config(out, config)
-    for name in files:
-        add_metadata(out / name, config)
-    return config
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -37,17 +37,17 @@ from typing import Any, Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from xtrans.bin.decode import worker_pool
-from xtrans.bin.level_robustness import (add_model_options, decode_and_score, join_values, load, model_entry,
-                                         model_jobs, write_outputs)
 from xtrans.data.kaldi_dir import DataDirError, read_data_dir
+from xtrans.decoding.data_dir import worker_pool
+from xtrans.decoding.measure import (add_model_options, decode_and_score, join_values, load, model_entry,
+                                     model_jobs, write_outputs)
 from xtrans.scoring.plots import plot_robustness
 from xtrans.scoring.robustness import (BABBLE_TALKERS, CONDITIONS, DEFAULT_LEVELS, DEFAULT_SEED, LEVELS,
                                        ROOMS_PER_RT60, Setup, cell_label, format_table, level_key,
                                        parse_condition_levels, parse_conditions, results_section)
 
 LEVEL_OPTIONS = ("--gains", "--snrs", "--babble_snrs", "--babble-snrs", "--rt60s")
-"""Options whose values may start with ``-`` (see :func:`~xtrans.bin.level_robustness.join_values`)."""
+"""Options whose values may start with ``-`` (see :func:`~xtrans.decoding.measure.join_values`)."""
 
 
 def get_parser() -> argparse.ArgumentParser:

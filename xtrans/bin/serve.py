@@ -24,6 +24,8 @@ import signal
 import sys
 from typing import List, Optional
 
+from xtrans.decoding.load import RecognizerSpec
+from xtrans.serve import backend_for
 from xtrans.serve.engine import EndpointConfig
 from xtrans.serve.server import ServerOptions, StreamingServer
 
@@ -71,7 +73,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def build_backend(args: argparse.Namespace):
-    """The recognizer of ``--model`` or ``--onnx``.
+    """The server backend of the recognizer of ``--model`` or ``--onnx`` (:func:`xtrans.serve.backend_for`).
 
     Raises:
         ValueError: for options that do not fit (see the messages).
@@ -82,21 +84,17 @@ def build_backend(args: argparse.Namespace):
         if refused:
             raise ValueError(f"{', '.join(refused)}: not used with --onnx (the export has its own tokens.txt "
                              "and runs on onnxruntime's CPU provider)")
-        from xtrans.serve.onnx_backend import OnnxBackend
+        spec = RecognizerSpec(onnx=args.onnx, search=args.search, beam=args.beam, max_symbols=args.max_symbols,
+                              num_threads=args.num_threads)  # the export's streaming rule: no torch here
+    else:
+        import torch
 
-        return OnnxBackend.from_directory(args.onnx, search=args.search, beam=args.beam,
-                                          max_symbols=args.max_symbols, num_threads=args.num_threads)
-    import torch
-
-    from xtrans.inference import Speech2Text
-    from xtrans.serve.backend import TorchBackend
-
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    s2t = Speech2Text.from_checkpoint(args.model, tokenizer=args.tokenizer, device=args.device,
-                                      chunk_ms=args.chunk_ms, left_ms=args.left_ms, sinks=args.sinks,
-                                      search=args.search, beam=args.beam, max_symbols=args.max_symbols)
-    return TorchBackend(s2t)
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
+        spec = RecognizerSpec(model=args.model, tokenizer=args.tokenizer, device=args.device, chunk_ms=args.chunk_ms,
+                              left_ms=args.left_ms, sinks=args.sinks, search=args.search, beam=args.beam,
+                              max_symbols=args.max_symbols)
+    return backend_for(spec.load())
 
 
 def options_from(args: argparse.Namespace) -> ServerOptions:

@@ -27,8 +27,8 @@ through the streaming encoder instead (same result, for checking and latency wor
 (:mod:`xtrans.onnx`) instead of a checkpoint: always chunk by chunk under the streaming rule the
 export was made with and its own ``tokens.txt``: ``--tokenizer``, ``--device`` (other than cpu),
 ``--streaming`` and ``--real-streaming`` are refused, ``--chunk-ms``, ``--left-ms``, ``--sinks`` and
-``--piece-ms`` do not apply. Audio at other rates is resampled to 16 kHz here, with the same filter
-as with ``--model``.
+``--piece-ms`` do not apply. Both recognizers implement :class:`xtrans.transcription.Recognizer`
+and decode through the same code here; audio at other rates is resampled to 16 kHz as it streams.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ import torch
 from tqdm import tqdm
 
 from xtrans.data.audio import RAW_FORMATS, BadAudioError, RawFormat, peak_dbfs, read_audio
-from xtrans.data.resample import resample
-from xtrans.data.validate import audio_problems
-from xtrans.inference import Speech2Text, Transcription
+from xtrans.decoding.data_dir import check_audio
+from xtrans.decoding.load import RecognizerSpec
+from xtrans.transcription import Recognizer, Transcription
 
 QUIET_PEAK_DBFS = -50.0
 """A file whose peak level is below this (dBFS) gets a warning."""
@@ -144,7 +144,7 @@ def silence_result() -> Transcription:
     return Transcription(text="", tokens=[], pieces=[], timestamps=[], score=0.0)
 
 
-def stream_file(s2t: Speech2Text, path: str, piece_ms: float, audio=None) -> Transcription:
+def stream_file(s2t: Recognizer, path: str, piece_ms: float, audio=None) -> Transcription:
     """Decodes a file through a real streaming session, ``piece_ms`` of audio per call.
 
     ``audio``: the file's ``(samples, rate)`` when already read (see :func:`read_audio`).
@@ -155,33 +155,6 @@ def stream_file(s2t: Speech2Text, path: str, piece_ms: float, audio=None) -> Tra
     for start in range(0, samples.shape[0], step):
         session.accept_waveform(samples[start:start + step], rate)
     return session.finalize()
-
-
-class OnnxFiles:
-    """An :class:`xtrans.onnx.OnnxSpeech2Text` behind the two methods :func:`main` calls on a
-    :class:`Speech2Text`: ``load_audio`` (the same checks, resampling to 16 kHz) and ``transcribe``."""
-
-    def __init__(self, directory: str, **kwargs):
-        from xtrans.onnx import OnnxSpeech2Text
-
-        self.s2t = OnnxSpeech2Text(directory, **kwargs)
-
-    def load_audio(self, samples, rate: int):
-        """(S, C) samples at ``rate`` -> (S',) float32 mono at the export's rate.
-
-        Raises:
-            BadAudioError: for audio that is empty, not finite or shorter than one encoder frame.
-        """
-        problems = [reason for code, reason in audio_problems(samples, int(rate), sample_rate=None, mono=False)
-                    if code != "silent"]
-        if problems:
-            raise BadAudioError("", "<array>", "; ".join(problems))
-        wave = samples.mean(axis=1, dtype="float32") if samples.ndim == 2 else samples
-        target = self.s2t.sample_rate
-        return resample(wave, int(rate), target).numpy().astype("float32") if rate != target else wave
-
-    def transcribe(self, samples, rate: int):
-        return self.s2t.transcribe(self.load_audio(samples, rate), self.s2t.sample_rate)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -202,14 +175,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             if refused:
                 raise ValueError(f"{', '.join(refused)}: not used with --onnx (the export has its own "
                                  "tokens.txt and streaming rule and runs on onnxruntime); drop them")
-            s2t = OnnxFiles(args.onnx, search=args.search, beam=args.beam, max_symbols=args.max_symbols,
-                            nbest=args.nbest, num_threads=args.num_threads)
-        else:
-            s2t = Speech2Text.from_checkpoint(
-                args.model, args.tokenizer, args.device,
-                chunk_ms=args.chunk_ms if args.streaming else None,
-                left_ms=args.left_ms if args.streaming else None, sinks=args.sinks if args.streaming else 0,
-                search=args.search, beam=args.beam, max_symbols=args.max_symbols, nbest=args.nbest)
+        s2t = RecognizerSpec(
+            model=args.model, onnx=args.onnx, tokenizer=args.tokenizer, device=args.device,
+            chunk_ms=args.chunk_ms if args.streaming else None, left_ms=args.left_ms if args.streaming else None,
+            sinks=args.sinks if args.streaming else 0, search=args.search, beam=args.beam,
+            max_symbols=args.max_symbols, nbest=args.nbest, num_threads=args.num_threads).load()
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -221,11 +191,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             warning = quiet_warning(path, samples)
             if warning:
                 tqdm.write(warning, file=sys.stderr)
-            if samples.size and not samples.any():  # digital silence
-                s2t.load_audio(samples, rate)  # still too short, if it is
+            check_audio(samples, rate)  # empty, not finite, too short: the checks of Speech2Text.transcribe
+            if not samples.any():  # digital silence
                 result = silence_result()
             elif args.real_streaming:
-                s2t.load_audio(samples, rate)  # the same checks as transcribe (empty, too short, ...)
                 result = stream_file(s2t, path, args.piece_ms, (samples, rate))
             else:
                 result = s2t.transcribe(samples, rate)

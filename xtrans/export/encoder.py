@@ -1,7 +1,7 @@
 """ONNX export of the streaming encoder: one chunk per call, every cache an explicit input.
 
-The graphs are the encoder's own streaming modules (:meth:`Wav2Vec2Encoder.extract_chunk`,
-:meth:`Wav2Vec2Encoder.encode_chunk`) traced at fixed shapes; nothing here recomputes the
+The graphs are the encoder's own streaming modules (``extract_chunk`` and ``encode_chunk`` of
+:class:`xtrans.models.encoder.Encoder`) traced at fixed shapes; nothing here recomputes the
 model. A stream of samples ``s`` runs as (``C`` chunk frames, ``P = 80`` prime samples)::
 
     state = encoder_start(s[0:80])                                # the CNN's carries after 80 samples
@@ -12,7 +12,9 @@ Why the prime call: frame ``k`` reads samples ``[320k, 320k + 400)``, so chunk `
 after ``320 C (k + 1) + 80`` samples. Once the first 80 samples are in, every further ``320 C``
 samples complete exactly one chunk and every carried tensor keeps its shape (the CNN's carries
 are periodic in 320 samples), which is what a fixed-shape graph needs. ``encoder_start`` is the
-same front end run on those 80 samples from the initial state.
+same front end run on those 80 samples from the initial state. The rule, with the encoder's own
+stride and receptive field, is :class:`xtrans.frames.StreamGeometry`; graphs are written by
+:func:`xtrans.export.trace.trace`.
 
 Inputs and outputs (batch axis ``B`` dynamic)::
 
@@ -31,21 +33,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import logging
 import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from xtrans.export.trace import trace
+from xtrans.frames import StreamGeometry
 from xtrans.masks import StreamingConfig
 from xtrans.models.attention import AttentionCache
-from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
+from xtrans.models.encoder import Encoder
 from xtrans.models.wav2vec2.states import FrontendState, PositionalConvState
 from xtrans.streaming.state import flatten_state, unflatten_state
 
@@ -73,7 +74,7 @@ class ExportState:
     samples: torch.Tensor
 
 
-def check_exportable(encoder: Wav2Vec2Encoder, streaming: StreamingConfig) -> None:
+def check_exportable(encoder: Encoder, streaming: StreamingConfig) -> None:
     """Raises ValueError/StreamingNotSupportedError when ``encoder`` cannot export under ``streaming``."""
     if not isinstance(streaming, StreamingConfig) or streaming.is_full:
         raise ValueError("streaming: expected a chunk size (--chunk-ms) for a streaming export, found full attention")
@@ -90,7 +91,7 @@ def check_exportable(encoder: Wav2Vec2Encoder, streaming: StreamingConfig) -> No
 class _Start(nn.Module):
     """``encoder_start``: the first ``prime`` samples -> the state before the first chunk call."""
 
-    def __init__(self, encoder: Wav2Vec2Encoder, streaming: StreamingConfig):
+    def __init__(self, encoder: Encoder, streaming: StreamingConfig):
         super().__init__()
         self.encoder, self.streaming = encoder, streaming
 
@@ -106,7 +107,7 @@ class _Start(nn.Module):
 class _Chunk(nn.Module):
     """``encoder``: one call of ``C * stride`` samples -> one chunk's frames and the new state."""
 
-    def __init__(self, encoder: Wav2Vec2Encoder, streaming: StreamingConfig, template: ExportState):
+    def __init__(self, encoder: Encoder, streaming: StreamingConfig, template: ExportState):
         super().__init__()
         self.encoder, self.streaming, self.template = encoder, streaming, template
 
@@ -126,7 +127,7 @@ class _Chunk(nn.Module):
         return (y, (limits - start).clamp(min=0, max=C), *(t for _, t in flatten_state(new, "new_state")))
 
 
-def initial_state(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, batch_size: int, device=None
+def initial_state(encoder: Encoder, streaming: StreamingConfig, batch_size: int, device=None
                   ) -> ExportState:
     """The :class:`ExportState` before the first sample (float32 caches)."""
     positional, layers = encoder.init_chunk_state(batch_size, streaming, device, torch.float32)
@@ -135,13 +136,12 @@ def initial_state(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, batch_si
                        positional=positional, layers=layers, frames=zeros, samples=zeros.clone())
 
 
-def prime_samples(encoder: Wav2Vec2Encoder) -> int:
-    """Samples before the first chunk call: receptive field - stride (80 for XLSR)."""
-    fe = encoder.feature_extractor
-    return fe.receptive_field - fe.stride
+def prime_samples(encoder: Encoder) -> int:
+    """Samples before the first chunk call: receptive field - stride (80 for XLSR; :class:`StreamGeometry`)."""
+    return StreamGeometry.of_frontend(encoder.feature_extractor, 1).prime_samples
 
 
-def _frozen_copy(encoder: Wav2Vec2Encoder) -> Wav2Vec2Encoder:
+def _frozen_copy(encoder: Encoder) -> Encoder:
     """An evaluation copy whose weight-normed positional conv is a plain conv (one weight in the graph).
 
     The conv is replaced rather than un-parametrized: a deep copy shares the parametrized class
@@ -164,32 +164,7 @@ EXTERNAL_DATA_BYTES = 1_000_000_000
 and a graph holds its weights plus constants folded from them)."""
 
 
-def _torch_export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], outputs: Sequence[str],
-                  opset: int, external_data: bool) -> None:
-    """Traces ``module`` to ``path``; with ``external_data`` its weights go to ``<name>.data`` beside it.
-
-    A graph over 2 GB is written by the exporter as one file per weight; it is traced into a
-    temporary folder and saved again with every weight in the one ``.data`` file.
-    """
-    kwargs: Dict[str, Any] = {}
-    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
-        kwargs["dynamo"] = False  # the TorchScript exporter traces the fixed-shape graph directly
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        target = Path(tmp) / path.name if external_data else path
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deprecation of the TorchScript exporter, tracer notes on shapes
-            torch.onnx.export(module, args, str(target), input_names=list(inputs), output_names=list(outputs),
-                              dynamic_axes={name: {0: "B"} for name in (*inputs, *outputs)},
-                              opset_version=opset, do_constant_folding=True, **kwargs)
-        if external_data:
-            import onnx
-
-            proto = onnx.load(str(target))  # with the weights, wherever the exporter put them
-            onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=path.name + ".data", size_threshold=1024)
-
-
-def export_encoder(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, outdir: PathLike,
+def export_encoder(encoder: Encoder, streaming: StreamingConfig, outdir: PathLike,
                    opset: int = 17, external_data: Optional[bool] = None) -> Dict[str, Any]:
     """Writes ``encoder_start.onnx`` and ``encoder.onnx`` to ``outdir``.
 
@@ -197,8 +172,9 @@ def export_encoder(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, outdir:
     XLS-R 1B) stores ``encoder.onnx``'s weights in ``encoder.onnx.data`` beside it.
 
     Returns:
-        the encoder's part of ``config.json``: chunk/left/sinks, samples per call, prime
-        samples, encoder dim, and the state names, shapes (``"B"`` for the batch axis) and dtypes.
+        the encoder's part of ``config.json``: chunk/left/sinks, frame stride, samples per call
+        and prime samples (its :class:`~xtrans.frames.StreamGeometry`), encoder dim, and the
+        state names, shapes (``"B"`` for the batch axis) and dtypes.
 
     Raises:
         ValueError: (before anything is written) when the encoder cannot stream under ``streaming``
@@ -208,8 +184,8 @@ def export_encoder(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, outdir:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     enc = _frozen_copy(encoder)
-    C, prime = streaming.chunk_size, prime_samples(enc)
-    per_call = C * enc.feature_extractor.stride
+    geometry = StreamGeometry.of_frontend(enc.feature_extractor, streaming.chunk_size)
+    C, prime, per_call = geometry.chunk_frames, geometry.prime_samples, geometry.samples_per_call
     B = 2  # traced with two streams; the batch axis is dynamic
     start = _Start(enc, streaming)
     with torch.no_grad():
@@ -218,15 +194,15 @@ def export_encoder(encoder: Wav2Vec2Encoder, streaming: StreamingConfig, outdir:
     new_names = ["new_" + name for name in names]
     if external_data is None:
         external_data = sum(p.numel() * p.element_size() for p in enc.parameters()) > EXTERNAL_DATA_BYTES
-    _torch_export(start, (torch.randn(B, prime) * 0.1,), outdir / "encoder_start.onnx", ["samples"], new_names, opset,
-                  external_data=False)  # the front end only: small
+    trace(start, (torch.randn(B, prime) * 0.1,), outdir / "encoder_start.onnx", ["samples"], new_names, opset=opset,
+          batch_axis="B")  # the front end only: small
     template = initial_state(enc, streaming, 1)
     chunk = _Chunk(enc, streaming, template)
     args = (torch.randn(B, per_call) * 0.1, torch.full((B,), per_call, dtype=torch.long), *primed)
-    _torch_export(chunk, args, outdir / "encoder.onnx", ["samples", "num_samples", *names],
-                  ["frames", "num_frames", *new_names], opset, external_data)
+    trace(chunk, args, outdir / "encoder.onnx", ["samples", "num_samples", *names],
+          ["frames", "num_frames", *new_names], opset=opset, batch_axis="B", external_data=external_data)
     logger.info("exported the streaming encoder to %s (C=%d, %d samples per call)", outdir, C, per_call)
     return dict(chunk_frames=C, left_frames=streaming.left_context, sinks=streaming.num_sinks,
-                samples_per_call=per_call, prime_samples=prime, encoder_dim=enc.embed_dim,
+                frame_stride=geometry.stride, samples_per_call=per_call, prime_samples=prime, encoder_dim=enc.embed_dim,
                 state_names=names, state_shapes=[["B", *t.shape[1:]] for t in primed],
                 state_dtypes=[str(t.dtype).replace("torch.", "") for t in primed], external_data=bool(external_data))

@@ -12,32 +12,29 @@ The layout these files follow (and :mod:`xtrans.onnx` reads) is in :mod:`xtrans.
 ``N`` (hypotheses) is a dynamic axis. Only the stateless prediction network is exported: its
 state is the token context itself, so the search needs no recurrent state tensors.
 
-The graphs are traced with PyTorch's TorchScript-based exporter (``dynamo=False``): the two
-graphs are small, static and control-flow free, and it exports them in about a second.
+The graphs are traced by :func:`xtrans.export.trace.trace` (PyTorch's TorchScript-based
+exporter): the two graphs are small, static and control-flow free, and it exports them in about
+a second.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Union
+from typing import Any, Dict, Mapping, Union
 
 import torch
 from torch import nn
 
+from xtrans.export.trace import DEFAULT_OPSET, trace
 from xtrans.models.predictor import LSTMPredictor, StatelessPredictor, StatelessState
 from xtrans.onnx.config import CONFIG_FILE, check_config, encode_metadata
 from xtrans.tokenizer import Tokenizer
 from xtrans.transcription import TokenTable
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_OPSET = 17
-"""ONNX opset of the exported graphs unless told otherwise."""
 
 PathLike = Union[str, os.PathLike]
 
@@ -92,29 +89,6 @@ def decoder_config(model) -> Dict[str, Any]:
             "predictor_dim": int(predictor.output_dim), "joiner_dim": int(joiner.encoder_proj.out_features)}
 
 
-def _export(module: nn.Module, args: tuple, path: PathLike, input_names: Sequence[str],
-            output_names: Sequence[str], opset: int) -> Path:
-    """Traces ``module`` on ``args`` to ``path`` with a dynamic first axis ``N`` on every input/output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dynamic_axes = {name: {0: "N"} for name in (*input_names, *output_names)}
-    kwargs: Dict[str, Any] = {}
-    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
-        kwargs["dynamo"] = False  # the TorchScript exporter (module docstring)
-    training = module.training
-    module.eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "legacy TorchScript-based ONNX export"
-            torch.onnx.export(module, args, str(path), input_names=list(input_names),
-                              output_names=list(output_names), dynamic_axes=dynamic_axes,
-                              opset_version=opset, do_constant_folding=True, **kwargs)
-    finally:
-        module.train(training)
-    logger.info("wrote %s (opset %d)", path, opset)
-    return path
-
-
 def export_predictor(model, path: PathLike, opset: int = DEFAULT_OPSET) -> Path:
     """Writes ``predictor.onnx``: ``context (N, K) int64 -> predictor_out (N, D_pred) float32``.
 
@@ -134,7 +108,7 @@ def export_predictor(model, path: PathLike, opset: int = DEFAULT_OPSET) -> Path:
     device = next(predictor.parameters()).device
     context = torch.full((2, K), int(model.blank), dtype=torch.long, device=device)  # (N, K)
     context[1] = torch.arange(K, device=device) % int(model.vocab_size)
-    return _export(PredictorOutput(predictor), (context,), path, ["context"], ["predictor_out"], opset)
+    return trace(PredictorOutput(predictor), (context,), path, ["context"], ["predictor_out"], opset=opset)
 
 
 def export_joiner(model, path: PathLike, opset: int = DEFAULT_OPSET) -> Path:
@@ -152,7 +126,7 @@ def export_joiner(model, path: PathLike, opset: int = DEFAULT_OPSET) -> Path:
     weight = joiner.encoder_proj.weight
     enc = torch.zeros(2, joiner.encoder_proj.in_features, dtype=weight.dtype, device=weight.device)
     pred = torch.zeros(2, joiner.predictor_proj.in_features, dtype=weight.dtype, device=weight.device)
-    return _export(JoinerLogits(joiner), (enc, pred), path, ["encoder_out", "predictor_out"], ["logits"], opset)
+    return trace(JoinerLogits(joiner), (enc, pred), path, ["encoder_out", "predictor_out"], ["logits"], opset=opset)
 
 
 def write_tokens(tokenizer, path: PathLike) -> Path:

@@ -35,13 +35,22 @@ ConvLayers = Tuple[Tuple[int, int, int], ...]
 class EncoderArch:
     """The keyword arguments of :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`, exactly.
 
-    The dropouts, ``freeze_feature_extractor`` and the feature masking (``mask_*``) are how the
-    model trains, not what it computes at inference: a resumed run, or the next stage started
-    from it, needs them. ``mask_prob > 0`` adds one weight, the mask embedding ``mask_emb`` (D,).
+    The encoder's signature is the one declaration of each option (name, type, default; its
+    docstring says what each means); this torch-free copy is what a checkpoint stores, and
+    ``test/test_encoder_contract.py`` fails on any drift: the same names in the same order, the
+    same types (``conv_layers`` frozen to tuples), and each default here equal to the encoder's.
+    The recipe config's options (:class:`~xtrans.models.config.EncoderConfig`) are derived from
+    these fields.
 
-    Fields added after checkpoints were written (the model families of HuBERT, WavLM and
-    data2vec-audio; feature masking) have the encoder's defaults, which give the architecture
-    those checkpoints had: :meth:`ModelArch.from_dict` fills them in when a stored arch lacks them.
+    The options of :data:`TRAINING_OPTIONS` (the dropouts, ``freeze_feature_extractor``, the
+    feature masking ``mask_*``) are how the model trains, not what it computes at inference: a
+    resumed run, or the next stage started from it, needs them. ``mask_prob > 0`` adds one
+    weight, the mask embedding ``mask_emb`` (D,).
+
+    The fields without a default are those every stored arch has. Fields added after
+    checkpoints were written (the model families of HuBERT, WavLM and data2vec-audio; feature
+    masking) have the encoder's defaults, which give the architecture those checkpoints had:
+    :meth:`ModelArch.from_dict` fills them in when a stored arch lacks them.
     """
 
     conv_layers: ConvLayers
@@ -85,6 +94,15 @@ class EncoderArch:
         return _plain(self)
 
 
+TRAINING_OPTIONS = ("dropout", "attention_dropout", "activation_dropout", "layer_drop", "freeze_feature_extractor",
+                    "mask_prob", "mask_length", "mask_channel_prob", "mask_channel_length")
+"""The fields of :class:`EncoderArch` that say how the encoder trains, not what it computes.
+
+A recipe sets them for each run (default: the encoder's defaults), where the other options
+default to the preset's or the pretrained checkpoint's (:class:`~xtrans.models.config.EncoderConfig`).
+"""
+
+
 @dataclass(frozen=True)
 class StatelessPredictorArch:
     """:class:`~xtrans.models.predictor.StatelessPredictor`: ``embed_dim`` = ``D_pred``."""
@@ -119,7 +137,21 @@ LOSS_KINDS = ("full", "pruned")
 
 @dataclass(frozen=True)
 class LossArch:
-    """The transducer loss (see :class:`~xtrans.models.config.LossConfig`); ``pruned`` adds two layers."""
+    """The transducer loss; ``pruned`` adds two layers (``simple_am_proj``, ``simple_lm_proj``).
+
+    The one declaration of the loss's settings: a recipe's ``model.loss`` section is read into
+    its subclass :class:`~xtrans.models.config.LossConfig` (the same fields), and a checkpoint
+    stores this.
+
+    Attributes:
+        kind: ``full`` (exact RNN-T on the (B, T, U+1, V) lattice) or ``pruned`` (simple loss of a
+            trivial joiner + RNN-T on ``prune_range`` label positions per frame; Kuang et al.,
+            Interspeech 2022).
+        prune_range: ``R``, label positions per frame (pruned only).
+        simple_loss_scale: weight of the simple loss once warmed up (pruned only).
+        warmup_updates: over these first updates the simple loss's weight falls from 1.0 to
+            ``simple_loss_scale`` and the pruned loss's rises from 0.1 to 1.0 (icefall's schedule).
+    """
 
     kind: str = "full"
     prune_range: int = 5
@@ -128,8 +160,15 @@ class LossArch:
 
     def __post_init__(self):
         _check_fields(self, type(self).__name__)
+        name = type(self).__name__
         if self.kind not in LOSS_KINDS:
-            raise ValueError(f"{type(self).__name__}.kind: expected one of {LOSS_KINDS}, found {self.kind!r}")
+            raise ValueError(f"{name}.kind: expected one of {LOSS_KINDS}, found {self.kind!r}")
+        if self.prune_range < 2:
+            raise ValueError(f"{name}.prune_range: expected >= 2, found {self.prune_range}")
+        if self.simple_loss_scale < 0:
+            raise ValueError(f"{name}.simple_loss_scale: expected >= 0, found {self.simple_loss_scale}")
+        if self.warmup_updates < 0:
+            raise ValueError(f"{name}.warmup_updates: expected >= 0, found {self.warmup_updates}")
 
 
 @dataclass(frozen=True)
@@ -300,4 +339,4 @@ def predictor_arch(kind: str, **kwargs: Any) -> PredictorArch:
 
 
 __all__ = ["EncoderArch", "LSTMPredictorArch", "LossArch", "ModelArch", "PredictorArch", "StatelessPredictorArch",
-           "encoder_arch", "predictor_arch"]
+           "TRAINING_OPTIONS", "encoder_arch", "predictor_arch"]

@@ -24,6 +24,11 @@ Each chunk is one small batch element of SDPA with a (C, S + L + C) mask (True =
 time and memory are ``O(T (S + L + C))``. Full attention (``chunk_size=None``) and unlimited
 left context keep the dense SDPA call, with a mask only where one is needed.
 
+Nothing of this depends on the layer: the mask (and WavLM's relative position bias, which depends
+on ``key - query`` only) is an :class:`AttentionPlan`, made once per pass (:func:`attention_plan`)
+or once per streamed chunk (:meth:`AttentionCache.plan`) and handed to every layer, which applies
+it with :func:`planned_attention` (scaling the bias by its own gate).
+
 FlexAttention (``torch.nn.attention.flex_attention`` with a block mask) could serve the same rule
 on CUDA; it is not used: no GPU was available to measure it against this gather path, and on
 CPU it needs ``torch.compile``. Reference: Kumar et al., "XLSR-Transducer: Streaming ASR for
@@ -101,6 +106,9 @@ def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
     chunk, the chunk), so time and memory grow linearly with ``T``; otherwise (full attention,
     ``L = None``) this is the dense SDPA call.
 
+    One call of :func:`attention_plan` and :func:`planned_attention`; an encoder makes the plan
+    once per pass and hands it to every layer.
+
     Args:
         q: (B, H, T, D/H) queries.
         k: (B, H, T, D/H) keys of the same frames.
@@ -121,10 +129,8 @@ def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengt
         TypeError: when ``streaming`` is neither None nor a :class:`~xtrans.masks.StreamingConfig`.
     """
     _check_inputs(q, k, v, lengths, streaming)
-    if streaming is None or streaming.is_full or streaming.left_context is None or q.shape[2] == 0:
-        return _dense(q, k, v, lengths, streaming, dropout_p, position_bias, bias_gate)
-    return _chunked_attention(q, k, v, lengths, streaming.chunk_size, streaming.left_context,
-                              streaming.num_sinks, dropout_p, position_bias, bias_gate)
+    plan = attention_plan(lengths.to(q.device), q.shape[2], streaming, position_bias)
+    return planned_attention(q, k, v, plan, bias_gate=bias_gate, dropout_p=dropout_p)
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
@@ -137,35 +143,117 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: 
     result and errors as :func:`streaming_attention`.
     """
     _check_inputs(q, k, v, lengths, streaming)
-    return _dense(q, k, v, lengths, streaming, dropout_p, position_bias, bias_gate)
+    plan = attention_plan(lengths.to(q.device), q.shape[2], streaming, position_bias, gather=False)
+    return planned_attention(q, k, v, plan, bias_gate=bias_gate, dropout_p=dropout_p)
 
 
-def _dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-           streaming: Optional[StreamingConfig], dropout_p: float,
-           position_bias: Optional["RelativePositionBias"] = None,
-           bias_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    mask = dense_attention_mask(lengths, q.shape[2], streaming)  # None, (B, 1, 1, T) or (B, 1, T, T)
-    if position_bias is not None:
-        frames = torch.arange(q.shape[2], device=q.device)
-        mask = biased_scores_mask(position_bias, frames, frames, bias_gate, mask)  # (B or 1, H, T, T)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+@dataclass(frozen=True)
+class AttentionPlan:
+    """What every attention layer of one pass shares: the keys each query may attend, and the position bias.
+
+    Neither depends on the layer: the mask follows from the frames' positions, the rule and the
+    lengths; WavLM's relative position bias (:class:`RelativePositionBias`, one module for all
+    layers) from ``key - query``, each layer only scaling it by a gate of its own queries. An
+    encoder therefore builds a plan once per pass (:func:`attention_plan`) or once per streamed
+    chunk (:meth:`AttentionCache.plan`) and hands it to every layer (:func:`planned_attention`),
+    instead of every layer bucketing distances, looking up the bias and building the mask again.
+
+    Two layouts of the scores ``(..., Tq, Tk)``:
+
+    - keys as given (``gather`` is None): the queries attend the ``Tk`` keys passed to
+      :func:`planned_attention`, the frames themselves (dense path: ``mask`` None, (B, 1, 1, T) or
+      (B, 1, T, T), ``bias`` (H, T, T)) or a chunk after its cache (``mask`` (B, 1, n, K),
+      ``bias`` (B, H, n, K));
+    - gathered (``gather = (C, L, S)``): the frames cut into ``N`` chunks of ``C``, each attending
+      its ``S + L + C`` keys (:func:`streaming_attention`'s gather path): ``mask`` (B, N, 1, C, S + L + C),
+      ``bias`` (N, H, C, S + L + C).
+
+    Attributes:
+        mask: bool, True = may attend; None = every key.
+        bias: float, the position bias before any gate; None = no bias.
+        gather: ``(C, L, S)`` of the gathered layout (``L`` and ``S`` cut to what the utterance
+            can use), or None.
+    """
+
+    mask: Optional[torch.Tensor] = None
+    bias: Optional[torch.Tensor] = None
+    gather: Optional[Tuple[int, int, int]] = None
+
+    def scores_mask(self, gate: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """What SDPA adds to the scores: the bool ``mask`` alone, or ``gate * bias`` with ``-inf`` where not allowed.
+
+        ``gate`` (..., H, Tq) scales the bias per query (WavLM's gate, in the layout's leading
+        axes); ``None`` = 1.
+        """
+        if self.bias is None:
+            return self.mask
+        bias = self.bias if gate is None else gate[..., None] * self.bias
+        return bias if self.mask is None else bias.masked_fill(~self.mask, float("-inf"))
 
 
-def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-                       chunk_size: int, left_context: int, num_sinks: int, dropout_p: float,
-                       position_bias: Optional["RelativePositionBias"] = None,
-                       bias_gate: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The gather path of :func:`streaming_attention`: each chunk over its own ``S + L + C`` keys."""
-    B, H, T, Dh = q.shape
-    C = chunk_size
+def attention_plan(lengths: torch.Tensor, num_frames: int, streaming: Optional[StreamingConfig],
+                   position_bias: Optional["RelativePositionBias"] = None, *, gather: bool = True) -> AttentionPlan:
+    """The :class:`AttentionPlan` of a pass over ``T`` frames under ``streaming``.
+
+    Gathered (linear in ``T``) when the left context is bounded and ``gather`` is True; else the
+    dense :func:`dense_attention_mask`.
+
+    Args:
+        lengths: (B,) valid frames per utterance, on the device of the pass.
+        num_frames: ``T``.
+        streaming: the rule; ``None`` = full attention.
+        position_bias: WavLM's bias module, or None.
+        gather: False forces the dense layout at any ``L`` (:func:`dense_attention`).
+    """
+    T, device = num_frames, lengths.device
+    if (not gather or streaming is None or streaming.is_full or streaming.left_context is None or T == 0):
+        mask = dense_attention_mask(lengths, T, streaming)  # None, (B, 1, 1, T) or (B, 1, T, T)
+        if position_bias is None:
+            return AttentionPlan(mask)
+        frames = torch.arange(T, device=device)
+        return AttentionPlan(mask, position_bias.between(frames, frames))  # (H, T, T)
+    C = streaming.chunk_size
     N = -(-T // C)  # chunks
-    Tp = N * C
     # Nothing before frame 0 exists: a window longer than the last chunk's start sees the same
     # frames, and sinks are needed only where they lie before some chunk's window (s < cC - L).
-    L = min(left_context, (N - 1) * C)
-    S = min(num_sinks, max(0, (N - 1) * C - L))
+    L = min(streaming.left_context, (N - 1) * C)
+    S = min(streaming.num_sinks, max(0, (N - 1) * C - L))
+    chunk_start = torch.arange(N, device=device) * C  # (N,)
+    mask = chunk_key_mask(chunk_start[None, :], C, S, L, lengths[:, None])[:, :, None]  # (B, N, 1, C, S + L + C)
+    bias = None
+    if position_bias is not None:
+        query_pos = chunk_start[:, None] + torch.arange(C, device=device)  # (N, C)
+        bias = position_bias.between(query_pos, chunk_key_positions(chunk_start, C, S, L))  # (N, H, C, S + L + C)
+    return AttentionPlan(mask, bias, gather=(C, L, S))
+
+
+def planned_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan,
+                      bias_gate: Optional[torch.Tensor] = None, dropout_p: float = 0.0) -> torch.Tensor:
+    """Queries (B, H, Tq, D/H) over keys and values (B, H, Tk, D/H) under ``plan`` -> (B, H, Tq, D/H).
+
+    The inputs are the layer's own (no checks: :func:`streaming_attention` is the checked entry).
+
+    Args:
+        q, k, v: for a gathered plan the frames of the pass (``Tq = Tk = T``); else the queries
+            and the keys the plan's mask was made for.
+        plan: from :func:`attention_plan` or :meth:`AttentionCache.plan`.
+        bias_gate: (B, H, Tq), the layer's scale of the position bias (WavLM); ``None`` = 1.
+        dropout_p: dropout on the attention weights (pass 0 in evaluation).
+    """
+    if plan.gather is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=plan.scores_mask(bias_gate), dropout_p=dropout_p)
+    return _gathered_attention(q, k, v, plan, bias_gate, dropout_p)
+
+
+def _gathered_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AttentionPlan,
+                        bias_gate: Optional[torch.Tensor], dropout_p: float) -> torch.Tensor:
+    """The gather path of :func:`streaming_attention`: each chunk over its own ``S + L + C`` keys."""
+    B, H, T, Dh = q.shape
+    C, L, S = plan.gather
+    N = -(-T // C)  # chunks
+    Tp = N * C
     W = L + C  # window: the L frames before a chunk and the chunk
-    device = q.device
+    assert plan.mask.shape[1] == N, "the plan was made for another number of frames"
 
     # (B, H, T, D/H) -> (B, N, H, C, D/H) -> (B*N, H, C, D/H): chunks become batch elements
     qc = F.pad(q, (0, 0, 0, Tp - T)).view(B, H, N, C, Dh).transpose(1, 2).reshape(B * N, H, C, Dh)
@@ -179,18 +267,12 @@ def _chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length
             window = torch.cat([sinks, window], dim=3)
         return window.reshape(B * N, H, S + W, Dh)
 
-    chunk_start = torch.arange(N, device=device) * C  # (N,)
-    mask = chunk_key_mask(chunk_start[None, :], C, S, L, lengths.to(device)[:, None])  # (B, N, C, S + W)
-    mask = mask[:, :, None]  # (B, N, 1, C, S + W)
-    if position_bias is not None:
-        query_pos = chunk_start[:, None] + torch.arange(C, device=device)  # (N, C)
-        key_pos = chunk_key_positions(chunk_start, C, S, L)  # (N, S + W)
-        gate = None
-        if bias_gate is not None:  # (B, H, T) -> (B, H, N, C) -> (B, N, H, C)
-            gate = F.pad(bias_gate, (0, Tp - T)).view(B, H, N, C).transpose(1, 2)
-        mask = biased_scores_mask(position_bias, query_pos, key_pos, gate, mask)  # (B, N, H, C, S + W)
+    gate = None
+    if bias_gate is not None:  # (B, H, T) -> (B, H, N, C) -> (B, N, H, C)
+        gate = F.pad(bias_gate, (0, Tp - T)).view(B, H, N, C).transpose(1, 2)
+    mask = plan.scores_mask(gate)  # (B, N, 1, C, S + W), or with a bias (B, N, H, C, S + W)
+    if plan.bias is not None:
         mask = mask.expand(B, N, H, C, S + W)
-
     out = F.scaled_dot_product_attention(qc, gather(k), gather(v), dropout_p=dropout_p,
                                          attn_mask=mask.reshape(B * N, -1, C, S + W))  # (B*N, H, C, D/H)
     # (B*N, H, C, D/H) -> (B, N, H, C, D/H) -> (B, H, N*C, D/H) -> (B, H, T, D/H)
@@ -256,27 +338,6 @@ def chunk_key_positions(chunk_start: torch.Tensor, chunk_len: int, num_sinks: in
     return torch.cat([sinks, window], dim=-1)
 
 
-def biased_scores_mask(position_bias: "RelativePositionBias", query_pos: torch.Tensor, key_pos: torch.Tensor,
-                       gate: Optional[torch.Tensor], mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """The float mask SDPA adds to the scores: ``gate * bias(key - query)``, ``-inf`` where not allowed.
-
-    Args:
-        position_bias: maps relative positions (..., Tq, Tk) to (..., H, Tq, Tk).
-        query_pos: (..., Tq) query frame indices; key_pos: (..., Tk) key frame indices.
-        gate: (B, ..., H, Tq) per-query scale, or None.
-        mask: bool, True = may attend, broadcastable to (B, ..., H, Tq, Tk), or None.
-
-    Returns:
-        float (B or 1, ..., H, Tq, Tk).
-    """
-    bias = position_bias(key_pos[..., None, :] - query_pos[..., :, None])  # (..., H, Tq, Tk)
-    if gate is not None:
-        bias = gate[..., None] * bias
-    if mask is not None:
-        bias = bias.masked_fill(~mask, float("-inf"))
-    return bias
-
-
 class RelativePositionBias(nn.Module):
     """WavLM's bucketed relative position bias: a learned bias per head and bucket of ``key - query``.
 
@@ -291,7 +352,8 @@ class RelativePositionBias(nn.Module):
     with ``n = num_buckets // 2``, ``m = n // 2``, ``M = max_distance``. The bias depends on ``key - query``
     only, so under the streaming rule a cached key keeps the bias of its absolute frame.
     WavLM computes it once (in its first layer) and every layer scales it by a gate of its
-    queries (:meth:`~xtrans.models.wav2vec2.model.SelfAttention.bias_gate`).
+    queries (:meth:`~xtrans.models.wav2vec2.transformer.SelfAttention.bias_gate`); the
+    encoder looks it up once per pass or chunk (:class:`AttentionPlan`).
 
     Args:
         num_heads: ``H``.
@@ -327,6 +389,11 @@ class RelativePositionBias(nn.Module):
         bias = self.embedding(self.buckets(relative))  # (..., Tq, Tk, H)
         d = bias.dim()  # explicit axes: ONNX refuses negative ones in Transpose
         return bias.permute(*range(d - 3), d - 1, d - 3, d - 2)
+
+    def between(self, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
+        """The bias of keys at frames ``key_pos`` (..., Tk) for queries at ``query_pos`` (..., Tq):
+        (..., H, Tq, Tk)."""
+        return self(key_pos[..., None, :] - query_pos[..., :, None])
 
 
 @dataclass(frozen=True)
@@ -377,6 +444,20 @@ class AttentionCache:
         """(B, K) frame index of every key of a chunk at frames ``start`` (B,): sinks, window, chunk."""
         S, L = self.sink_keys.shape[2], self.left_keys.shape[2]
         return chunk_key_positions(start, chunk_len, S, L)
+
+    def plan(self, start: torch.Tensor, chunk_len: int, lengths: torch.Tensor,
+             position_bias: Optional[RelativePositionBias] = None) -> AttentionPlan:
+        """The :class:`AttentionPlan` of a chunk of ``n`` queries at frames ``start`` (B,) over this cache's keys.
+
+        Every layer's cache has the same slots, so one plan serves all layers of the chunk: the
+        mask (B, 1, n, K) of :meth:`mask` and, with ``position_bias``, the bias (B, H, n, K) of
+        every key at its absolute frame (:meth:`key_positions`), as the full pass has it.
+        """
+        bias = None
+        if position_bias is not None:
+            query_pos = start[:, None] + torch.arange(chunk_len, device=start.device)  # (B, n)
+            bias = position_bias.between(query_pos, self.key_positions(start, chunk_len))  # (B, H, n, K)
+        return AttentionPlan(self.mask(start, chunk_len, lengths), bias)
 
     def append(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor, bounded: bool) -> "AttentionCache":
         """The cache after a chunk with keys/values (B, H, n, D/H) at frames ``start .. start + n - 1``.

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Union
 
-from xtrans.models.arch import EncoderArch, LossArch, ModelArch, encoder_arch, predictor_arch
+from xtrans.models.arch import (LOSS_KINDS, TRAINING_OPTIONS, EncoderArch, LossArch, ModelArch, encoder_arch,
+                                predictor_arch)
 from xtrans.models.joiner import Joiner
 from xtrans.models.predictor import LSTMPredictor, StatelessPredictor
 from xtrans.models.transducer import Transducer
@@ -20,9 +22,53 @@ from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
 from xtrans.models.wav2vec2.presets import preset_kwargs
 
 
+def encoder_defaults() -> Dict[str, Any]:
+    """The default keyword arguments of :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`."""
+    return {k: p.default for k, p in inspect.signature(Wav2Vec2Encoder.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+_NOT_ENCODER_OPTIONS = ("preset", "pretrained", "conv_channels")
+
+
+def _with_encoder_options(cls: type) -> type:
+    """Adds every encoder option (a field of :class:`~xtrans.models.arch.EncoderArch`) to ``cls``'s fields.
+
+    An option of :data:`~xtrans.models.arch.TRAINING_OPTIONS` gets its type and the encoder's
+    default; any other gets ``Optional`` of its type and ``None`` (= the preset's or the
+    checkpoint's value). ``conv_layers`` is left out: ``conv_channels`` sets its channels.
+    """
+    hints = typing.get_type_hints(EncoderArch)
+    defaults = encoder_defaults()
+    annotations = cls.__dict__["__annotations__"]
+    for f in dataclasses.fields(EncoderArch):
+        if f.name == "conv_layers":
+            continue
+        training = f.name in TRAINING_OPTIONS
+        annotations[f.name] = hints[f.name] if training else Optional[hints[f.name]]
+        setattr(cls, f.name, defaults[f.name] if training else None)
+    return cls
+
+
 @dataclass(frozen=True)
+@_with_encoder_options
 class EncoderConfig:
     """The encoder: a preset (or a pretrained checkpoint) plus overrides.
+
+    Beside the three fields below it has one field per encoder option, derived from
+    :class:`~xtrans.models.arch.EncoderArch` (their meaning is in
+    :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`'s docstring), except ``conv_layers``:
+
+    - the options of :data:`~xtrans.models.arch.TRAINING_OPTIONS` (``dropout``,
+      ``attention_dropout``, ``activation_dropout``, ``layer_drop``, ``freeze_feature_extractor``,
+      and wav2vec 2.0 fine-tuning's feature masking ``mask_prob``, ``mask_length``,
+      ``mask_channel_prob``, ``mask_channel_length``: fairseq's names and meanings, 0 = off; see
+      :mod:`xtrans.models.wav2vec2.feature_masking`) take the encoder's defaults and are always
+      set, pretrained or not;
+    - every other option (``pos_conv``, ``waveform_norm``, ``extractor_mode``, ``embed_dim``,
+      ``num_layers``, ``pos_conv_kernel``, ``rel_pos_buckets``, ...) is ``None`` = the preset's or
+      the checkpoint's. A pretrained checkpoint fixes its shape: ``load_pretrained`` refuses a
+      value that changes it (``num_layers`` may be lowered).
 
     Attributes:
         preset: ``xlsr_53 | wav2vec2_base | tiny | mini``, or a published encoder's shape
@@ -31,56 +77,17 @@ class EncoderConfig:
             :mod:`xtrans.models.wav2vec2.presets`); ignored when ``pretrained`` is set.
         pretrained: a Hugging Face directory (wav2vec2, HuBERT, WavLM, data2vec-audio), a fairseq or
             unilm ``.pt`` to import (recipe stage 4); ``None`` = random initialisation from ``preset``.
-        pos_conv: ``full | chunk | causal | none`` (None = the preset's / checkpoint's).
-        pos_conv_kernel, pos_conv_groups: the positional convolution's kernel (frames, even) and
-            groups (None = the preset's; a pretrained checkpoint fixes them).
-        waveform_norm: ``none | utterance | cumulative`` (None = the preset's / checkpoint's).
-        extractor_mode: ``layer_norm | group_norm | cumulative_norm | batch_norm`` (None = the
-            preset's); see :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`.
         conv_channels: channels of every CNN layer (None = the preset's).
-        embed_dim, num_layers, num_heads, ffn_dim: transformer size (None = the preset's).
-        dropout, attention_dropout, activation_dropout, layer_drop: regularisation.
-        freeze_feature_extractor: no gradient into the CNN.
-        mask_prob, mask_length, mask_channel_prob, mask_channel_length: wav2vec 2.0 fine-tuning's
-            feature masking in training (fairseq's names and meanings; 0 = off): time spans of
-            ``mask_length`` frames replaced by a learned embedding, ``mask_prob`` x frames /
-            ``mask_length`` of them per utterance; channel spans of ``mask_channel_length`` zeroed.
-            See :mod:`xtrans.models.wav2vec2.feature_masking`.
     """
 
     preset: str = "tiny"
     pretrained: Optional[str] = None
-    pos_conv: Optional[str] = None
-    pos_conv_kernel: Optional[int] = None
-    pos_conv_groups: Optional[int] = None
-    waveform_norm: Optional[str] = None
-    extractor_mode: Optional[str] = None
     conv_channels: Optional[int] = None
-    embed_dim: Optional[int] = None
-    num_layers: Optional[int] = None
-    num_heads: Optional[int] = None
-    ffn_dim: Optional[int] = None
-    dropout: float = 0.0
-    attention_dropout: float = 0.0
-    activation_dropout: float = 0.0
-    layer_drop: float = 0.0
-    freeze_feature_extractor: bool = False
-    mask_prob: float = 0.0
-    mask_length: int = 10
-    mask_channel_prob: float = 0.0
-    mask_channel_length: int = 64
 
     def overrides(self) -> dict:
         """Encoder keyword arguments set by this config (``None`` fields left to the preset)."""
-        out = {k: getattr(self, k) for k in ("pos_conv", "pos_conv_kernel", "pos_conv_groups", "waveform_norm",
-                                             "extractor_mode", "embed_dim", "num_layers", "num_heads", "ffn_dim")
-               if getattr(self, k) is not None}
-        out.update(dropout=self.dropout, attention_dropout=self.attention_dropout,
-                   activation_dropout=self.activation_dropout, layer_drop=self.layer_drop,
-                   freeze_feature_extractor=self.freeze_feature_extractor, mask_prob=self.mask_prob,
-                   mask_length=self.mask_length, mask_channel_prob=self.mask_channel_prob,
-                   mask_channel_length=self.mask_channel_length)
-        return out
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in _NOT_ENCODER_OPTIONS and getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -106,40 +113,24 @@ class PredictorConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
-    """The transducer loss.
+class LossConfig(LossArch):
+    """The transducer loss as a recipe's ``model.loss`` section gives it: :class:`~xtrans.models.arch.LossArch`.
 
-    Attributes:
-        kind: ``full`` (exact RNN-T on the (B, T, U+1, V) lattice) or ``pruned`` (simple loss of a
-            trivial joiner + RNN-T on ``prune_range`` label positions per frame; Kuang et al.,
-            Interspeech 2022).
-        prune_range: ``R``, label positions per frame (pruned only).
-        simple_loss_scale: weight of the simple loss once warmed up (pruned only).
-        warmup_updates: over these first updates the simple loss's weight falls from 1.0 to
-            ``simple_loss_scale`` and the pruned loss's rises from 0.1 to 1.0 (icefall's schedule).
+    The fields, defaults and checks are :class:`~xtrans.models.arch.LossArch`'s (declared there,
+    once); only the message for an unknown ``kind`` speaks of the YAML key rather than the arch
+    field. :meth:`arch` is what the model is built with.
     """
 
-    kind: str = "full"
-    prune_range: int = 5
-    simple_loss_scale: float = 0.5
-    warmup_updates: int = 2000
-
     def __post_init__(self):
-        if self.kind not in ("full", "pruned"):
-            raise ValueError(f"kind: expected 'full' or 'pruned', found {self.kind!r}")
-        if self.prune_range < 2:
-            raise ValueError(f"prune_range: expected >= 2, found {self.prune_range}")
-        if self.simple_loss_scale < 0:
-            raise ValueError(f"simple_loss_scale: expected >= 0, found {self.simple_loss_scale}")
-        if self.warmup_updates < 0:
-            raise ValueError(f"warmup_updates: expected >= 0, found {self.warmup_updates}")
+        if self.kind not in LOSS_KINDS:
+            raise ValueError(f"kind: expected {' or '.join(map(repr, LOSS_KINDS))}, found {self.kind!r}")
+        super().__post_init__()
 
-    def kwargs(self) -> Optional[dict]:
-        """The pruned loss's settings (None for the full loss)."""
+    def arch(self) -> LossArch:
+        """The :class:`~xtrans.models.arch.LossArch` of this config; the full loss ignores the pruned settings."""
         if self.kind == "full":
-            return None
-        return dict(kind=self.kind, prune_range=self.prune_range, simple_loss_scale=self.simple_loss_scale,
-                    warmup_updates=self.warmup_updates)
+            return LossArch()
+        return LossArch(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
 
 @dataclass(frozen=True)
@@ -182,9 +173,8 @@ def resolve_arch(cfg: ModelConfig, vocab_size: Optional[int] = None,
         if enc.conv_channels is not None:
             kwargs["conv_layers"] = tuple((enc.conv_channels, k, s) for _, k, s in kwargs["conv_layers"])
         encoder = encoder_arch({**encoder_defaults(), **kwargs}, "model.encoder")
-    loss = LossArch() if cfg.loss.kind == "full" else LossArch(**cfg.loss.kwargs())
     return ModelArch(encoder=encoder, predictor=predictor_arch(**cfg.predictor.kwargs()), vocab_size=V,
-                     joiner_dim=cfg.joiner_dim, blank=0, ctc_weight=cfg.ctc_weight, loss=loss)
+                     joiner_dim=cfg.joiner_dim, blank=0, ctc_weight=cfg.ctc_weight, loss=cfg.loss.arch())
 
 
 def _check_pretrained_options(cfg: EncoderConfig) -> None:
@@ -261,9 +251,3 @@ def arch_from_v1(arch: Mapping[str, Any], name: str = "arch") -> ModelArch:
     data.setdefault("ctc_weight", 0.0)
     data.setdefault("loss", dataclasses.asdict(LossArch()))
     return ModelArch.from_dict(data, name)
-
-
-def encoder_defaults() -> Dict[str, Any]:
-    """The default keyword arguments of :class:`~xtrans.models.wav2vec2.Wav2Vec2Encoder`."""
-    return {k: p.default for k, p in inspect.signature(Wav2Vec2Encoder.__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty}

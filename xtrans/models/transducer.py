@@ -36,8 +36,8 @@ from torch import nn
 from xtrans.losses import prune_joiner_inputs, prune_ranges, pruned_rnnt_loss, rnnt_loss, simple_rnnt_loss
 from xtrans.masks import StreamingConfig
 from xtrans.models.arch import LOSS_KINDS, ModelArch
+from xtrans.models.encoder import Encoder, check_encoder
 from xtrans.models.joiner import Joiner
-from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
 
 
 @dataclass
@@ -79,7 +79,7 @@ class Transducer(nn.Module):
     """Encoder, prediction network, joiner and (optionally) an auxiliary CTC head.
 
     Args:
-        encoder: a :class:`Wav2Vec2Encoder`.
+        encoder: an :class:`~xtrans.models.encoder.Encoder` (an ``nn.Module``).
         predictor: a stateless or LSTM prediction network.
         joiner: the :class:`Joiner`.
         vocab_size: ``V`` including blank.
@@ -93,13 +93,18 @@ class Transducer(nn.Module):
             where ``T_b (R - 1) < U_b``, so that a path fits).
         simple_loss_scale: weight of the simple loss after warm-up.
         warmup_updates: updates over which the pruned loss is phased in.
+
+    Raises:
+        TypeError: when ``encoder`` lacks a member of :class:`~xtrans.models.encoder.Encoder`.
+        ValueError: a ``blank`` outside the vocabulary, an unknown ``loss_kind``.
     """
 
-    def __init__(self, *, encoder: Wav2Vec2Encoder, predictor: nn.Module, joiner: Joiner,
+    def __init__(self, *, encoder: Encoder, predictor: nn.Module, joiner: Joiner,
                  vocab_size: int, blank: int = 0, ctc_weight: float = 0.0,
                  arch: Optional[ModelArch] = None, loss_kind: str = "full", prune_range: int = 5,
                  simple_loss_scale: float = 0.5, warmup_updates: int = 2000):
         super().__init__()
+        check_encoder(encoder)
         if not 0 <= blank < vocab_size:
             raise ValueError(f"blank: expected in [0, {vocab_size}), found {blank}")
         if loss_kind not in LOSS_KINDS:

@@ -24,9 +24,10 @@ runs as::
     frames, num_frames, state = encoder(s[80 + 320 C k : 80 + 320 C (k + 1)], 320 C, state)  # k = 0, 1, ...
     frames, num_frames, state = encoder(the last r samples zero-padded, r, state)   # when r >= 320
 
-and the first ``num_frames`` of each call's frames are valid.
+and the first ``num_frames`` of each call's frames are valid: the rule of
+:class:`xtrans.frames.StreamGeometry`, which :func:`stream_geometry` reads from a config.
 
-This module imports neither torch nor onnx (only the standard library).
+This module imports neither torch nor onnx (the standard library and :mod:`xtrans.frames`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
+
+from xtrans.frames import StreamGeometry
 
 FORMAT = "xtrans-onnx-1"
 """The ``format`` value of the export layout this runtime reads."""
@@ -125,6 +128,15 @@ def check_config(config: Mapping[str, Any], where: str = "config") -> None:
         if config.get(key) is not None and not (isinstance(config[key], str) and config[key]
                                                 and "/" not in config[key] and "\\" not in config[key]):
             raise ValueError(f"{where}: {key}: expected a file name in the export directory, found {config[key]!r}")
+
+
+def stream_geometry(config: Mapping[str, Any]) -> StreamGeometry:
+    """How a stream is fed to the export's encoder (``chunk_frames``, ``frame_stride``, ``prime_samples``).
+
+    The config should have passed :func:`check_config` (so ``samples_per_call`` agrees).
+    """
+    stride = int(config["frame_stride"])
+    return StreamGeometry(int(config["chunk_frames"]), stride, stride + int(config["prime_samples"]))
 
 
 def load_config(directory: Union[str, os.PathLike]) -> Dict[str, Any]:

@@ -10,13 +10,16 @@
     s2t.transcribe(samples).text              # a whole utterance, through the same session
 
 The export directory's layout is described in :mod:`xtrans.onnx.config`. A session feeds the
-encoder exactly as :class:`xtrans.streaming.StreamingEncoder` consumes a stream: the first
-``prime_samples`` (80) samples prime it (``encoder_start.onnx``), then every
+encoder by the rule of :class:`xtrans.frames.StreamGeometry` (read from ``config.json``): the
+first ``prime_samples`` (80) samples prime it (``encoder_start.onnx``), then every
 ``samples_per_call`` (320 C) further samples make one encoder call that returns the chunk's
 ``C`` frames; at :meth:`~OnnxStreamingSession.finalize` the remaining ``r`` samples (zero-padded,
 ``num_samples = r``) give ``r // 320`` last frames. Each call's valid frames advance the search
 (:mod:`xtrans.onnx.search`, the numpy twin of :mod:`xtrans.search`), so with the same
 streaming rule and search settings the tokens equal :meth:`xtrans.inference.Speech2Text.stream`'s.
+
+:class:`OnnxSpeech2Text` and its session implement :class:`xtrans.transcription.Recognizer` and
+:class:`~xtrans.transcription.RecognizerSession`, as :class:`xtrans.inference.Speech2Text` does.
 
 Audio at another rate is resampled to the export's (16 kHz) as it arrives, by the streaming
 resampler of :mod:`xtrans.data.resample` (on numpy arrays: no torch), as ``Speech2Text`` does.
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -34,10 +36,11 @@ import numpy as np
 import onnxruntime as ort
 
 from xtrans.data.resample import ResampleState, init_resample_state, resample_chunk, resample_flush
+from xtrans.frames import frames_to_ms
 from xtrans.onnx.config import (CONFIG_FILE, DEFAULT_ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE, TOKENS_FILE,
-                                check_metadata, decode_metadata, load_config)
-from xtrans.onnx.search import GreedySearch, Hypothesis, ModifiedBeamSearch
-from xtrans.transcription import TokenTable, Transcription
+                                check_metadata, decode_metadata, load_config, stream_geometry)
+from xtrans.onnx.search import GreedySearch, ModifiedBeamSearch
+from xtrans.transcription import SearchTranscriber, SessionResults, TokenTable, Transcription
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +120,12 @@ def as_mono(samples: np.ndarray, name: str = "samples") -> Tuple[np.ndarray, int
     raise ValueError(f"{name}: expected (S,) or channels-last (S, C) samples, found shape {x.shape}")
 
 
-class OnnxSpeech2Text:
-    """Decodes speech with an ONNX export (the runtime twin of :class:`xtrans.inference.Speech2Text`).
+class OnnxSpeech2Text(SearchTranscriber):
+    """Decodes speech with an ONNX export (the runtime twin of :class:`xtrans.inference.Speech2Text`,
+    a :class:`~xtrans.transcription.Recognizer`).
 
-    The streaming rule (chunk, left context, sinks) is fixed by the export; see :attr:`config`.
+    The streaming rule (chunk, left context, sinks) is fixed by the export; see :attr:`config`,
+    and :attr:`geometry` for how a stream is fed to the encoder.
 
     Args:
         directory: the export directory (``config.json``, encoder/predictor/joiner ``.onnx``,
@@ -163,7 +168,10 @@ class OnnxSpeech2Text:
             raise ValueError(f"{tokens_path}: expected {cfg['vocab_size']} tokens (vocab_size of {CONFIG_FILE}), "
                              f"found {self.tokenizer.vocab_size}")
 
+        self.geometry = stream_geometry(cfg)
+        self.frame_ms: int = cfg["frame_ms"]
         encoder_path = self.directory / (encoder_file or cfg.get("encoder_file") or DEFAULT_ENCODER_FILE)
+        self.encoder_file = encoder_path.name
         self.encoder = _session(encoder_path, num_threads, providers)
         models = [(self.encoder, encoder_path)]
         states = cfg["state_names"]
@@ -199,6 +207,16 @@ class OnnxSpeech2Text:
         """Opens a streaming session (the export's streaming rule)."""
         return OnnxStreamingSession(self)
 
+    def settings(self) -> Dict[str, Any]:
+        """What decodes, as JSON values: the export (``onnx``, ``onnx_encoder``: the encoder file
+        loaded), ``device``, the export's streaming rule (``chunk_ms``, ``left_ms``, ``sinks``) and
+        ``search`` (``pos_conv`` is not recorded in an export: None)."""
+        cfg = self.config
+        return {"onnx": str(self.directory), "onnx_encoder": self.encoder_file, "device": "cpu (onnxruntime)",
+                "pos_conv": None, "chunk_ms": frames_to_ms(cfg["chunk_frames"]),
+                "left_ms": frames_to_ms(cfg.get("left_frames")), "sinks": cfg.get("sinks", 0),
+                "search": self.search_name}
+
     def transcribe(self, audio: Union[str, os.PathLike, np.ndarray], sample_rate: Optional[int] = None
                    ) -> Transcription:
         """Decodes one whole utterance through a streaming session.
@@ -221,7 +239,7 @@ class OnnxSpeech2Text:
         else:
             samples, rate, where = audio, self.sample_rate if sample_rate is None else sample_rate, "audio"
         wave, _ = as_mono(samples, where)
-        frame_samples = self.config["prime_samples"] + self.config["frame_stride"]
+        frame_samples = self.geometry.receptive_field
         if wave.shape[0] * self.sample_rate < frame_samples * rate:
             raise ValueError(f"{where}: expected at least {1000 * frame_samples / self.sample_rate:g} ms of audio "
                              f"(one encoder frame), found {wave.shape[0]} samples at {rate} Hz")
@@ -231,38 +249,25 @@ class OnnxSpeech2Text:
         session.accept_waveform(wave, rate)
         return session.finalize()
 
-    def transcription(self, state) -> Transcription:
-        """The result held by a search state (best first; with the n-best list for beam search)."""
-        if isinstance(self.search, GreedySearch):
-            return self._make(self.search.results(state)[0])
-        nbest = [self._make(h) for h in self.search.results(state, self.nbest)[0]]
-        return replace(nbest[0], nbest=nbest)
 
-    def _make(self, hyp: Hypothesis) -> Transcription:
-        return Transcription(text=self.tokenizer.decode(hyp.tokens), tokens=list(hyp.tokens),
-                             pieces=[self.tokenizer.id_to_token(i) for i in hyp.tokens],
-                             timestamps=hyp.times_s(self.config["frame_ms"]), score=hyp.score)
+class OnnxStreamingSession(SessionResults):
+    """One audio stream decoded as it arrives (made by :meth:`OnnxSpeech2Text.stream`; a
+    :class:`~xtrans.transcription.RecognizerSession`).
 
-
-class OnnxStreamingSession:
-    """One audio stream decoded as it arrives (made by :meth:`OnnxSpeech2Text.stream`).
-
-    The sample rate (the export's) and channel count must stay the same within a session.
+    The sample rate and channel count must stay the same within a session.
     """
 
     def __init__(self, s2t: OnnxSpeech2Text):
         self.s2t = s2t
         cfg = s2t.config
-        self.prime_samples = cfg["prime_samples"]
-        self.samples_per_call = cfg["samples_per_call"]
-        self.frame_stride = cfg["frame_stride"]
+        self.geometry = s2t.geometry
         self.encoder_state: Dict[str, np.ndarray] = {
             name: np.zeros([1 if d == "B" else d for d in shape], dtype=np.dtype(dtype))
             for name, shape, dtype in zip(cfg["state_names"], cfg["state_shapes"], cfg["state_dtypes"])}
-        self._primed = self.prime_samples == 0
+        self._fed = 0  # samples given to encoder calls
         self._pending = np.zeros(0, dtype=np.float32)  # received samples no encoder call has taken
         self.num_frames = 0  # encoder frames decoded so far
-        self.chunk_frames: int = cfg["chunk_frames"]
+        self.chunk_frames: int = self.geometry.chunk_frames
         self.search_state = s2t.search.init_state(1)
         self.channels: Optional[int] = None
         self.resampler: Optional[ResampleState] = None  # to the export's rate, made at the first call
@@ -279,8 +284,7 @@ class OnnxStreamingSession:
             ValueError: after :meth:`finalize`, for a bad or changed sample rate, or when the channel
                 count changes.
         """
-        if self.finished:
-            raise ValueError("session: already finalized; open a new one with OnnxSpeech2Text.stream()")
+        self._check_open()
         rate = self.s2t.sample_rate if sample_rate is None else sample_rate
         if self.resampler is None:
             self.resampler = init_resample_state(rate, self.s2t.sample_rate)  # checks the rate
@@ -295,16 +299,17 @@ class OnnxStreamingSession:
         self._feed(wave)
         return self.text
 
-    def _feed(self, wave: np.ndarray) -> None:
-        """Queues 16 kHz samples and runs the encoder on every whole call's worth."""
+    def _feed(self, wave: np.ndarray, end: bool = False) -> None:
+        """Queues 16 kHz samples and makes the encoder calls they complete (:meth:`StreamGeometry.calls
+        <xtrans.frames.StreamGeometry.calls>`; with ``end``, also the last partial call)."""
         self._pending = np.concatenate([self._pending, wave.astype(np.float32, copy=False)])
-        if not self._primed and self._pending.shape[0] >= self.prime_samples:
-            self._prime(self._pending[None, :self.prime_samples])
-            self._pending = self._pending[self.prime_samples:]
-            self._primed = True
-        while self._primed and self._pending.shape[0] >= self.samples_per_call:
-            self._call(self._pending[:self.samples_per_call], self.samples_per_call)
-            self._pending = self._pending[self.samples_per_call:]
+        for n in self.geometry.calls(self._fed, self._pending.shape[0], end=end):
+            if not self.geometry.primed(self._fed):
+                self._prime(self._pending[None, :n])
+            else:  # a whole call, or the last one zero-padded
+                self._call(np.pad(self._pending[:n], (0, self.geometry.samples_per_call - n)), n)
+            self._pending = self._pending[n:]
+            self._fed += n
 
     def _prime(self, samples: np.ndarray) -> None:
         """The encoder state after the stream's first ``prime_samples`` samples (1, prime_samples):
@@ -325,27 +330,13 @@ class OnnxStreamingSession:
         if frames.shape[1] and int(num_frames[0]) > 0:
             self.search_state = self.s2t.search.step(frames, self.search_state, num_frames.astype(np.int64))
 
-    @property
-    def text(self) -> str:
-        """The best text of the frames decoded so far."""
-        return self.result().text
-
-    def result(self) -> Transcription:
-        """The current best result (partial until :meth:`finalize`)."""
-        return self.s2t.transcription(self.search_state)
-
     def finalize(self) -> Transcription:
         """Ends the stream: decodes the last (partial) chunk and returns the final result."""
-        if self.finished:
-            raise ValueError("session: already finalized; open a new one with OnnxSpeech2Text.stream()")
+        self._check_open()
+        tail = np.zeros(0, dtype=np.float32)
         if self.resampler is not None:
             tail, self.resampler = resample_flush(self.resampler)
-            self._feed(tail)
-        r = self._pending.shape[0]
-        if self._primed and r >= self.frame_stride:  # at least one more frame
-            padded = np.zeros(self.samples_per_call, dtype=np.float32)
-            padded[:r] = self._pending
-            self._call(padded, r)
+        self._feed(tail, end=True)
         self._pending = self._pending[:0]
         self.finished = True
         return self.result()

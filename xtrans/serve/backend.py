@@ -7,12 +7,15 @@ advances with :meth:`Backend.advance`, a batched call over streams whose states 
 :meth:`Backend.batch_key`. :class:`TorchBackend` runs a :class:`~xtrans.inference.Speech2Text`
 (PyTorch); an ONNX backend runs :mod:`xtrans.onnx`.
 
-Every stream (every segment) is fed its first ``extra_samples`` (80) samples alone, then
-``chunk_samples`` per call (16 kHz), so each later call completes exactly one encoder chunk:
-chunk ``c`` needs the waveform up to sample ``320 (c + 1) C + 80`` (:mod:`xtrans.streaming.encoder`).
-Streams fed this way keep states of equal shapes, whichever chunk they are at, so they stack
-into one batch (with an unbounded left context the key/value caches grow, and only streams at
-the same chunk of their segment stack).
+Every stream (every segment) is fed by the rule of the backend's :attr:`Backend.geometry`
+(:class:`xtrans.frames.StreamGeometry`): its first ``prime_samples`` (80) samples alone, then
+``samples_per_call`` per call (16 kHz), so each later call completes exactly one encoder chunk:
+chunk ``c`` needs the waveform up to sample ``320 (c + 1) C + 80``. Streams fed this way keep
+states of equal shapes, whichever chunk they are at, so they stack into one batch (with an
+unbounded left context the key/value caches grow, and only streams at the same chunk of their
+segment stack).
+
+:func:`xtrans.serve.backend_for` gives the backend of a recognizer (either kind).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Hashable, List, Optional, Protocol, Sequence, Union
 import numpy as np
 import torch
 
+from xtrans.frames import StreamGeometry
 from xtrans.masks import StreamingConfig
 from xtrans.search import BeamState, GreedyState
 from xtrans.search.batch import split_search_states, stack_search_states
@@ -34,16 +38,12 @@ class Backend(Protocol):
     """A recognizer the engine can batch (see the module docstring).
 
     Attributes:
-        chunk_samples: 16 kHz samples per call after the first (``320 C``).
-        extra_samples: samples of the first call of a segment (the CNN's receptive field minus
-            its stride, 80).
-        frame_samples: samples per encoder frame (320 = 20 ms).
+        geometry: how a segment is fed (16 kHz): ``prime_samples`` (80) in its first call,
+            ``samples_per_call`` (``320 C``) in each later one, ``stride`` (320 = 20 ms) per frame.
         description: one line for the log (model, streaming rule, search).
     """
 
-    chunk_samples: int
-    extra_samples: int
-    frame_samples: int
+    geometry: StreamGeometry
     description: str
 
     def init(self) -> Any:
@@ -92,11 +92,23 @@ class TorchBackend:
         self.s2t = s2t
         self.streaming = streaming
         self.encoder = StreamingEncoder(s2t.model.encoder, streaming)
-        fe = s2t.model.encoder.feature_extractor
-        self.frame_samples = int(fe.stride)
-        self.extra_samples = int(fe.receptive_field - fe.stride)
-        self.chunk_samples = self.frame_samples * streaming.chunk_size
+        self.geometry = StreamGeometry.of_frontend(s2t.model.encoder.feature_extractor, streaming.chunk_size)
         self.description = f"PyTorch, {streaming.describe()}, {s2t.search_name} search"
+
+    @property
+    def chunk_samples(self) -> int:
+        """``geometry.samples_per_call``: 16 kHz samples per call after the first."""
+        return self.geometry.samples_per_call
+
+    @property
+    def extra_samples(self) -> int:
+        """``geometry.prime_samples``: samples of the first call of a segment."""
+        return self.geometry.prime_samples
+
+    @property
+    def frame_samples(self) -> int:
+        """``geometry.stride``: samples per encoder frame."""
+        return self.geometry.stride
 
     def init(self) -> TorchStream:
         device = self.s2t.device

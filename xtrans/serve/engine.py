@@ -19,6 +19,11 @@ until a whole chunk is there. One step of the loop then
 Streams join and leave between steps; a stream's result does not depend on the streams that
 shared its batches. :meth:`Engine.step` runs the three in one go.
 
+Each segment is fed by the rule of the backend's :class:`~xtrans.frames.StreamGeometry`: its
+first ``prime_samples`` (80) alone, then ``samples_per_call`` (320 C) per call, so every later
+call completes one chunk and the states of streams at different chunks stack. The engine keeps
+audio as numpy arrays (a backend that needs tensors converts them).
+
 Endpointing (sherpa's rules): after each chunk, the current segment ends when it has emitted a
 token and the last ``EndpointConfig.silence_ms`` of it emitted none, or when it is
 ``EndpointConfig.max_segment_s`` long (at the first chunk boundary at or past it). The segment's
@@ -35,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from xtrans.data.resample import ResampleState, init_resample_state, resample_chunk, resample_flush
 from xtrans.frames import SAMPLE_RATE
@@ -182,8 +186,7 @@ class Engine:
             raise ValueError(f"stream {stream}: its audio has ended")
         x = np.asarray(samples, dtype=np.float32)
         if s.resampler is not None:
-            y, s.resampler = resample_chunk(torch.from_numpy(x), s.resampler)
-            x = y.numpy()
+            x, s.resampler = resample_chunk(x, s.resampler)
         self._append(s, x)
 
     def end(self, stream: int) -> None:
@@ -193,7 +196,7 @@ class Engine:
             return
         if s.resampler is not None:
             y, s.resampler = resample_flush(s.resampler)
-            self._append(s, y.numpy())
+            self._append(s, y)
         s.ended = True
 
     def close(self, stream: int) -> None:
@@ -207,10 +210,10 @@ class Engine:
 
     # ------------------------------------------------------------------ one step
     def _need(self, s: _Stream) -> int:
-        """Samples of the stream's next call: its first ``extra_samples`` alone (a fresh state's
-        shapes differ from a running one's; after them they agree), then one chunk per call."""
-        b = self.backend
-        return b.extra_samples if s.fed == 0 and b.extra_samples else b.chunk_samples
+        """Samples of the stream's next call (:meth:`StreamGeometry.call_size
+        <xtrans.frames.StreamGeometry.call_size>`): the segment's first ``prime_samples`` alone (a
+        fresh state's shapes differ from a running one's; after them they agree), then one chunk per call."""
+        return self.backend.geometry.call_size(s.fed)
 
     def _available(self, s: _Stream) -> int:
         return s.buffer_start + len(s.buffer) - (s.segment_start + s.fed)
@@ -316,7 +319,8 @@ class Engine:
             self.close(s.id)
             return [Event(s.id, final), Event(s.id, dict(DONE), CLOSE_NORMAL)]
         # the next segment would start at the cut: drop what no later call reads
-        keep = s.segment_start + b.frame_samples * frames - s.buffer_start
+        stride = b.geometry.stride
+        keep = s.segment_start + stride * frames - s.buffer_start
         if keep > 0:
             s.buffer = s.buffer[keep:]
             s.buffer_start += keep
@@ -326,7 +330,7 @@ class Engine:
             events.append(Event(s.id, partial_message(s.segment, result.text)))
         reason = self._endpoint(frames, result)
         if reason is not None:
-            cut = s.segment_start + b.frame_samples * frames
+            cut = s.segment_start + stride * frames
             if result.tokens:
                 events.append(Event(s.id, self._final(s, result, cut)))
                 s.segment += 1
@@ -336,7 +340,7 @@ class Engine:
 
     def _endpoint(self, frames: int, result) -> Optional[str]:
         """Why the segment ends after this chunk (``None``: it goes on)."""
-        frame_s = self.backend.frame_samples / SAMPLE_RATE
+        frame_s = self.backend.geometry.stride / SAMPLE_RATE
         length_s = frames * frame_s
         if result.tokens and self.endpoint.silence_ms is not None:
             trailing_s = length_s - (result.timestamps[-1] + frame_s)

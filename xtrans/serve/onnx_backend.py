@@ -4,9 +4,10 @@ The export's encoder takes a batch of streams (every state tensor has the stream
 ``"B"`` in ``config.json``'s ``state_shapes``), so the streams of a batch are joined by
 concatenating their states and split by slicing them; the numpy searches' states
 (:class:`xtrans.onnx.search.GreedyState` / ``BeamState``) are joined and split here too. Each
-stream is fed as :class:`xtrans.onnx.OnnxStreamingSession` feeds it: ``prime_samples`` through
-``encoder_start.onnx``, then calls of ``samples_per_call`` samples, and a last zero-padded call
-for the rest, so a final equals that session's result on the same audio.
+stream is fed as :class:`xtrans.onnx.OnnxStreamingSession` feeds it, by the export's
+:class:`~xtrans.frames.StreamGeometry`: ``prime_samples`` through ``encoder_start.onnx``, then
+calls of ``samples_per_call`` samples, and a last zero-padded call for the rest, so a final
+equals that session's result on the same audio. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -77,12 +78,25 @@ class OnnxBackend:
         if cfg["sample_rate"] != 16000:
             raise ValueError(f"--onnx: expected an export at 16000 Hz, found {cfg['sample_rate']} Hz")
         self.s2t = s2t
-        self.chunk_samples = int(cfg["samples_per_call"])
-        self.extra_samples = int(cfg["prime_samples"])
-        self.frame_samples = int(cfg["frame_stride"])
+        self.geometry = s2t.geometry
         self._states = list(zip(cfg["state_names"], cfg["state_shapes"], cfg["state_dtypes"]))
         self.description = (f"ONNX {s2t.directory}, chunk {cfg['frame_ms'] * cfg['chunk_frames']} ms, "
                             f"left {cfg.get('left_ms')} ms, {cfg.get('sinks')} sinks, {s2t.search_name} search")
+
+    @property
+    def chunk_samples(self) -> int:
+        """``geometry.samples_per_call``: 16 kHz samples per call after the first."""
+        return self.geometry.samples_per_call
+
+    @property
+    def extra_samples(self) -> int:
+        """``geometry.prime_samples``: samples of the first call of a segment."""
+        return self.geometry.prime_samples
+
+    @property
+    def frame_samples(self) -> int:
+        """``geometry.stride``: samples per encoder frame."""
+        return self.geometry.stride
 
     @classmethod
     def from_directory(cls, directory, *, search: str = "greedy", beam: int = 4, max_symbols: int = 3,
@@ -93,7 +107,7 @@ class OnnxBackend:
     def init(self) -> OnnxStream:
         encoder = {name: np.zeros([1 if d == "B" else d for d in shape], dtype=np.dtype(dtype))
                    for name, shape, dtype in self._states}
-        return OnnxStream(encoder, self.extra_samples == 0, self.s2t.search.init_state(1))
+        return OnnxStream(encoder, self.geometry.primed(0), self.s2t.search.init_state(1))
 
     def batch_key(self, state: OnnxStream) -> Hashable:
         return state.primed
@@ -124,17 +138,16 @@ class OnnxBackend:
 
     def finish(self, state: OnnxStream, audio: np.ndarray) -> OnnxStream:
         audio = np.asarray(audio, dtype=np.float32)
-        if not state.primed and len(audio) >= self.extra_samples:
-            state = self.advance([state], audio[None, :self.extra_samples])[0]
-            audio = audio[self.extra_samples:]
-        while state.primed and len(audio) >= self.chunk_samples:
-            state = self.advance([state], audio[None, :self.chunk_samples])[0]
-            audio = audio[self.chunk_samples:]
-        if state.primed and len(audio) >= self.frame_samples:  # the last, zero-padded call
-            padded = np.zeros((1, self.chunk_samples), np.float32)
-            padded[0, :len(audio)] = audio
-            encoder, search = self._call(state.encoder, state.search, padded, np.array([len(audio)], np.int64))
-            state = OnnxStream(encoder, True, search)
+        geometry = self.geometry
+        fed = geometry.prime_samples if state.primed else 0  # the calls ahead depend only on this
+        for n in geometry.calls(fed, len(audio), end=True):
+            if n == geometry.call_size(fed):  # a whole call
+                state = self.advance([state], audio[None, :n])[0]
+            else:  # the last, zero-padded call
+                padded = np.pad(audio[None, :n], ((0, 0), (0, geometry.samples_per_call - n)))
+                encoder, search = self._call(state.encoder, state.search, padded, np.array([n], np.int64))
+                state = OnnxStream(encoder, True, search)
+            audio, fed = audio[n:], fed + n
         return state
 
     def result(self, state: OnnxStream) -> Transcription:

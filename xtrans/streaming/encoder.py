@@ -1,19 +1,20 @@
-"""Chunk-by-chunk streaming inference of the wav2vec 2.0 / XLSR encoder.
+"""Chunk-by-chunk streaming inference of an encoder (:class:`~xtrans.models.encoder.Encoder`).
 
-Reproduces the masked full-utterance pass ``Wav2Vec2Encoder.forward(waveform, lengths,
-streaming=cfg)`` while audio arrives in pieces of any size, at a cost per chunk that does not
-grow with the stream when the left context is bounded (Kumar et al., "XLSR-Transducer:
+Reproduces the masked full-utterance pass ``encoder(waveform, lengths, streaming=cfg)`` while
+audio arrives in pieces of any size, at a cost per chunk that does not grow with the stream when
+the left context is bounded (Kumar et al., "XLSR-Transducer:
 Streaming ASR for Self-Supervised Pretrained Models", ICASSP 2025). Shape legend: ``B`` batch,
 ``S`` samples (16 kHz), ``T`` frames (20 ms), ``D`` model dim, ``H`` heads, ``C`` chunk frames.
 
 The encoder's modules stream themselves (``init_state`` / ``forward_chunk`` beside ``forward``,
-one computation; their states are in :mod:`xtrans.models.wav2vec2.states` and
-:class:`~xtrans.models.attention.AttentionCache`); this module only composes them:
+one computation; the wav2vec 2.0 family's states are in :mod:`xtrans.models.wav2vec2.states` and
+:class:`~xtrans.models.attention.AttentionCache`); this module only composes them through the
+encoder's contract (:class:`~xtrans.models.encoder.Encoder`):
 
-- :meth:`Wav2Vec2Encoder.extract_chunk`: waveform normalisation (running sums) and the CNN
+- ``Encoder.extract_chunk``: waveform normalisation (running sums) and the CNN
   (each layer carries the input positions it has not consumed) turn new samples into frames;
 - the frames wait in ``pending`` until a chunk of ``C`` is complete;
-- :meth:`Wav2Vec2Encoder.encode_chunk`: the positional convolution (its history) and every
+- ``Encoder.encode_chunk``: the positional convolution (its history) and every
   layer's attention (keys/values of the sinks and of the last ``L`` frames) encode the chunk.
   Chunk ``c`` attends::
 
@@ -42,9 +43,10 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch.nn.utils import parametrize
 
+from xtrans.frames import num_frames
 from xtrans.masks import StreamingConfig
 from xtrans.models.attention import AttentionCache
-from xtrans.models.wav2vec2.model import Wav2Vec2Encoder
+from xtrans.models.encoder import Encoder, check_encoder
 from xtrans.streaming.state import EncoderState
 
 
@@ -53,7 +55,7 @@ LayerCache = AttentionCache
 
 
 class StreamingEncoder:
-    """Real chunk-by-chunk inference of a :class:`Wav2Vec2Encoder` under a streaming rule.
+    """Real chunk-by-chunk inference of an :class:`~xtrans.models.encoder.Encoder` under a streaming rule.
 
     Holds no state of its own: the state is an :class:`EncoderState` created by
     :meth:`init_state` and threaded through :meth:`forward_chunk` and :meth:`finalize`::
@@ -71,12 +73,15 @@ class StreamingEncoder:
         streaming: the rule; ``chunk_size`` must be set.
 
     Raises:
+        TypeError: when ``encoder`` lacks a member of :class:`~xtrans.models.encoder.Encoder`, or
+            ``streaming`` is no :class:`~xtrans.masks.StreamingConfig`.
         ValueError: when ``streaming.chunk_size`` is None (full attention cannot stream).
         StreamingNotSupportedError: when the encoder cannot obey the rule (group-norm CNN,
             ``waveform_norm='utterance'``, ``pos_conv='full'``).
     """
 
-    def __init__(self, encoder: Wav2Vec2Encoder, streaming: StreamingConfig):
+    def __init__(self, encoder: Encoder, streaming: StreamingConfig):
+        check_encoder(encoder)
         if not isinstance(streaming, StreamingConfig):
             raise TypeError(f"streaming: expected a StreamingConfig, found {type(streaming).__name__}")
         if streaming.is_full:
@@ -172,9 +177,9 @@ class StreamingEncoder:
                              "drop differ between calls); call encoder.eval() first")
 
     def _frames_for(self, num_samples: int) -> int:
-        """CNN frames of ``num_samples`` samples: ``(S - 400) // 320 + 1``, 0 below 400."""
+        """CNN frames of ``num_samples`` samples: ``(S - 400) // 320 + 1``, 0 below 400 (:func:`xtrans.frames.num_frames`)."""
         fe = self.encoder.feature_extractor
-        return 0 if num_samples < fe.receptive_field else (num_samples - fe.receptive_field) // fe.stride + 1
+        return num_frames(num_samples, stride=fe.stride, receptive_field=fe.receptive_field)
 
     def _frame_limits(self, state: EncoderState) -> torch.Tensor:
         """(B,) long: frames of each stream known valid (all produced for open streams)."""
@@ -190,7 +195,7 @@ class StreamingEncoder:
                  ends: Tuple[Optional[int], ...]) -> EncoderState:
         """Runs the front end on new samples (B, m) and queues the frames they complete."""
         h, frontend = self.encoder.extract_chunk(x.masked_fill(~valid, 0.0), state.frontend)  # (B, T', D)
-        # frames past an ended stream's last frame are padding: zero, as in Wav2Vec2Encoder.extract
+        # frames past an ended stream's last frame are padding: zero, as in Encoder.extract
         first, n_frames = state.cnn_frames, h.shape[1]  # (B,) first new frame per stream
         limits = self._limits(first + n_frames, ends)
         pad = first[:, None] + torch.arange(n_frames, device=h.device)[None, :] >= limits[:, None]  # (B, T')
