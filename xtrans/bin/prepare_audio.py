@@ -3,8 +3,8 @@
     python -m xtrans.bin.prepare_audio --nj 2 data/train dump/train
 
 Audio is stored as 16-bit PCM WAV inside the ark by default (``--dtype float32`` for IEEE
-float); see :mod:`xtrans.data.prepare`. Bad utterances are dropped and listed in
-``<dest>/dropped_utts``; the run does not stop on them.
+float); see :mod:`xtrans.data.prepare`. Bad utterances, and transcripts without audio, are
+dropped and listed in ``<dest>/dropped_utts`` with their reasons; the run does not stop on them.
 """
 
 from __future__ import annotations

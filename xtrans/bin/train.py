@@ -29,11 +29,17 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import yaml
 
 from xtrans.config import ConfigError, load_config, load_overrides
+
+if TYPE_CHECKING:
+    import torch
+
+    from xtrans.train.runtime import DistInfo
+    from xtrans.train.trainer import Trainer
 
 logger = logging.getLogger("xtrans.bin.train")
 
@@ -135,6 +141,51 @@ def _relaunch(nproc: int, cpu: bool) -> int:
     return subprocess.call(cmd)
 
 
+def choose_device(args: argparse.Namespace, info: "DistInfo") -> Optional["torch.device"]:
+    """This rank's device: the CPU for ``--ngpu 0`` or ``--nproc N``, its GPU for ``--ngpu N``,
+    else its GPU when CUDA is available; ``None`` when ``--ngpu N`` finds no CUDA device."""
+    import torch
+    from xtrans.train.runtime import default_device
+
+    if args.ngpu == 0:
+        return torch.device("cpu")
+    if args.ngpu is not None and args.ngpu > 0:
+        return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else None
+    if args.nproc > 1:
+        return torch.device("cpu")
+    return default_device(info)
+
+
+def resume_path(resume: Optional[str], outdir: Path) -> Optional[str]:
+    """``--resume``'s checkpoint: the path given, or for ``auto`` the latest in ``outdir`` (``None``
+    when there is none yet, with a warning: the run starts afresh)."""
+    from xtrans.train.checkpoint import find_latest
+
+    if resume != "auto":
+        return resume
+    latest = find_latest(outdir)
+    if latest is None:
+        logger.warning("--resume: no checkpoint in %s yet; starting from the beginning", outdir)
+    return None if latest is None else str(latest)
+
+
+def fit_with_progress(trainer: "Trainer", progress: bool) -> None:
+    """Runs ``trainer.fit`` with a progress bar of updates (epoch and loss beside it) when ``progress``."""
+    if not progress:
+        trainer.fit()
+        return
+    from tqdm import tqdm
+
+    cfg = trainer.cfg
+    with tqdm(total=cfg.training.max_updates, initial=trainer.state.step, unit="upd", dynamic_ncols=True) as bar:
+        def on_update(rec):
+            if not rec.skipped:
+                bar.update(1)
+                bar.set_postfix(epoch=rec.epoch + 1, loss=f"{rec.loss:.3f}")
+
+        trainer.fit(on_update)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     nproc = args.ngpu if args.ngpu else args.nproc
@@ -145,9 +196,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
     import torch.distributed as dist
-    from xtrans.train.checkpoint import find_latest
     from xtrans.train.config import TrainConfig
-    from xtrans.train.trainer import DistInfo, Trainer
+    from xtrans.train.runtime import DistInfo
+    from xtrans.train.trainer import Trainer
 
     info = DistInfo.from_env()
     outdir = Path(args.outdir)
@@ -159,45 +210,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.ngpu == 0:
-        device = torch.device("cpu")
-    elif args.ngpu is not None and args.ngpu > 0:
-        if not torch.cuda.is_available():
-            print("error: --ngpu > 0 but no CUDA device is visible; use --ngpu 0 (CPU)", file=sys.stderr)
-            return 2
-        device = torch.device(f"cuda:{info.local_rank}")
-    elif args.nproc > 1:
-        device = torch.device("cpu")
-    else:
-        device = torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = choose_device(args, info)
+    if device is None:
+        print("error: --ngpu > 0 but no CUDA device is visible; use --ngpu 0 (CPU)", file=sys.stderr)
+        return 2
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if info.world_size > 1:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    resume = args.resume
-    if resume == "auto":
-        latest = find_latest(outdir)
-        if latest is None:
-            logger.warning("--resume: no checkpoint in %s yet; starting from the beginning", outdir)
-        resume = None if latest is None else str(latest)
+    resume = resume_path(args.resume, outdir)
     init = None if args.init in (None, "", "none", "None") else args.init
     logger.info("command: %s", " ".join([os.path.basename(sys.executable), "-m", "xtrans.bin.train",
                                           *(argv if argv is not None else sys.argv[1:])]))
     try:
         trainer = Trainer(cfg, outdir, init=init, resume=resume, dist_info=info, device=device)
-        bar = None
-        if args.progress and info.rank == 0:
-            from tqdm import tqdm
-            bar = tqdm(total=cfg.training.max_updates, initial=trainer.state.step, unit="upd", dynamic_ncols=True)
-
-        def on_update(rec):
-            if bar is not None and not rec.skipped:
-                bar.update(1)
-                bar.set_postfix(epoch=rec.epoch + 1, loss=f"{rec.loss:.3f}")
-
-        trainer.fit(on_update)
-        if bar is not None:
-            bar.close()
+        fit_with_progress(trainer, args.progress and info.rank == 0)
     finally:
         if info.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()

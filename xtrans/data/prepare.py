@@ -14,7 +14,8 @@ The output directory gets ``wav.scp`` (absolute ark paths with offsets), ``utt2n
 ``utt2dur``, and ``text``/``utt2spk``/``spk2utt`` restricted to the kept utterances (no
 ``segments``: each utterance is stored on its own). An utterance that cannot be read, holds
 NaN/Inf, is all zeros or falls outside ``[min_seconds, max_seconds]`` is dropped and listed in
-``<dest>/dropped_utts`` with its reason; the run never stops on a bad utterance, nor when a
+``<dest>/dropped_utts`` with its reason, and so is a transcript without audio (in ``text`` but
+not in ``wav.scp``, or not in ``segments``); the run never stops on a bad utterance, nor when a
 worker process dies (its remaining utterances are listed as dropped).
 """
 
@@ -243,7 +244,7 @@ def prepare_audio(
     (dest / "data").mkdir(parents=True, exist_ok=True)
     on_progress = on_progress or (lambda n: None)
 
-    outcomes: dict[str, int | Problem] = {}
+    outcomes: dict[str, int | Problem] = {p.utt_id: p for p in _transcripts_without_audio(data)}
     items = _recordings(data, outcomes, on_progress)
     nj = max(1, min(nj, len(items)))
     bounds = np.linspace(0, len(items), nj + 1).round().astype(int)
@@ -278,6 +279,15 @@ def _check_prepare_args(nj: int, dtype: str, sample_rate: int, min_seconds: floa
         raise ValueError(f"sample_rate: expected a positive number of Hz, found {sample_rate}")
     if max_seconds is not None and max_seconds < min_seconds:
         raise ValueError(f"max_seconds ({max_seconds}) must be >= min_seconds ({min_seconds})")
+
+
+def _transcripts_without_audio(data: DataDir) -> list[Problem]:
+    """A ``missing_audio`` problem for each utterance of ``text`` that ``wav.scp`` (or ``segments``) lacks."""
+    if data.text is None:
+        return []
+    audio_file = "segments" if data.segments is not None else "wav.scp"
+    return [Problem(utt, "missing_audio", f"in text but not in {audio_file}")
+            for utt in sorted(data.text.keys() - set(data.utt_ids))]
 
 
 def _recordings(data: DataDir, outcomes: dict, on_progress: Callable[[int], None]) -> list[_Item]:

@@ -80,6 +80,10 @@ class DataConfig:
     rir_prob: float = 0.5
 
     def __post_init__(self):
+        if not self.max_seconds > 0:
+            raise ValueError(f"max_seconds: expected > 0, found {self.max_seconds}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers: expected >= 0, found {self.num_workers}")
         if self.gain_db is not None:
             check_gain_range(self.gain_db)
         if self.augment or self.noise_scp is not None or self.rir_scp is not None:
@@ -96,10 +100,6 @@ class DataConfig:
             entries.append({"kind": "noise", "scp": self.noise_scp, "snr_db": tuple(self.noise_snr_db),
                             "prob": self.noise_prob})
         return combined_entries(entries, self.speed_factors, self.num_time_masks, gain_db=self.gain_db)
-        if not self.max_seconds > 0:
-            raise ValueError(f"max_seconds: expected > 0, found {self.max_seconds}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers: expected >= 0, found {self.num_workers}")
 
 
 @dataclass(frozen=True)
