@@ -311,3 +311,18 @@ def test_noise_and_rir_lists_of_the_recipes_become_entries(tmp_path):
     assert abs(measured_snr(speech, noisy - speech) - 5.0) < 0.1
     with pytest.raises(ConfigError, match="prob: expected a probability"):
         from_dict(DataConfig, {"noise_scp": str(scp), "noise_prob": 2.0})
+
+
+def test_dataset_prepares_rooms_once_before_workers_fork(corpus, monkeypatch):
+    from xtrans.data.augment import reverb
+
+    calls = []
+    original = reverb.simulate_rir
+    monkeypatch.setattr(reverb, "simulate_rir", lambda *a, **k: calls.append(1) or original(*a, **k))
+    reverb.room_bank.cache_clear()
+    entries = [{"kind": "one_of", "of": [{"kind": "reverb", "rooms": 3, "rt60": [0.3, 0.5], "room_seed": 77}]}]
+    ds = AsrDataset(corpus.train_dir, Tokenizer(corpus.tokenizer), augment=entries)
+    assert len(calls) == 3  # simulated when the data set is made
+    for i in range(len(ds)):
+        ds[i]
+    assert len(calls) == 3  # and never again (workers forked later share the cache)

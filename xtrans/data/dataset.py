@@ -195,6 +195,7 @@ class AsrDataset(torch.utils.data.Dataset):
         pipeline = augment if isinstance(augment, Pipeline) else Pipeline(augment or ())
         self.augment = Pipeline(combined_entries(pipeline.entries, speed_factors, num_time_masks,
                                                  time_mask_seconds, gain_db))
+        self.augment.prepare(sample_rate)  # rooms simulated once, before DataLoader workers fork
         self.seed = seed
         self.epoch = 0
 

@@ -423,6 +423,20 @@ class Pipeline:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def prepare(self, sample_rate: int = SAMPLE_RATE) -> None:
+        """Loads or simulates every reverberation entry's responses now, in this process.
+
+        A data set prepares its pipeline when it is made, so DataLoader workers forked later share
+        the responses instead of simulating the rooms again at the start of every epoch.
+        """
+        pending = list(self.entries)
+        while pending:
+            entry = pending.pop()
+            if isinstance(entry, OneOf):
+                pending.extend(entry.of)
+            elif isinstance(entry, Reverb):
+                entry.responses(sample_rate)
+
     def __repr__(self) -> str:
         return f"Pipeline({list(self.entries)!r})"
 
