@@ -1,27 +1,43 @@
 # xtrans developer entry points.
-#   make install   virtual environment in .venv with the package (editable) and its dev, synth, onnx, serve extras
-#   make test      the CPU test suite
+#   make install   virtual environment in .venv with the package (editable) and its train, dev, synth, onnx, serve extras
+#   make test      the CPU test suite (test/ and the torch-free runtime's tests test_runtime/)
+#   make test-runtime  test_runtime/ again in a second environment, .venv-runtime, that installs only
+#                  ".[runtime]" (no torch), against an export and references the main environment writes
 #   make demo      the embedded mini_synth recipe, all stages
 #   make gpu-check the GPU check (tools/gpu_check.sh; at most 8 minutes on one H200), JSON in gpu_check_out/
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # The CPU build of torch installs from the local wheel cache in seconds; a GPU user
-# installs xtrans into an environment that already has their CUDA torch (pip install -e .).
+# installs xtrans into an environment that already has their CUDA torch (pip install -e ".[train,dev]").
+# A deployment without torch installs ".[runtime]" (the ONNX recognizer, server and client).
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test demo bench gpu-check clean
+.PHONY: install test test-runtime demo bench gpu-check clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,synth,onnx,serve]"
+	$(PY) -m pip install -q -e ".[train,dev,synth,onnx,serve]"
 	touch $@
 
 test: install
-	$(PY) -m pytest -q -ra test
+	$(PY) -m pytest -q -ra test test_runtime
+
+# The deployment install: pip wheels of ".[runtime]" and pytest, no torch (checked). The tests run
+# from the installed package (pytest's script, not python -m pytest: the checkout is not on sys.path).
+RUNTIME_VENV := .venv-runtime
+RUNTIME_REFS := .runtime_refs
+test-runtime: install
+	rm -rf $(RUNTIME_VENV) $(RUNTIME_REFS) build
+	OMP_NUM_THREADS=1 $(PY) -m xtrans.testing.runtime_fixtures $(RUNTIME_REFS)
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install -q ".[runtime]" "pytest>=7"
+	@if $(RUNTIME_VENV)/bin/python -c "import torch" 2>/dev/null; then \
+		echo "error: $(RUNTIME_VENV) has torch; xtrans[runtime] must not install it" >&2; exit 1; fi
+	XTRANS_RUNTIME_REFS="$(abspath $(RUNTIME_REFS))" $(RUNTIME_VENV)/bin/pytest -q -ra -p no:cacheprovider test_runtime
 
 demo: install
 	cd egs/mini_synth/asr1 && ./run.sh
@@ -41,4 +57,4 @@ gpu-check:
 	PYTHON="$(PYTHON_GPU)" bash tools/gpu_check.sh --out $(GPU_CHECK_OUT)
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(RUNTIME_VENV) $(RUNTIME_REFS) build *.egg-info

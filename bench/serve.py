@@ -537,7 +537,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--sinks", type=int, default=None, help="default: the preset conf's (4)")
     p.add_argument("--search", choices=("greedy", "beam"), default="greedy")
     p.add_argument("--max-batch", type=int, default=32, help="server --max-batch")
-    p.add_argument("--threads", type=int, default=None, help="server --num-threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="server --num-threads (default the server's: torch's threads; --onnx: a decoding "
+                        "thread per CPU)")
     p.add_argument("--out", default="bench/results/serve.json")
     args = p.parse_args(argv)
     if args.quick:

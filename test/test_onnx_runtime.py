@@ -260,6 +260,82 @@ def test_search_argument_errors(export):
         search.step(np.zeros((1, 3, D), np.float32), search.init_state(1), np.array([4]))
 
 
+# ----------------------------------------------------------------- hotwords and an LM (scorer hook)
+def table_pieces(export):
+    return [line.rsplit(maxsplit=1)[0] for line in (export["dir"] / "tokens.txt").read_text().splitlines()]
+
+
+def context_scorers(export, plain):
+    """A context graph of phrases from what the plain search emits (so the boosts matter), an LM
+    over the tokens.txt pieces, and both."""
+    from xtrans.context import ContextGraph, LMScorer, ScorerSum, train_ngram
+
+    phrases = [(plain[0][0].tokens[:3], 1.5), (plain[1][0].tokens[1:3], 2.0), ([5, 6, 7], 1.0)]
+    graph = ContextGraph(phrases, V)
+    pieces = table_pieces(export)
+    rng = np.random.default_rng(0)
+    sentences = [[pieces[i] for i in rng.integers(2, V, size=rng.integers(1, 8))] for _ in range(50)]
+    lm = LMScorer(train_ngram(sentences, 3, pieces[1:]), pieces, 0.5)
+    return {"hotwords": graph, "lm": lm, "both": ScorerSum([lm, graph])}
+
+
+@pytest.mark.parametrize("context", ["hotwords", "lm", "both", "per stream"])
+def test_beam_with_context_equals_pytorch(export, context):
+    """The search core scores context the same in both runtimes: tokens, timestamps, scores."""
+    model, decoder = export["model"], export["decoder"]
+    enc, lengths = frames_batch(seed=4), torch.tensor([24, 15, 6])
+    plain = modified_beam_search(model, enc, lengths, beam=4)
+    scorers = context_scorers(export, plain)
+    scorer = list(scorers.values())[:3] if context == "per stream" else scorers[context]
+    expected = modified_beam_search(model, enc, lengths, beam=4, scorer=scorer)
+    assert [h.tokens for h in expected[0]] != [h.tokens for h in plain[0]], "the context changed nothing"
+    search = ModifiedBeamSearch(decoder, 4)
+    got = search(enc.numpy(), lengths.numpy(), scorer=scorer)
+    for e_hyps, g_hyps in zip(expected, got):
+        assert [(h.tokens, h.timestamps) for h in g_hyps] == [(h.tokens, h.timestamps) for h in e_hyps]
+        assert [h.score for h in g_hyps] == pytest.approx([h.score for h in e_hyps], abs=1e-4)
+    state = search.init_state(3, scorer=scorer)
+    for start in range(0, 24, 5):
+        state = search.step(enc.numpy()[:, start:start + 5], state, np.clip(lengths.numpy() - start, 0, 5))
+    assert [[h.tokens for h in hyps] for hyps in search.results(state)] == [[h.tokens for h in hyps] for hyps in got]
+
+
+def test_session_hotwords_and_lm_equal_pytorch(export, tmp_path):
+    """OnnxSpeech2Text spells hotwords with tokens.txt and fuses an ARPA LM as the PyTorch search does."""
+    from xtrans.context import ContextGraph, LMScorer, ScorerSum, train_ngram, write_arpa
+
+    wave = speech(seed=3)
+    enc = torch.from_numpy(reference_frames(wave, export["weight"]))[None]
+    model = export["model"]
+    pieces = table_pieces(export)
+    rng = np.random.default_rng(1)
+    write_arpa(train_ngram([[pieces[i] for i in rng.integers(2, V, size=rng.integers(1, 8))] for _ in range(50)],
+                           2, pieces[1:]), tmp_path / "lm.arpa")
+    lm = LMScorer(tmp_path / "lm.arpa", pieces, 0.4)
+    # the table has ▁a b c ▁d e f ▁g h i ▁j: "abc d" = [▁a, b, c, ▁d], "gh" = [▁g, h]
+    graph = ContextGraph([([8, 9], 0.7)], V)
+    s2t = OnnxSpeech2Text(export["dir"], search="beam", beam=3, num_threads=1, hotwords=["abc d", "gh :2.5"],
+                          hotwords_score=1.5, lm=tmp_path / "lm.arpa", lm_scale=0.4)
+    assert s2t.settings()["hotwords"] == 2 and s2t.settings()["lm_scale"] == 0.4
+    expected = modified_beam_search(model, enc, beam=3, scorer=ScorerSum([lm, ContextGraph([([2, 3, 4, 5], 1.5),
+                                                                                           ([8, 9], 2.5)], V)]))[0]
+    assert s2t.transcribe(wave).tokens == expected[0].tokens
+    # a stream's own hotwords replace the defaults
+    own = modified_beam_search(model, enc, beam=3, scorer=ScorerSum([lm, graph]))[0]
+    session = s2t.stream(hotwords=["gh"], hotwords_score=0.7)
+    session.accept_waveform(wave)
+    final = session.finalize()
+    assert final.tokens == own[0].tokens and final.score == pytest.approx(own[0].score, abs=1e-3)
+    with pytest.raises(ValueError, match=r"hotwords: 'aq': characters \['q'\] are not in the model's tokens"):
+        s2t.stream(hotwords=["aq"])
+    with pytest.raises(ValueError, match="hotwords: expected modified beam search"):
+        OnnxSpeech2Text(export["dir"], num_threads=1, hotwords=["abc"])
+    with pytest.raises(ValueError, match="hotwords: expected modified beam search"):
+        OnnxSpeech2Text(export["dir"], num_threads=1).stream(hotwords=["abc"])
+    with pytest.raises(ValueError, match="lm: expected modified beam search"):
+        OnnxSpeech2Text(export["dir"], num_threads=1, lm=tmp_path / "lm.arpa")
+
+
 # ------------------------------------------------------------------------------ streaming session
 @pytest.mark.parametrize("search", ["greedy", "beam"])
 def test_session_equals_search_on_whole_stream_frames(export, search):

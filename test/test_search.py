@@ -252,7 +252,7 @@ def test_errors():
 
 @pytest.mark.parametrize("make", [GreedySearch, ModifiedBeamSearch])
 def test_both_searches_check_their_chunks_alike(make):
-    """One chunk check (xtrans.search.hypothesis.check_chunk) serves both searches' step."""
+    """One chunk check (xtrans.search_core.ops.check_chunk) serves both searches' step."""
     search = make(tiny_model())
     state = search.init_state(2)
     with pytest.raises(ValueError, match="enc: expected a batch of 2 streams"):
@@ -263,16 +263,18 @@ def test_both_searches_check_their_chunks_alike(make):
         search.step(torch.zeros(2, 4, D), state, torch.tensor([-1, 2]))
 
 
-def test_beam_search_does_not_import_greedy_search():
-    """The searches share xtrans.search.hypothesis, not each other (check_chunk stays importable from greedy)."""
-    import ast
-    import inspect
+def test_both_runtimes_run_the_search_core():
+    """The PyTorch and onnxruntime searches are the core's searches on their own ops; the core imports no torch."""
+    import subprocess
+    import sys
 
-    import xtrans.search.beam
-    from xtrans.search.greedy import check_chunk
-    from xtrans.search.hypothesis import check_chunk as common
+    import xtrans.onnx.search as onnx_search
+    import xtrans.search_core as core
 
-    tree = ast.parse(inspect.getsource(xtrans.search.beam))
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert "xtrans.search.hypothesis" in imported and "xtrans.search.greedy" not in imported
-    assert check_chunk is common
+    for search in (GreedySearch, onnx_search.GreedySearch):
+        assert issubclass(search, core.GreedySearch) and search.step is core.GreedySearch.step
+    for search in (ModifiedBeamSearch, onnx_search.ModifiedBeamSearch):
+        assert issubclass(search, core.ModifiedBeamSearch) and search.step is core.ModifiedBeamSearch.step
+    code = ("import sys, xtrans.search_core; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,6 +5,7 @@ shows the server's finals as lines with their times.
 Checks: the audio the server received is the file (resampled, at most a few ms missing at the
 start: local correlation > 0.99, same level), and the page's lines are exactly the finals the
 server's engine computes from that audio (which test_serve_engine checks against Speech2Text).
+The page's Hotwords box becomes the start message's ``hotwords`` and ``hotwords_score``.
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and selenium.
 """
 
@@ -129,3 +130,35 @@ def test_page_transcribes_the_fake_microphone(spoken_digits, tmp_path):
     finals = [f for f in engine_finals(backend, audio, srv.server.options.endpoint) if f["text"]]
     assert len(finals) >= 2, "the 1.5 s gap ends a segment"
     assert lines == [(f["start"], f["end"], f["text"]) for f in finals]
+
+
+def test_page_puts_the_hotwords_box_into_the_start_message():
+    """The Hotwords box (one phrase per line) and its boost become the start message's fields,
+    which the server's protocol accepts."""
+    import json
+
+    from xtrans.serve.protocol import Start, parse_text
+
+    class PageOnly:  # the page is served; no stream is opened
+        description = "page only"
+
+    with BackgroundServer(PageOnly(), ServerOptions(port=0)) as srv:
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+        try:
+            driver.get(f"http://127.0.0.1:{srv.port}/")
+            plain = driver.execute_script("return startMessage()")
+            driver.find_element(By.TAG_NAME, "summary").click()  # open the Hotwords section
+            driver.find_element(By.ID, "hotwords").send_keys("TURN ON THE RADIO\n\n  XLSR :2.5 \n")
+            score = driver.find_element(By.ID, "hotwords-score")
+            score.clear()
+            score.send_keys("2")
+            steered = driver.execute_script("return startMessage()")
+        finally:
+            driver.quit()
+    assert plain == {"type": "start", "sample_rate": 16000, "format": "s16le"}
+    assert steered == {**plain, "hotwords": ["TURN ON THE RADIO", "XLSR :2.5"], "hotwords_score": 2}
+    assert parse_text(json.dumps(steered)) == Start(16000, "s16le", ("TURN ON THE RADIO", "XLSR :2.5"), 2.0)

@@ -66,17 +66,17 @@ def test_onnx_server_finals_equal_onnx_streaming(spoken_digits, export_dir, sear
 
 
 def test_onnx_stack_and_split_round_trip(export_dir):
-    from xtrans.serve.onnx_backend import split_onnx_search_states, stack_onnx_search_states
+    from xtrans.search_core import split_search_states, stack_search_states
 
     for search in ("greedy", "beam"):
         s2t = OnnxSpeech2Text(export_dir, search=search, num_threads=1)
         frames = np.random.default_rng(0).standard_normal((3, 5, s2t.config["encoder_dim"])).astype(np.float32)
         whole = s2t.search.step(frames, s2t.search.init_state(3))
-        parts = split_onnx_search_states(whole)
+        parts = split_search_states(whole)
         alone = [s2t.search.step(frames[b:b + 1], s2t.search.init_state(1)) for b in range(3)]
         for part, one in zip(parts, alone):
             assert s2t.transcription(part).tokens == s2t.transcription(one).tokens
-        again = split_onnx_search_states(stack_onnx_search_states(parts))
+        again = split_search_states(stack_search_states(parts))
         assert [s2t.transcription(p).tokens for p in again] == [s2t.transcription(p).tokens for p in parts]
 
 

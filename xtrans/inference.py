@@ -14,6 +14,13 @@ Audio may come at any sample rate (converted to 16 kHz with
 :func:`xtrans.data.resample.resample`) with any number of channels (averaged). Arrays are
 ``(S,)`` or channels-last ``(S, C)``, as :mod:`soundfile` reads them.
 
+With modified beam search, decoding can be steered at decode time (``docs/decoding.md``): an
+n-gram LM by shallow fusion (``lm``, ``lm_scale``) and hotwords, the recognizer's defaults
+(``hotwords``, ``hotwords_score``) or a stream's own::
+
+    s2t = Speech2Text.from_checkpoint("best.pt", chunk_ms=640, search="beam", lm="lm.arpa", lm_scale=0.3)
+    session = s2t.stream(hotwords=["TURN ON THE RADIO", "XLSR :2.5"], hotwords_score=1.5)
+
 A streaming session and ``transcribe`` with the same streaming configuration compute the same
 encoder frames (the streaming encoder reproduces the masked full pass) and run the same
 frame-synchronous search, so they give the same tokens; the session resamples incrementally
@@ -29,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -46,6 +53,9 @@ from xtrans.tokenizer import find_tokenizer, load_tokenizer  # noqa: F401 (re-ex
 from xtrans.transcription import Recognizer, RecognizerSession, TokenTable  # noqa: F401 (re-exported)
 from xtrans.transcription import SearchTranscriber, SessionResults, Transcription
 from xtrans.checkpoint import CheckpointError, load_model  # noqa: F401 (CheckpointError: documented here)
+from xtrans.context import DEFAULT_HOTWORDS_SCORE, DEFAULT_LM_SCALE, SearchContext
+from xtrans.context.pieces import spelling
+from xtrans.search_core.scorer import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +78,17 @@ class Speech2Text(SearchTranscriber):
         beam: beam size for ``beam``.
         max_symbols: most tokens per frame for ``greedy``.
         nbest: hypotheses kept in :attr:`Transcription.nbest` for ``beam`` (default: the beam).
+        lm: an ARPA n-gram LM over the tokenizer's pieces (``python -m xtrans.bin.train_lm``),
+            fused into ``beam`` search; None = no LM.
+        lm_scale: the LM's weight.
+        hotwords: phrases (``PHRASE`` or ``PHRASE :SCORE``) boosted in every stream that brings
+            none of its own (``beam`` search).
+        hotwords_score: the per-token boost of phrases without their own.
 
     Raises:
-        ValueError: on an unknown search, a bad size, a vocabulary mismatch, or a streaming
-            rule the encoder cannot obey.
+        ValueError: on an unknown search, a bad size, a vocabulary mismatch, a streaming rule
+            the encoder cannot obey, an LM or hotwords with greedy search, or a phrase the
+            tokenizer cannot spell.
     """
 
     frame_ms = FRAME_MS
@@ -79,7 +96,8 @@ class Speech2Text(SearchTranscriber):
 
     def __init__(self, model: Transducer, tokenizer, *, device: Union[str, torch.device] = "cpu",
                  streaming: Optional[StreamingConfig] = None, search: str = "greedy", beam: int = 4,
-                 max_symbols: int = 3, nbest: Optional[int] = None):
+                 max_symbols: int = 3, nbest: Optional[int] = None, lm=None, lm_scale: float = DEFAULT_LM_SCALE,
+                 hotwords: Optional[Sequence[str]] = None, hotwords_score: float = DEFAULT_HOTWORDS_SCORE):
         if search not in SEARCHES:
             raise ValueError(f"search: expected one of {SEARCHES}, found {search!r}")
         if streaming is not None and not isinstance(streaming, StreamingConfig):
@@ -96,12 +114,18 @@ class Speech2Text(SearchTranscriber):
         self.nbest = nbest
         self.search = (GreedySearch(self.model, max_symbols) if search == "greedy"
                        else ModifiedBeamSearch(self.model, beam))
+        encode, unk_id = spelling(tokenizer)
+        self.context = SearchContext(search=search, pieces=[tokenizer.id_to_token(i) for i in range(model.vocab_size)],
+                                     encode=encode, unk_id=unk_id, lm=lm, lm_scale=lm_scale, hotwords=hotwords,
+                                     hotwords_score=hotwords_score)
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, os.PathLike], tokenizer=None, device: Union[str, torch.device] = "cpu",
                         streaming: Optional[StreamingConfig] = None, *, chunk_ms: Optional[float] = None,
                         left_ms: Optional[float] = None, sinks: int = 0, search: str = "greedy",
-                        beam: int = 4, max_symbols: int = 3, nbest: Optional[int] = None) -> "Speech2Text":
+                        beam: int = 4, max_symbols: int = 3, nbest: Optional[int] = None, lm=None,
+                        lm_scale: float = DEFAULT_LM_SCALE, hotwords: Optional[Sequence[str]] = None,
+                        hotwords_score: float = DEFAULT_HOTWORDS_SCORE) -> "Speech2Text":
         """Loads a checkpoint of any format (:func:`xtrans.checkpoint.load_model`).
 
         Args:
@@ -112,7 +136,8 @@ class Speech2Text(SearchTranscriber):
             device: where to run.
             streaming: the streaming rule; or give it in milliseconds with ``chunk_ms``,
                 ``left_ms`` (None = unlimited) and ``sinks`` (frames).
-            search, beam, max_symbols, nbest: as in :class:`Speech2Text`.
+            search, beam, max_symbols, nbest, lm, lm_scale, hotwords, hotwords_score: as in
+                :class:`Speech2Text`.
 
         Raises:
             CheckpointError: when the file is missing, unreadable or not a transducer checkpoint.
@@ -132,7 +157,8 @@ class Speech2Text(SearchTranscriber):
         logger.info("loaded %s (V=%d, %s, %s search)", path, model.vocab_size,
                     streaming.describe() if streaming else "full attention", search)
         return cls(model, tokenizer, device=device, streaming=streaming, search=search, beam=beam,
-                   max_symbols=max_symbols, nbest=nbest)
+                   max_symbols=max_symbols, nbest=nbest, lm=lm, lm_scale=lm_scale, hotwords=hotwords,
+                   hotwords_score=hotwords_score)
 
     # ------------------------------------------------------------------ whole utterances
     def load_audio(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -164,7 +190,8 @@ class Speech2Text(SearchTranscriber):
 
     @torch.no_grad()
     def transcribe(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> Transcription:
-        """Decodes one whole utterance (under :attr:`streaming` as a masked full pass).
+        """Decodes one whole utterance (under :attr:`streaming` as a masked full pass), with the
+        recognizer's LM and default hotwords.
 
         Args:
             audio: a WAV/FLAC/... path (its own rate is used), or samples ``(S,)`` / ``(S, C)``.
@@ -176,32 +203,40 @@ class Speech2Text(SearchTranscriber):
         wave = self.load_audio(audio, sample_rate).to(self.device)
         lengths = torch.tensor([wave.shape[0]], device=self.device)
         enc, enc_lengths = self.model.encode(wave[None], lengths, self.streaming)
-        state = self.search.init_state(1, self.device)
+        state = self.new_search_state(self.context.scorer(), self.device)
         return self.transcription(self.search.step(enc, state, enc_lengths))
 
     def settings(self) -> Dict[str, Any]:
         """What decodes, as JSON values: ``device``, ``pos_conv`` (the encoder's positional
         convolution), the streaming rule of :meth:`transcribe` (``chunk_ms``, ``left_ms``,
-        ``sinks``; ``None``, ``None``, 0 for full attention) and ``search``."""
+        ``sinks``; ``None``, ``None``, 0 for full attention), ``search`` and the context (``lm``,
+        ``lm_scale``, ``hotwords``: :meth:`SearchContext.describe <xtrans.context.SearchContext.describe>`)."""
         rule = self.streaming
         return {"device": str(self.device), "pos_conv": self.model.arch.encoder.pos_conv,
                 "chunk_ms": None if rule is None else frames_to_ms(rule.chunk_size),
                 "left_ms": None if rule is None else frames_to_ms(rule.left_context),
-                "sinks": 0 if rule is None else rule.num_sinks, "search": self.search_name}
+                "sinks": 0 if rule is None else rule.num_sinks, "search": self.search_name,
+                **self.context.describe()}
 
     # ------------------------------------------------------------------ streaming
     def stream(self, chunk_ms: Optional[float] = None, left_ms: Optional[float] = None,
-               sinks: Optional[int] = None) -> "StreamingSession":
+               sinks: Optional[int] = None, *, hotwords: Optional[Sequence[str]] = None,
+               hotwords_score: Optional[float] = None) -> "StreamingSession":
         """Opens a real streaming session (chunk by chunk, state carried between calls).
 
         Args:
             chunk_ms: chunk size in ms (multiple of 20); ``None`` = the rule of :attr:`streaming`.
             left_ms: left context in ms (``None`` = unlimited).
             sinks: attention-sink frames (``None`` = 0).
+            hotwords: this stream's phrases (``PHRASE`` or ``PHRASE :SCORE``), instead of the
+                recognizer's default hotwords (``[]``: none); needs ``search="beam"``.
+            hotwords_score: their per-token boost (default: the recognizer's ``hotwords_score``).
 
         Raises:
-            ValueError: when no chunk size is known, or ``left_ms``/``sinks`` come without ``chunk_ms``.
+            ValueError: when no chunk size is known, or ``left_ms``/``sinks`` come without ``chunk_ms``;
+                for hotwords with greedy search, or a phrase the tokenizer cannot spell.
         """
+        scorer = self.context.scorer(hotwords, hotwords_score)
         if chunk_ms is not None:
             config = StreamingConfig.from_ms(chunk_ms, left_ms, sinks or 0)
         elif left_ms is not None or sinks is not None:
@@ -211,7 +246,7 @@ class Speech2Text(SearchTranscriber):
         if config is None or config.is_full:
             raise ValueError("chunk_ms: streaming needs a chunk size; pass chunk_ms or construct "
                              "Speech2Text with a streaming configuration")
-        return StreamingSession(self, config)
+        return StreamingSession(self, config, scorer)
 
 
 @dataclass(frozen=True)
@@ -246,15 +281,16 @@ class StreamingSession(SessionResults):
     Audio is resampled to 16 kHz incrementally (:func:`~xtrans.data.resample.resample_chunk`),
     fed to a :class:`~xtrans.streaming.StreamingEncoder`, and every completed chunk of encoder
     frames advances the search. The sample rate and channel count must stay the same within a
-    session. Between calls the session holds one :class:`SessionState` (:attr:`state`).
+    session. Between calls the session holds one :class:`SessionState` (:attr:`state`); its search
+    state carries the stream's scorer (its LM and hotwords, :meth:`Speech2Text.stream`).
     """
 
-    def __init__(self, s2t: Speech2Text, streaming: StreamingConfig):
+    def __init__(self, s2t: Speech2Text, streaming: StreamingConfig, scorer: Optional[Scorer] = None):
         self.s2t = s2t
         self.streaming = streaming
         self.encoder = StreamingEncoder(s2t.model.encoder, streaming)
         self._state = SessionState(encoder=self.encoder.init_state(1, s2t.device),
-                                   search=s2t.search.init_state(1, s2t.device))
+                                   search=s2t.new_search_state(scorer, s2t.device))
 
     @property
     def state(self) -> SessionState:

@@ -36,7 +36,7 @@ class Transcription:
         pieces: the token strings.
         timestamps: emission time of each token in seconds (frame index x 20 ms).
         score: log-probability of the result as defined by the search
-            (:mod:`xtrans.search.greedy`, :mod:`xtrans.search.beam`).
+            (:mod:`xtrans.search_core.greedy`, :mod:`xtrans.search_core.beam`).
         nbest: for beam search, every returned hypothesis best first (the first is this one);
             empty for greedy search.
     """
@@ -145,7 +145,9 @@ class Recognizer(Protocol):
         """Decodes one whole utterance: samples ``(S,)`` / ``(S, C)`` at ``sample_rate`` Hz, or a file path."""
 
     def stream(self) -> RecognizerSession:
-        """Opens a streaming session under the recognizer's streaming rule."""
+        """Opens a streaming session under the recognizer's streaming rule. Both recognizers also
+        take ``stream(hotwords=[...], hotwords_score=...)``: the stream's own hotwords, with
+        modified beam search (``docs/decoding.md``)."""
 
     def settings(self) -> Dict[str, Any]:
         """What decodes, as JSON values: at least ``device``, the streaming rule (``chunk_ms``,
@@ -165,6 +167,13 @@ class SearchTranscriber:
     search_name: str
     nbest: Optional[int]
     frame_ms: int
+
+    def new_search_state(self, scorer: Any = None, device: Any = None) -> Any:
+        """A one-stream state of :attr:`search`, with the stream's scorer (beam search; greedy
+        search takes none: :class:`xtrans.context.SearchContext` never gives it one)."""
+        if scorer is None:
+            return self.search.init_state(1, device)
+        return self.search.init_state(1, device, scorer=scorer)
 
     def transcription(self, search_state: Any) -> Transcription:
         """The result so far of a one-stream search state of :attr:`search`.

@@ -6,7 +6,8 @@ Usage::
         --outdir exp/stage5/5a/decode_test_clean_streaming_chunk640_left640_sinks4_greedy \\
         [--tokenizer data/lang_bpe/bpe.model] --mode simulated|streaming \\
         [--chunk_ms 640 --left_ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
-        [--nj 1 --num_threads 1] [--piece_ms 640] [--device cpu]
+        [--nj 1 --num_threads 1] [--piece_ms 640] [--device cpu] \\
+        [--search beam --hotwords hotwords.txt --hotwords-score 1.5 --lm lm.arpa --lm-scale 0.3]
     python -m xtrans.bin.decode --onnx exp/onnx [--onnx_encoder encoder.int8.onnx] --data dump/test \\
         --outdir exp/onnx/decode_test --mode streaming [--search beam] [--num_threads 2]
 
@@ -31,6 +32,12 @@ do not apply); ``--onnx_encoder`` picks the encoder file of the export (e.g. ``e
 float encoder of an ``--int8`` export, whose default is ``encoder.int8.onnx``). Both recognizers
 implement :class:`xtrans.transcription.Recognizer` and are decoded by the same loop
 (:mod:`xtrans.decoding.data_dir`); audio at other rates is resampled to 16 kHz as it streams.
+
+With ``--search beam``, ``--hotwords FILE`` (one phrase per line, optionally ``PHRASE :SCORE``;
+``--hotwords-score``: the per-token boost of the others) and ``--lm FILE`` (an ARPA n-gram LM over the
+tokenizer's pieces, ``python -m xtrans.bin.train_lm``; ``--lm-scale``: its weight) steer every
+utterance's search (``docs/decoding.md``); ``decode.json`` records them (``hotwords_file``,
+``hotwords_score``, ``lm``, ``lm_scale``, and ``hotwords``: the number of phrases).
 
 Score with ``python -m xtrans.bin.score --decode_dir OUTDIR``. A failed utterance (unreadable,
 too short, or any other failure) is reported on stderr, gets an empty hypothesis and is listed
@@ -65,14 +72,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from tqdm import tqdm
 
+from xtrans.context import DEFAULT_HOTWORDS_SCORE, DEFAULT_LM_SCALE
 from xtrans.data.kaldi_dir import DataDir, DataDirError, read_data_dir
 from xtrans.decoding.data_dir import (MODES, Transform, decode_simulated, decode_streaming,  # noqa: F401 (re-exported)
                                       decode_utterance, mono_16k, run, worker_pool)
 from xtrans.decoding.load import RecognizerSpec
-from xtrans.recipes import decode_plan
 from xtrans.scoring.results import DECODE_JSON, score_decode_dir, stage_variant
 from xtrans.scoring.wer import write_text, write_trn
 from xtrans.transcription import Recognizer
@@ -101,6 +107,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", choices=("greedy", "beam"), default="greedy")
     p.add_argument("--beam", type=int, default=4, help="beam size of modified beam search")
     p.add_argument("--max_symbols", "--max-symbols", type=int, default=3, help="greedy: most tokens per frame")
+    p.add_argument("--hotwords", metavar="FILE", default=None,
+                   help="beam: boost the phrases of FILE (one per line, optionally 'PHRASE :SCORE')")
+    p.add_argument("--hotwords-score", "--hotwords_score", dest="hotwords_score", type=float,
+                   default=DEFAULT_HOTWORDS_SCORE, help="beam: per-token boost of hotwords without their own score")
+    p.add_argument("--lm", metavar="FILE", default=None,
+                   help="beam: an ARPA n-gram LM over the tokenizer's pieces (python -m xtrans.bin.train_lm)")
+    p.add_argument("--lm-scale", "--lm_scale", dest="lm_scale", type=float, default=DEFAULT_LM_SCALE,
+                   help="beam: the LM's weight (shallow fusion)")
     p.add_argument("--piece_ms", "--piece-ms", type=float, default=None,
                    help="streaming: audio per call (ms); default one chunk")
     p.add_argument("--nj", type=int, default=1, help="parallel decoding processes")
@@ -128,9 +142,14 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def load_recognizer(args: argparse.Namespace) -> Recognizer:
     """The recognizer of a job: :class:`~xtrans.inference.Speech2Text` of ``--model``, or
-    :class:`~xtrans.onnx.OnnxSpeech2Text` of ``--onnx`` (:class:`~xtrans.decoding.load.RecognizerSpec`)."""
-    torch.set_num_threads(args.num_threads)
-    return RecognizerSpec.from_options(args).load()
+    :class:`~xtrans.onnx.OnnxSpeech2Text` of ``--onnx`` (:class:`~xtrans.decoding.load.RecognizerSpec`;
+    an export's ``--num_threads`` are onnxruntime's, and ``--onnx`` imports no torch)."""
+    recognizer = RecognizerSpec.from_options(args).load()
+    if args.model is not None:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    return recognizer
 
 
 def summarise(args: argparse.Namespace, s2t: Recognizer, records: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -146,6 +165,7 @@ def summarise(args: argparse.Namespace, s2t: Recognizer, records: List[Dict[str,
         "data": str(args.data), "tokenizer": args.tokenizer,
         "stage": stage, "variant": variant, "mode": args.mode,
         "search": args.search, "beam": args.beam if args.search == "beam" else None,
+        "hotwords_file": args.hotwords, "hotwords_score": args.hotwords_score if args.hotwords else None,
         "num_threads": args.num_threads, "nj": args.nj,
         "num_utts": len(records), "failed": {r["utt"]: r["error"] for r in records if "error" in r},
         "audio_seconds": audio, "processing_seconds": seconds,
@@ -246,6 +266,8 @@ def planned_jobs(args: argparse.Namespace, parser: argparse.ArgumentParser
         raise ValueError(f"{given}: expected {missing} with it, found none")
     if args.plan is not None:
         raise ValueError("--plan: expected either a plan file or --train_config/--decode_config, found both")
+    from xtrans.recipes import decode_plan  # reads training configs (the training install)
+
     jobs = decode_plan.plan(args.train_config, args.decode_config)
     fixed = list(dict.fromkeys(name for job in jobs for name in job.options()))
     clash = [f"--{name} {getattr(args, name)}" for name in fixed if getattr(args, name) != parser.get_default(name)]
@@ -285,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 2
         data = read_data_dir(args.data)
         models = [load_recognizer(job) for _, job in jobs]  # every configuration is checked before decoding starts
-    except (ValueError, OSError, DataDirError) as err:  # CheckpointError and ConfigError are ValueErrors
+    except (ValueError, OSError, DataDirError, ImportError) as err:  # CheckpointError, ConfigError: ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = False

@@ -5,7 +5,8 @@ Usage::
     python -m xtrans.bin.serve --model exp/stage5/best.pt [--tokenizer bpe.model] \\
         [--chunk-ms 640 --left-ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
         [--host 127.0.0.1 --port 6006] [--max-connections 100 --max-batch 32] \\
-        [--endpoint-silence-ms 800 --max-segment-s 20] [--num-threads 2]
+        [--endpoint-silence-ms 800 --max-segment-s 20] [--num-threads 2] \\
+        [--search beam --hotwords hotwords.txt --hotwords-score 1.5 --lm lm.arpa --lm-scale 0.3]
     python -m xtrans.bin.serve --onnx exp/onnx ...
 
 Clients stream audio to ``ws://HOST:PORT/ws`` (the protocol: :mod:`xtrans.serve.protocol`);
@@ -13,6 +14,9 @@ Clients stream audio to ``ws://HOST:PORT/ws`` (the protocol: :mod:`xtrans.serve.
 any free port; the address is logged (and printed as the first line on stdout,
 ``listening on ws://...``). Stop with Ctrl-C. Options that take a limit or an endpointing rule
 accept ``none`` (no limit / rule off).
+
+With ``--search beam``, ``--hotwords FILE`` and ``--lm FILE`` steer every connection's search
+(``docs/decoding.md``); a client's ``start`` message may bring its own ``hotwords`` instead.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import List, Optional
 
+from xtrans.context import DEFAULT_HOTWORDS_SCORE, DEFAULT_LM_SCALE
 from xtrans.decoding.load import RecognizerSpec
 from xtrans.serve import backend_for
 from xtrans.serve.engine import EndpointConfig
@@ -59,6 +65,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", choices=("greedy", "beam"), default="greedy")
     p.add_argument("--beam", type=int, default=4, help="beam size of modified beam search")
     p.add_argument("--max-symbols", type=int, default=3, help="greedy: most tokens per frame")
+    p.add_argument("--hotwords", metavar="FILE", default=None,
+                   help="beam: phrases boosted in every connection that sends none of its own (one per line, "
+                        "optionally 'PHRASE :SCORE')")
+    p.add_argument("--hotwords-score", type=float, default=DEFAULT_HOTWORDS_SCORE,
+                   help="beam: per-token boost of hotwords without their own score")
+    p.add_argument("--lm", metavar="FILE", default=None,
+                   help="beam: an ARPA n-gram LM over the tokenizer's pieces (python -m xtrans.bin.train_lm)")
+    p.add_argument("--lm-scale", type=float, default=DEFAULT_LM_SCALE, help="beam: the LM's weight")
     p.add_argument("--max-connections", type=_optional(int), default=100, help="open connections at most")
     p.add_argument("--max-batch", type=int, default=32, help="streams per batched decoding call at most")
     p.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest client message")
@@ -67,7 +81,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint-silence-ms", type=_optional(float), default=800.0,
                    help="end a segment after this much trailing blank (after its first token)")
     p.add_argument("--max-segment-s", type=_optional(float), default=20.0, help="longest segment")
-    p.add_argument("--num-threads", type=int, default=None, help="torch (or onnxruntime) CPU threads")
+    p.add_argument("--num-threads", type=int, default=None,
+                   help="--onnx: decoding threads, each computing its own batches on one onnxruntime thread "
+                        "(exact: a stream's results do not depend on its batch; default: one per CPU); "
+                        "--model: torch's CPU threads")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -78,6 +95,7 @@ def build_backend(args: argparse.Namespace):
     Raises:
         ValueError: for options that do not fit (see the messages).
     """
+    context = dict(hotwords=args.hotwords, hotwords_score=args.hotwords_score, lm=args.lm, lm_scale=args.lm_scale)
     if args.onnx is not None:
         refused = [name for name, given in (("--tokenizer", args.tokenizer is not None),
                                             ("--device", args.device != "cpu")) if given]
@@ -85,23 +103,29 @@ def build_backend(args: argparse.Namespace):
             raise ValueError(f"{', '.join(refused)}: not used with --onnx (the export has its own tokens.txt "
                              "and runs on onnxruntime's CPU provider)")
         spec = RecognizerSpec(onnx=args.onnx, search=args.search, beam=args.beam, max_symbols=args.max_symbols,
-                              num_threads=args.num_threads)  # the export's streaming rule: no torch here
-    else:
+                              num_threads=1, **context)  # the export's rule; one thread a batch; no torch here
+        return backend_for(spec.load())
+    recognizer = RecognizerSpec(model=args.model, tokenizer=args.tokenizer, device=args.device, chunk_ms=args.chunk_ms,
+                                left_ms=args.left_ms, sinks=args.sinks, search=args.search, beam=args.beam,
+                                max_symbols=args.max_symbols, **context).load()  # ImportError without torch, saying so
+    if args.num_threads:
         import torch
 
-        if args.num_threads:
-            torch.set_num_threads(args.num_threads)
-        spec = RecognizerSpec(model=args.model, tokenizer=args.tokenizer, device=args.device, chunk_ms=args.chunk_ms,
-                              left_ms=args.left_ms, sinks=args.sinks, search=args.search, beam=args.beam,
-                              max_symbols=args.max_symbols)
-    return backend_for(spec.load())
+        torch.set_num_threads(args.num_threads)
+    return backend_for(recognizer)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def options_from(args: argparse.Namespace) -> ServerOptions:
     """The :class:`ServerOptions` of the command line (raises ValueError for bad values)."""
+    workers = 1 if args.onnx is None else (args.num_threads or available_cpus())
     return ServerOptions(host=args.host, port=args.port, max_connections=args.max_connections,
                          max_batch=args.max_batch, max_message_bytes=args.max_message_bytes,
-                         idle_timeout_s=args.idle_timeout_s,
+                         idle_timeout_s=args.idle_timeout_s, workers=workers,
                          endpoint=EndpointConfig(silence_ms=args.endpoint_silence_ms,
                                                  max_segment_s=args.max_segment_s))
 

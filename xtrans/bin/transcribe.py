@@ -4,7 +4,8 @@ Usage::
 
     python -m xtrans.bin.transcribe --model exp/stage5/best.pt [--tokenizer bpe.model] \\
         [--streaming --chunk-ms 640 --left-ms 640 --sinks 4] [--search greedy|beam --beam 4] \\
-        [--timestamps] [--jsonl] [--raw-sample-rate 8000 --raw-format s16le] FILE...
+        [--timestamps] [--jsonl] [--raw-sample-rate 8000 --raw-format s16le] \\
+        [--search beam --hotwords hotwords.txt --hotwords-score 1.5 --lm lm.arpa --lm-scale 0.3] FILE...
     python -m xtrans.bin.transcribe --onnx exp/onnx [--search greedy|beam --beam 4] FILE...
 
 Reads WAV/FLAC/... at any sample rate, mono or multi-channel. Headerless ``*.raw`` / ``*.pcm``
@@ -23,6 +24,11 @@ never saw in training).
 model computes in streaming, in one go); ``--real-streaming`` feeds the audio chunk by chunk
 through the streaming encoder instead (same result, for checking and latency work).
 
+With ``--search beam``, ``--hotwords FILE`` boosts the phrases of a file (one per line, optionally
+``PHRASE :SCORE``; ``--hotwords-score`` is the per-token boost of the others) and ``--lm FILE``
+fuses an ARPA n-gram LM over the tokenizer's pieces (``python -m xtrans.bin.train_lm``) with
+weight ``--lm-scale`` (``docs/decoding.md``); greedy search refuses both.
+
 ``--onnx DIR`` decodes with an ONNX export (``python -m xtrans.bin.export_onnx``) on onnxruntime
 (:mod:`xtrans.onnx`) instead of a checkpoint: always chunk by chunk under the streaming rule the
 export was made with and its own ``tokens.txt``: ``--tokenizer``, ``--device`` (other than cpu),
@@ -39,9 +45,9 @@ import logging
 import sys
 from typing import List, Optional
 
-import torch
 from tqdm import tqdm
 
+from xtrans.context import DEFAULT_HOTWORDS_SCORE, DEFAULT_LM_SCALE
 from xtrans.data.audio import RAW_FORMATS, BadAudioError, RawFormat, peak_dbfs, read_audio
 from xtrans.decoding.data_dir import check_audio
 from xtrans.decoding.load import RecognizerSpec
@@ -74,6 +80,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=4, help="beam size of modified beam search")
     p.add_argument("--max-symbols", type=int, default=3, help="greedy: most tokens per frame")
     p.add_argument("--nbest", type=int, default=None, help="beam: hypotheses in the JSON output")
+    p.add_argument("--hotwords", metavar="FILE", default=None,
+                   help="beam: boost the phrases of FILE (one per line, optionally 'PHRASE :SCORE')")
+    p.add_argument("--hotwords-score", type=float, default=DEFAULT_HOTWORDS_SCORE,
+                   help="beam: per-token boost of hotwords without their own score")
+    p.add_argument("--lm", metavar="FILE", default=None,
+                   help="beam: an ARPA n-gram LM over the tokenizer's pieces (python -m xtrans.bin.train_lm), "
+                        "fused by shallow fusion")
+    p.add_argument("--lm-scale", type=float, default=DEFAULT_LM_SCALE, help="beam: the LM's weight")
     p.add_argument("--timestamps", action="store_true", help="add token start times (s)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per file")
     p.add_argument("--num-threads", type=int, default=None, help="torch (or onnxruntime) CPU threads")
@@ -160,8 +174,6 @@ def stream_file(s2t: Recognizer, path: str, piece_ms: float, audio=None) -> Tran
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
     if args.real_streaming and not args.streaming:
         print("error: --real-streaming needs --streaming", file=sys.stderr)
         return 2
@@ -179,8 +191,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             model=args.model, onnx=args.onnx, tokenizer=args.tokenizer, device=args.device,
             chunk_ms=args.chunk_ms if args.streaming else None, left_ms=args.left_ms if args.streaming else None,
             sinks=args.sinks if args.streaming else 0, search=args.search, beam=args.beam,
-            max_symbols=args.max_symbols, nbest=args.nbest, num_threads=args.num_threads).load()
-    except (ValueError, FileNotFoundError) as err:
+            max_symbols=args.max_symbols, nbest=args.nbest, num_threads=args.num_threads, hotwords=args.hotwords,
+            hotwords_score=args.hotwords_score, lm=args.lm, lm_scale=args.lm_scale).load()
+        if args.num_threads and args.model is not None:  # an export's threads are onnxruntime's (no torch there)
+            import torch
+
+            torch.set_num_threads(args.num_threads)
+    except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = 0

@@ -28,15 +28,18 @@ import logging
 import os
 import struct
 import subprocess
+from typing import TYPE_CHECKING
 
 import kaldiio
 import numpy as np
 import soundfile
-import torch
 
 from xtrans.data.kaldi_dir import Segment, is_pipe, split_ark_offset
 from xtrans.data.resample import resample
 from xtrans.frames import SAMPLE_RATE
+
+if TYPE_CHECKING:  # reading audio needs no torch (the runtime install has none); the tensor helpers import it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -333,6 +336,8 @@ def as_samples(audio: np.ndarray | torch.Tensor, name: str = "audio") -> torch.T
         TypeError: for another type, or an integer tensor.
         ValueError: for another number of dimensions.
     """
+    import torch
+
     if isinstance(audio, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(_to_float32(audio)))
     elif isinstance(audio, torch.Tensor):
@@ -350,6 +355,8 @@ def as_samples(audio: np.ndarray | torch.Tensor, name: str = "audio") -> torch.T
 
 def to_mono(samples: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Down-mix ``(S, C)`` samples to ``(S,)`` by averaging the channels (float32 tensor)."""
+    import torch
+
     x = torch.as_tensor(samples, dtype=torch.float32)
     return x.mean(dim=1) if x.ndim == 2 else x
 

@@ -31,11 +31,9 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from xtrans.data.audio import BadAudioError, read_audio, to_mono
-from xtrans.data.augment import apply_gain
 from xtrans.data.kaldi_dir import DataDir
 from xtrans.data.resample import resample
 from xtrans.data.validate import audio_problems
@@ -75,6 +73,16 @@ def check_audio(samples: np.ndarray, rate: int) -> None:
                 if code != "silent"]  # a problem for training data only
     if problems:
         raise BadAudioError("", "<array>", "; ".join(problems))
+
+
+def apply_gain(samples: np.ndarray, gain_db: float) -> np.ndarray:
+    """:func:`xtrans.data.augment.apply_gain` (the gain training draws, clipped at full scale) of
+    numpy samples; it imports torch and the augmentations when called, not with this module."""
+    import torch
+
+    from xtrans.data.augment import apply_gain as gain
+
+    return gain(torch.tensor(samples), gain_db).numpy()
 
 
 def mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
@@ -153,7 +161,7 @@ def decode_utterance(recognizer: Recognizer, options: Any, utt: str, entry: Opti
     try:
         samples, rate = read_audio(entry, utt_id=utt, segment=segment)
         if gain_db is not None:
-            samples = apply_gain(torch.tensor(samples), gain_db).numpy()
+            samples = apply_gain(samples, gain_db)
         if transform is not None:
             samples, rate = transform(mono_16k(samples, rate), index), SAMPLE_RATE
         if options.mode == "simulated":
@@ -182,7 +190,9 @@ def _worker_decode(job: Tuple[Any, ...]) -> Dict[str, Any]:
     spec, options, *item = job
     if spec not in _WORKER:
         _WORKER.clear()
-        if spec.num_threads:
+        if spec.num_threads and spec.model is not None:  # an export's threads are onnxruntime's
+            import torch
+
             torch.set_num_threads(spec.num_threads)
         _WORKER[spec] = spec.load()
     return decode_utterance(_WORKER[spec], options, *item)

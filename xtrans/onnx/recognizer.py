@@ -15,14 +15,21 @@ first ``prime_samples`` (80) samples prime it (``encoder_start.onnx``), then eve
 ``samples_per_call`` (320 C) further samples make one encoder call that returns the chunk's
 ``C`` frames; at :meth:`~OnnxStreamingSession.finalize` the remaining ``r`` samples (zero-padded,
 ``num_samples = r``) give ``r // 320`` last frames. Each call's valid frames advance the search
-(:mod:`xtrans.onnx.search`, the numpy twin of :mod:`xtrans.search`), so with the same
-streaming rule and search settings the tokens equal :meth:`xtrans.inference.Speech2Text.stream`'s.
+(:mod:`xtrans.onnx.search`: the search core, :mod:`xtrans.search_core`, that :mod:`xtrans.search`
+runs too), so with the same streaming rule and search settings the tokens equal
+:meth:`xtrans.inference.Speech2Text.stream`'s.
 
 :class:`OnnxSpeech2Text` and its session implement :class:`xtrans.transcription.Recognizer` and
 :class:`~xtrans.transcription.RecognizerSession`, as :class:`xtrans.inference.Speech2Text` does.
 
 Audio at another rate is resampled to the export's (16 kHz) as it arrives, by the streaming
 resampler of :mod:`xtrans.data.resample` (on numpy arrays: no torch), as ``Speech2Text`` does.
+
+With modified beam search the recognizer takes an n-gram LM (``lm``, ``lm_scale``) and hotwords
+(``hotwords``, ``hotwords_score``; per stream: ``stream(hotwords=[...])``), as ``Speech2Text``
+does (``docs/decoding.md``). Phrases are spelled with ``tokens.txt``
+(:class:`xtrans.context.pieces.PieceEncoder`, exact for a BPE tokenizer), or with the
+sentencepiece model when the export directory holds one as ``bpe.model``.
 """
 
 from __future__ import annotations
@@ -39,12 +46,17 @@ from xtrans.data.resample import ResampleState, init_resample_state, resample_ch
 from xtrans.frames import frames_to_ms
 from xtrans.onnx.config import (CONFIG_FILE, DEFAULT_ENCODER_FILE, JOINER_FILE, PREDICTOR_FILE, TOKENS_FILE,
                                 check_metadata, decode_metadata, load_config, stream_geometry)
+from xtrans.context import DEFAULT_HOTWORDS_SCORE, DEFAULT_LM_SCALE, SearchContext
+from xtrans.context.pieces import spelling
 from xtrans.onnx.search import GreedySearch, ModifiedBeamSearch
+from xtrans.search_core.scorer import Scorer
 from xtrans.transcription import SearchTranscriber, SessionResults, TokenTable, Transcription
 
 logger = logging.getLogger(__name__)
 
 SEARCHES = ("greedy", "beam")
+SPELLING_MODEL = "bpe.model"
+"""A sentencepiece model in the export directory, used (when there) to spell hotwords."""
 
 
 def _session(path: Path, num_threads: Optional[int], providers: Optional[Sequence[str]]) -> ort.InferenceSession:
@@ -139,17 +151,25 @@ class OnnxSpeech2Text(SearchTranscriber):
         encoder_file: the encoder model to load, a file name in ``directory`` (default
             ``config.json``'s ``encoder_file``: the int8 encoder of an ``--int8`` export); e.g.
             ``"encoder.onnx"`` for the float encoder of an ``--int8`` export.
+        lm: an ARPA n-gram LM over the export's pieces, fused into ``beam`` search; None = no LM.
+        lm_scale: the LM's weight.
+        hotwords: phrases (``PHRASE`` or ``PHRASE :SCORE``) boosted in every stream that brings
+            none of its own (``beam`` search).
+        hotwords_score: the per-token boost of phrases without their own.
 
     Raises:
         FileNotFoundError: when the directory or one of its files is missing.
         ValueError: for a bad ``search``/``beam``/``max_symbols``/``nbest``, an invalid
             ``config.json``, a model without the expected inputs/outputs, a model file from another
-            export, or a ``tokens.txt`` of another size.
+            export, a ``tokens.txt`` of another size (or a ``bpe.model`` with other pieces), an LM
+            or hotwords with greedy search, or a phrase the tokens cannot spell.
     """
 
     def __init__(self, directory: Union[str, os.PathLike], *, search: str = "greedy", beam: int = 4,
                  max_symbols: int = 3, nbest: Optional[int] = None, num_threads: Optional[int] = None,
-                 providers: Optional[Sequence[str]] = None, encoder_file: Optional[str] = None):
+                 providers: Optional[Sequence[str]] = None, encoder_file: Optional[str] = None, lm=None,
+                 lm_scale: float = DEFAULT_LM_SCALE, hotwords: Optional[Sequence[str]] = None,
+                 hotwords_score: float = DEFAULT_HOTWORDS_SCORE):
         if search not in SEARCHES:
             raise ValueError(f"search: expected one of {SEARCHES}, found {search!r}")
         if nbest is not None and nbest < 1:
@@ -194,32 +214,63 @@ class OnnxSpeech2Text(SearchTranscriber):
         self.nbest = nbest
         self.search = (GreedySearch(self.decoder, max_symbols) if search == "greedy"
                        else ModifiedBeamSearch(self.decoder, beam))
+        pieces = [self.tokenizer.id_to_token(i) for i in range(self.tokenizer.vocab_size)]
+        encode, unk_id = spelling(self._spelling_tokenizer(pieces))
+        self.context = SearchContext(search=search, pieces=pieces, encode=encode, unk_id=unk_id, lm=lm,
+                                     lm_scale=lm_scale, hotwords=hotwords, hotwords_score=hotwords_score)
         logger.info("loaded ONNX export %s (V=%d, chunk %d ms, left %s ms, %s sinks, %s search)",
                     self.directory, cfg["vocab_size"], cfg["frame_ms"] * cfg["chunk_frames"],
                     cfg.get("left_ms"), cfg.get("sinks"), search)
+
+    def _spelling_tokenizer(self, pieces: Sequence[str]):
+        """The export's ``bpe.model`` when it has one (checked against ``tokens.txt``), else its token table."""
+        path = self.directory / SPELLING_MODEL
+        if not path.is_file():
+            return self.tokenizer
+        try:
+            from xtrans.tokenizer import Tokenizer  # sentencepiece: not part of a runtime install
+        except ImportError as err:
+            raise ImportError(f"{path}: spelling hotwords with a sentencepiece model needs sentencepiece "
+                              f"(pip install sentencepiece); or remove it to spell with {TOKENS_FILE}") from err
+        model = Tokenizer(path)
+        if [model.id_to_token(i) for i in range(model.vocab_size)] != list(pieces):
+            raise ValueError(f"{path}: its pieces differ from {TOKENS_FILE}'s; put the model's own tokenizer there "
+                             "(or none: phrases are then spelled with tokens.txt)")
+        return model
 
     @property
     def sample_rate(self) -> int:
         """The sample rate the export expects (Hz)."""
         return self.config["sample_rate"]
 
-    def stream(self) -> "OnnxStreamingSession":
-        """Opens a streaming session (the export's streaming rule)."""
-        return OnnxStreamingSession(self)
+    def stream(self, *, hotwords: Optional[Sequence[str]] = None,
+               hotwords_score: Optional[float] = None) -> "OnnxStreamingSession":
+        """Opens a streaming session (the export's streaming rule).
+
+        Args:
+            hotwords: this stream's phrases (``PHRASE`` or ``PHRASE :SCORE``), instead of the
+                recognizer's default hotwords (``[]``: none); needs ``search="beam"``.
+            hotwords_score: their per-token boost (default: the recognizer's ``hotwords_score``).
+
+        Raises:
+            ValueError: for hotwords with greedy search, or a phrase the tokens cannot spell.
+        """
+        return OnnxStreamingSession(self, self.context.scorer(hotwords, hotwords_score))
 
     def settings(self) -> Dict[str, Any]:
         """What decodes, as JSON values: the export (``onnx``, ``onnx_encoder``: the encoder file
         loaded), ``device``, the export's streaming rule (``chunk_ms``, ``left_ms``, ``sinks``) and
-        ``search`` (``pos_conv`` is not recorded in an export: None)."""
+        ``search`` (``pos_conv`` is not recorded in an export: None), and the context (``lm``,
+        ``lm_scale``, ``hotwords``: :meth:`SearchContext.describe <xtrans.context.SearchContext.describe>`)."""
         cfg = self.config
         return {"onnx": str(self.directory), "onnx_encoder": self.encoder_file, "device": "cpu (onnxruntime)",
                 "pos_conv": None, "chunk_ms": frames_to_ms(cfg["chunk_frames"]),
                 "left_ms": frames_to_ms(cfg.get("left_frames")), "sinks": cfg.get("sinks", 0),
-                "search": self.search_name}
+                "search": self.search_name, **self.context.describe()}
 
     def transcribe(self, audio: Union[str, os.PathLike, np.ndarray], sample_rate: Optional[int] = None
                    ) -> Transcription:
-        """Decodes one whole utterance through a streaming session.
+        """Decodes one whole utterance through a streaming session (the recognizer's LM and hotwords).
 
         Args:
             audio: samples ``(S,)`` or channels-last ``(S, C)`` (float, or integer PCM), or the
@@ -257,7 +308,7 @@ class OnnxStreamingSession(SessionResults):
     The sample rate and channel count must stay the same within a session.
     """
 
-    def __init__(self, s2t: OnnxSpeech2Text):
+    def __init__(self, s2t: OnnxSpeech2Text, scorer: Optional[Scorer] = None):
         self.s2t = s2t
         cfg = s2t.config
         self.geometry = s2t.geometry
@@ -268,7 +319,7 @@ class OnnxStreamingSession(SessionResults):
         self._pending = np.zeros(0, dtype=np.float32)  # received samples no encoder call has taken
         self.num_frames = 0  # encoder frames decoded so far
         self.chunk_frames: int = self.geometry.chunk_frames
-        self.search_state = s2t.search.init_state(1)
+        self.search_state = s2t.new_search_state(scorer)
         self.channels: Optional[int] = None
         self.resampler: Optional[ResampleState] = None  # to the export's rate, made at the first call
         self.finished = False

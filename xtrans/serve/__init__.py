@@ -17,7 +17,8 @@ def backend_for(recognizer):
 
     Raises:
         TypeError: for another kind of recognizer.
-        ValueError: as the backends do (a ``Speech2Text`` without a chunk size, an export not at 16 kHz).
+        ValueError: as the backends do (a ``Speech2Text`` without a chunk size, an export not at 16 kHz
+            or not loaded with ``num_threads=1``).
     """
     from xtrans.onnx import OnnxSpeech2Text
 

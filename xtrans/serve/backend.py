@@ -28,8 +28,7 @@ import torch
 
 from xtrans.frames import StreamGeometry
 from xtrans.masks import StreamingConfig
-from xtrans.search import BeamState, GreedyState
-from xtrans.search.batch import split_search_states, stack_search_states
+from xtrans.search_core import BeamState, GreedyState, split_search_states, stack_search_states
 from xtrans.streaming import EncoderState, StreamingEncoder, flatten_state, split_states, stack_states
 from xtrans.transcription import Transcription
 
@@ -46,8 +45,18 @@ class Backend(Protocol):
     geometry: StreamGeometry
     description: str
 
-    def init(self) -> Any:
-        """A fresh stream state (before the first sample of a segment)."""
+    def stream_context(self, hotwords: Optional[Sequence[str]] = None, hotwords_score: Optional[float] = None) -> Any:
+        """What steers a stream's search: the recognizer's LM and the stream's hotwords (None: the
+        recognizer's defaults) as its scorer (:meth:`xtrans.context.SearchContext.scorer`).
+
+        Raises:
+            ValueError: for hotwords the recognizer cannot take (greedy search, a phrase its
+                tokens cannot spell, a bad score).
+        """
+
+    def init(self, context: Any = None) -> Any:
+        """A fresh stream state (before the first sample of a segment) with the stream's
+        :meth:`stream_context` (None: the recognizer's default)."""
 
     def batch_key(self, state: Any) -> Hashable:
         """States with equal keys can share one :meth:`advance` call."""
@@ -110,9 +119,13 @@ class TorchBackend:
         """``geometry.stride``: samples per encoder frame."""
         return self.geometry.stride
 
-    def init(self) -> TorchStream:
+    def stream_context(self, hotwords: Optional[Sequence[str]] = None, hotwords_score: Optional[float] = None) -> Any:
+        return self.s2t.context.scorer(hotwords, hotwords_score)
+
+    def init(self, context: Any = None) -> TorchStream:
         device = self.s2t.device
-        return TorchStream(self.encoder.init_state(1, device), self.s2t.search.init_state(1, device))
+        scorer = self.s2t.context.scorer() if context is None else context
+        return TorchStream(self.encoder.init_state(1, device), self.s2t.new_search_state(scorer, device))
 
     def batch_key(self, state: TorchStream) -> Hashable:
         return tuple(tuple(t.shape[1:]) for _, t in flatten_state(state.encoder))

@@ -8,7 +8,8 @@
     messages = asyncio.run(stream_audio("ws://127.0.0.1:6006/ws", samples, rate))
     print([m["text"] for m in messages if m["type"] == "final"])
 
-Or from a shell: ``python -m xtrans.serve.client ws://127.0.0.1:6006/ws a.wav [--realtime]``.
+Or from a shell: ``python -m xtrans.serve.client ws://127.0.0.1:6006/ws a.wav [--realtime]
+[--hotwords hotwords.txt --hotwords-score 1.5]``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from xtrans.context.hotwords import read_hotwords
 from xtrans.serve.protocol import encode_audio
 
 
@@ -74,7 +76,8 @@ def pieces_of(samples: np.ndarray, sizes: Iterable[int]) -> List[np.ndarray]:
 async def stream_audio(url: str, samples: np.ndarray, sample_rate: int = 16000, fmt: str = "s16le", *,
                        piece_samples: Optional[Iterable[int]] = None, realtime: bool = False,
                        send_start: bool = True, send_end: bool = True, timeout_s: float = 60.0,
-                       sent_at: Optional[List[float]] = None) -> StreamResult:
+                       sent_at: Optional[List[float]] = None, hotwords: Optional[Sequence[str]] = None,
+                       hotwords_score: Optional[float] = None) -> StreamResult:
     """Streams one signal over one connection and collects the answers until the server closes.
 
     Args:
@@ -87,6 +90,8 @@ async def stream_audio(url: str, samples: np.ndarray, sample_rate: int = 16000, 
         send_start, send_end: whether to send the start / end message.
         timeout_s: the most time to wait for the server to close after the audio.
         sent_at: if given, ``time.monotonic()`` after each piece is sent is appended to it.
+        hotwords, hotwords_score: the connection's hotwords and their boost, sent in the start
+            message (a server with ``--search beam``; ``docs/decoding.md``).
     """
     samples = np.asarray(samples, dtype=np.float32)
     sizes = piece_samples if piece_samples is not None else iter(lambda: max(1, sample_rate // 10), None)
@@ -103,7 +108,12 @@ async def stream_audio(url: str, samples: np.ndarray, sample_rate: int = 16000, 
         reader = asyncio.create_task(receive())
         try:
             if send_start:
-                await ws.send(json.dumps({"type": "start", "sample_rate": sample_rate, "format": fmt}))
+                start_message: Dict[str, Any] = {"type": "start", "sample_rate": sample_rate, "format": fmt}
+                if hotwords is not None:
+                    start_message["hotwords"] = list(hotwords)
+                if hotwords_score is not None:
+                    start_message["hotwords_score"] = hotwords_score
+                await ws.send(json.dumps(start_message))
             start = time.monotonic()
             position = 0
             for piece in pieces_of(samples, sizes):
@@ -132,11 +142,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--realtime", action="store_true", help="send at real-time pace")
     p.add_argument("--format", choices=("s16le", "f32le"), default="s16le")
     p.add_argument("--json", action="store_true", help="print every message as JSON")
+    p.add_argument("--hotwords", metavar="FILE", default=None,
+                   help="phrases to boost (one per line, optionally 'PHRASE :SCORE'), sent in the start message")
+    p.add_argument("--hotwords-score", type=float, default=None, help="their per-token boost (default: the server's)")
     args = p.parse_args(argv)
+    try:
+        hotwords = None if args.hotwords is None else read_hotwords(args.hotwords)
+    except (OSError, ValueError) as err:
+        print(f"error: --hotwords: {err}", file=sys.stderr)
+        return 2
     status = 0
     for path in args.files:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        result = asyncio.run(stream_audio(args.url, samples.mean(axis=1), rate, args.format, realtime=args.realtime))
+        result = asyncio.run(stream_audio(args.url, samples.mean(axis=1), rate, args.format, realtime=args.realtime,
+                                          hotwords=hotwords, hotwords_score=args.hotwords_score))
         for m in result.messages:
             if args.json:
                 print(json.dumps(m, ensure_ascii=False))

@@ -17,7 +17,9 @@ until a whole chunk is there. One step of the loop then
    (partials when the text changed, finals at endpoints and at the end, ``done``, errors).
 
 Streams join and leave between steps; a stream's result does not depend on the streams that
-shared its batches. :meth:`Engine.step` runs the three in one go.
+shared its batches. :meth:`Engine.step` runs the three in one go; a server with several worker
+threads (``Engine(workers=n)``) deals a step's batches among them (:meth:`Work.split`) and joins
+their outcomes (:meth:`Outcome.join`) for :meth:`Engine.apply`.
 
 Each segment is fed by the rule of the backend's :class:`~xtrans.frames.StreamGeometry`: its
 first ``prime_samples`` (80) alone, then ``samples_per_call`` (320 C) per call, so every later
@@ -99,6 +101,7 @@ class _Stream:
     segment_start: int = 0  # connection sample index where the segment starts
     fed: int = 0  # samples of the segment given to the backend
     state: Any = None  # the backend's state of the segment; None = fresh
+    context: Any = None  # what steers the stream's search (Backend.stream_context); None = the backend's default
     partial: str = ""  # the last text sent for the segment
     order: int = 0  # when it was last served (fairness)
 
@@ -109,6 +112,7 @@ class _Item:
     state: Any
     audio: np.ndarray
     finish: bool
+    context: Any = None
 
 
 @dataclass
@@ -121,12 +125,25 @@ class Work:
     def num_streams(self) -> int:
         return sum(len(b) for b in self.batches)
 
+    def split(self, parts: int) -> List["Work"]:
+        """The batches dealt into at most ``parts`` works of about equal numbers of streams (the
+        largest batch first, to the least loaded work), for workers that compute them at once."""
+        works: List[List[List[_Item]]] = [[] for _ in range(max(1, min(parts, len(self.batches))))]
+        for batch in sorted(self.batches, key=len, reverse=True):
+            min(works, key=lambda w: sum(len(b) for b in w)).append(batch)
+        return [Work(w) for w in works if w]
+
 
 @dataclass
 class Outcome:
     """What :meth:`Engine.compute` made: per item, the new state and its result, or the exception."""
 
     items: List[Tuple[_Item, Any, Any, Optional[BaseException]]]
+
+    @classmethod
+    def join(cls, outcomes: List["Outcome"]) -> "Outcome":
+        """The outcomes of the parts of a :meth:`Work.split`, as one."""
+        return cls([item for outcome in outcomes for item in outcome.items])
 
 
 @dataclass
@@ -140,6 +157,12 @@ class EngineStats:
     errors: int = 0
 
 
+def _pieces(batch: List[_Item], most: int) -> List[List[_Item]]:
+    """``batch`` cut into the fewest consecutive pieces of at most ``most`` items, of about equal sizes."""
+    n = -(-len(batch) // most)
+    return [batch[i * len(batch) // n:(i + 1) * len(batch) // n] for i in range(n)]
+
+
 class Engine:
     """The streams of a server and their batched decoding (module docstring).
 
@@ -147,14 +170,21 @@ class Engine:
         backend: the recognizer (:class:`~xtrans.serve.backend.Backend`).
         endpoint: the endpointing rules.
         max_batch: most streams per batched call (>= 1).
+        workers: how many batches the caller computes at once (>= 1): :meth:`collect` makes no
+            batch larger than ``1 / workers`` of the step's streams, so that :meth:`Work.split`
+            can give every worker about as many.
     """
 
-    def __init__(self, backend, endpoint: EndpointConfig = EndpointConfig(), max_batch: int = 32):
+    def __init__(self, backend, endpoint: EndpointConfig = EndpointConfig(), max_batch: int = 32,
+                 workers: int = 1):
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch: expected an integer >= 1, found {max_batch!r}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers: expected an integer >= 1, found {workers!r}")
         self.backend = backend
         self.endpoint = endpoint
         self.max_batch = max_batch
+        self.workers = workers
         self.stats = EngineStats()
         self._streams: Dict[int, _Stream] = {}
         self._next_id = 0
@@ -166,8 +196,14 @@ class Engine:
         """Streams open in the engine."""
         return len(self._streams)
 
-    def open(self, sample_rate: int = SAMPLE_RATE) -> int:
+    def open(self, sample_rate: int = SAMPLE_RATE, context: Any = None) -> int:
         """A new stream whose audio comes at ``sample_rate`` Hz; returns its id.
+
+        Args:
+            sample_rate: the rate of the stream's audio (Hz).
+            context: what steers its search, from the backend's
+                :meth:`~xtrans.serve.backend.Backend.stream_context` (its hotwords); every segment
+                of the stream starts with it. None = the backend's default.
 
         Raises:
             ValueError: for a rate the resampler cannot take.
@@ -175,7 +211,7 @@ class Engine:
         resampler = None if sample_rate == SAMPLE_RATE else init_resample_state(int(sample_rate), SAMPLE_RATE)
         sid = self._next_id
         self._next_id += 1
-        self._streams[sid] = _Stream(sid, resampler)
+        self._streams[sid] = _Stream(sid, resampler, context=context)
         self.stats.streams_opened += 1
         return sid
 
@@ -227,7 +263,7 @@ class Engine:
             need, have = self._need(s), self._available(s)
             offset = s.segment_start + s.fed - s.buffer_start
             if have >= need:
-                item = _Item(s.id, s.state, s.buffer[offset:offset + need], finish=False)
+                item = _Item(s.id, s.state, s.buffer[offset:offset + need], finish=False, context=s.context)
                 key = ("init",) if s.state is None else ("state", self.backend.batch_key(s.state))
                 group = groups.setdefault(key, [])
                 if len(group) == self.max_batch:
@@ -236,10 +272,13 @@ class Engine:
                     batches.append(group)
                 group.append(item)
             elif s.ended:
-                batches.append([_Item(s.id, s.state, s.buffer[offset:], finish=True)])
+                batches.append([_Item(s.id, s.state, s.buffer[offset:], finish=True, context=s.context)])
             else:
                 continue
             s.busy = True
+        if self.workers > 1:  # no batch larger than a worker's share of the step's streams
+            share = -(-sum(len(b) for b in batches) // self.workers)
+            batches = [piece for batch in batches for piece in _pieces(batch, share)]
         for batch in batches:
             self.stats.calls += 1
             self.stats.max_batch = max(self.stats.max_batch, len(batch))
@@ -254,7 +293,7 @@ class Engine:
             if batch[0].finish:
                 out += [self._run_one(item, lambda st, item=item: b.finish(st, item.audio)) for item in batch]
                 continue
-            states = [b.init() if item.state is None else item.state for item in batch]
+            states = [b.init(item.context) if item.state is None else item.state for item in batch]
             try:
                 new = b.advance(states, np.stack([item.audio for item in batch]))
                 out += [(item, st, b.result(st), None) for item, st in zip(batch, new)]
@@ -268,7 +307,7 @@ class Engine:
 
     def _run_one(self, item: _Item, run, log: bool = True) -> Tuple[_Item, Any, Any, Optional[BaseException]]:
         try:
-            state = run(self.backend.init() if item.state is None else item.state)
+            state = run(self.backend.init(item.context) if item.state is None else item.state)
             return item, state, self.backend.result(state), None
         except Exception as err:
             if log:

@@ -2,23 +2,30 @@
 
 The export's encoder takes a batch of streams (every state tensor has the stream axis first,
 ``"B"`` in ``config.json``'s ``state_shapes``), so the streams of a batch are joined by
-concatenating their states and split by slicing them; the numpy searches' states
-(:class:`xtrans.onnx.search.GreedyState` / ``BeamState``) are joined and split here too. Each
+concatenating their states and split by slicing them; the searches' states are joined and split
+by the search core (:func:`xtrans.search_core.stack_search_states`), as for PyTorch. Each
 stream is fed as :class:`xtrans.onnx.OnnxStreamingSession` feeds it, by the export's
 :class:`~xtrans.frames.StreamGeometry`: ``prime_samples`` through ``encoder_start.onnx``, then
 calls of ``samples_per_call`` samples, and a last zero-padded call for the rest, so a final
 equals that session's result on the same audio. Nothing here imports torch.
+
+Batches are computed exactly: the export's sessions must run on one intra-op thread. On more,
+onnxruntime divides a call's work among its threads by the shapes of the call, and a stream's
+frames then depend (by up to a few 1e-6) on which streams share its batch, which can flip a near
+tie of the search; on one thread every stream's rows are computed alike whatever the batch
+(``test_runtime/test_runtime_serve.py`` checks both, bit for bit). A server uses more cores by
+computing several batches at once (:attr:`xtrans.serve.server.ServerOptions.workers`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence, Union
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Union
 
 import numpy as np
 
 from xtrans.onnx import OnnxSpeech2Text
-from xtrans.onnx.search import BeamState, GreedyState
+from xtrans.search_core import BeamState, GreedyState, split_search_states, stack_search_states
 from xtrans.transcription import Transcription
 
 
@@ -31,52 +38,25 @@ class OnnxStream:
     search: Union[GreedyState, BeamState]
 
 
-def stack_onnx_search_states(states: Sequence[Union[GreedyState, BeamState]]) -> Union[GreedyState, BeamState]:
-    """Joins numpy search states of streams into one batch (as :func:`xtrans.search.batch.stack_search_states`)."""
-    if isinstance(states[0], GreedyState):
-        return GreedyState(context=np.concatenate([s.context for s in states]),
-                           predictor_out=np.concatenate([s.predictor_out for s in states]),
-                           tokens=[list(t) for s in states for t in s.tokens],
-                           timestamps=[list(t) for s in states for t in s.timestamps],
-                           scores=np.concatenate([s.scores for s in states]),
-                           num_frames=np.concatenate([s.num_frames for s in states]))
-    offsets = np.cumsum([0] + [s.batch_size for s in states[:-1]])
-    return BeamState(stream=np.concatenate([s.stream + o for s, o in zip(states, offsets)]),
-                     tokens=[t for s in states for t in s.tokens], timestamps=[t for s in states for t in s.timestamps],
-                     scores=np.concatenate([s.scores for s in states]),
-                     context=np.concatenate([s.context for s in states]),
-                     predictor_out=np.concatenate([s.predictor_out for s in states]),
-                     num_frames=np.concatenate([s.num_frames for s in states]))
-
-
-def split_onnx_search_states(state: Union[GreedyState, BeamState]) -> List[Union[GreedyState, BeamState]]:
-    """One numpy search state per stream (the inverse of :func:`stack_onnx_search_states`)."""
-    if isinstance(state, GreedyState):
-        return [GreedyState(context=state.context[b:b + 1], predictor_out=state.predictor_out[b:b + 1],
-                            tokens=[list(state.tokens[b])], timestamps=[list(state.timestamps[b])],
-                            scores=state.scores[b:b + 1], num_frames=state.num_frames[b:b + 1])
-                for b in range(state.batch_size)]
-    out = []
-    for b in range(state.batch_size):
-        rows = np.flatnonzero(state.stream == b)
-        a, z = int(rows[0]), int(rows[-1]) + 1
-        out.append(BeamState(stream=np.zeros(z - a, dtype=state.stream.dtype), tokens=state.tokens[a:z],
-                             timestamps=state.timestamps[a:z], scores=state.scores[a:z], context=state.context[a:z],
-                             predictor_out=state.predictor_out[a:z], num_frames=state.num_frames[b:b + 1]))
-    return out
-
-
 class OnnxBackend:
     """An :class:`~xtrans.onnx.OnnxSpeech2Text` as a batched server backend.
 
     Raises:
-        ValueError: when the export is not at 16 kHz (the engine resamples to 16 kHz).
+        ValueError: when the export is not at 16 kHz (the engine resamples to 16 kHz), or was not
+            loaded with ``num_threads=1`` (see the module docstring).
     """
 
     def __init__(self, s2t: OnnxSpeech2Text):
         cfg = s2t.config
         if cfg["sample_rate"] != 16000:
             raise ValueError(f"--onnx: expected an export at 16000 Hz, found {cfg['sample_rate']} Hz")
+        sessions = {"encoder": s2t.encoder, "encoder_start": s2t.encoder_start,
+                    "predictor": s2t.decoder.predictor, "joiner": s2t.decoder.joiner}
+        threads = {name: session.get_session_options().intra_op_num_threads for name, session in sessions.items()}
+        if set(threads.values()) != {1}:
+            raise ValueError("s2t: expected an export loaded with num_threads=1 (on more onnxruntime threads a "
+                             "stream's results depend on the streams that share its batch; a server uses more "
+                             f"cores with more workers), found intra-op threads {threads} (0: all cores)")
         self.s2t = s2t
         self.geometry = s2t.geometry
         self._states = list(zip(cfg["state_names"], cfg["state_shapes"], cfg["state_dtypes"]))
@@ -100,14 +80,18 @@ class OnnxBackend:
 
     @classmethod
     def from_directory(cls, directory, *, search: str = "greedy", beam: int = 4, max_symbols: int = 3,
-                       num_threads: Optional[int] = None) -> "OnnxBackend":
+                       num_threads: int = 1) -> "OnnxBackend":
         return cls(OnnxSpeech2Text(directory, search=search, beam=beam, max_symbols=max_symbols,
                                    num_threads=num_threads))
 
-    def init(self) -> OnnxStream:
+    def stream_context(self, hotwords: Optional[Sequence[str]] = None, hotwords_score: Optional[float] = None) -> Any:
+        return self.s2t.context.scorer(hotwords, hotwords_score)
+
+    def init(self, context: Any = None) -> OnnxStream:
         encoder = {name: np.zeros([1 if d == "B" else d for d in shape], dtype=np.dtype(dtype))
                    for name, shape, dtype in self._states}
-        return OnnxStream(encoder, self.geometry.primed(0), self.s2t.search.init_state(1))
+        scorer = self.s2t.context.scorer() if context is None else context
+        return OnnxStream(encoder, self.geometry.primed(0), self.s2t.new_search_state(scorer))
 
     def batch_key(self, state: OnnxStream) -> Hashable:
         return state.primed
@@ -120,10 +104,10 @@ class OnnxBackend:
             return [OnnxStream({n: t[b:b + 1] for n, t in zip(names, new)}, True, s.search)
                     for b, s in enumerate(states)]
         encoder = {n: np.concatenate([s.encoder[n] for s in states]) for n in names}
-        search = states[0].search if len(states) == 1 else stack_onnx_search_states([s.search for s in states])
+        search = states[0].search if len(states) == 1 else stack_search_states([s.search for s in states])
         lengths = np.full(len(states), audio.shape[1], dtype=np.int64)
         encoder, search = self._call(encoder, search, audio, lengths)
-        searches = [search] if len(states) == 1 else split_onnx_search_states(search)
+        searches = [search] if len(states) == 1 else split_search_states(search)
         return [OnnxStream({n: t[b:b + 1] for n, t in encoder.items()}, True, searches[b])
                 for b in range(len(states))]
 

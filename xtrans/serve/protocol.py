@@ -3,11 +3,17 @@
 A client connects to ``ws://HOST:PORT/ws`` (the server's ``GET /`` is the microphone page) and
 streams one audio signal per connection:
 
-1. optionally, first, a text message ``{"type": "start", "sample_rate": 16000, "format": "s16le"}``.
+1. optionally, first, a text message ``{"type": "start", "sample_rate": 16000, "format": "s16le",
+   "hotwords": ["TURN ON THE RADIO", "XLSR :2.5"], "hotwords_score": 1.5}``.
    ``sample_rate`` is any integer rate in Hz (resampled to 16 kHz on the server), ``format`` is
    ``"s16le"`` (signed 16-bit little-endian PCM, full scale 32768) or ``"f32le"`` (32-bit float
-   little-endian, full scale 1.0). Both keys are optional; the defaults are 16000 and ``s16le``,
-   which also apply when no ``start`` message comes;
+   little-endian, full scale 1.0). ``hotwords`` are phrases to boost in this connection (1 to
+   :data:`MAX_HOTWORDS` strings of at most :data:`MAX_HOTWORD_CHARS` characters, each ``PHRASE``
+   or ``PHRASE :SCORE`` as in a hotwords file, ``docs/decoding.md``), in place of the server's
+   own; ``hotwords_score`` (a number > 0, only with ``hotwords``) is their per-token boost
+   (default: the server's, 1.5). Hotwords need a server running modified beam search
+   (``--search beam``). Every key is optional; the defaults are 16000, ``s16le`` and the
+   server's hotwords (if any), which also apply when no ``start`` message comes;
 2. binary messages: the mono PCM samples of that format, any number of whole samples per message
    (an even byte count for ``s16le``, a multiple of 4 for ``f32le``);
 3. a text message ``{"type": "end"}`` when the audio is over.
@@ -36,7 +42,9 @@ with one of these codes (the other connections carry on):
 =====  ===================================================================================
 code   when
 =====  ===================================================================================
-1003   unsupported data: a ``start`` with an unknown ``format`` or a bad ``sample_rate``; a
+1003   unsupported data: a ``start`` with an unknown ``format``, a bad ``sample_rate``, bad
+       ``hotwords`` (not a list of strings, over the limits, a phrase the model's tokens
+       cannot spell, hotwords on a greedy-search server) or a bad ``hotwords_score``; a
        binary message that is not a whole number of samples; non-finite ``f32le`` samples
 1008   policy violation: a text message that is not a JSON object of a known ``type``; a
        ``start`` after audio or a second ``start``; anything after ``end``; the server is full
@@ -51,9 +59,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from xtrans.context.hotwords import check_score, parse_hotword
 
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -68,6 +78,10 @@ DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_FORMAT = "s16le"
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384000
+MAX_HOTWORDS = 1000
+"""Most phrases in a ``start`` message's ``hotwords``."""
+MAX_HOTWORD_CHARS = 200
+"""Most characters of one phrase (its ``:SCORE`` included)."""
 
 
 class ProtocolError(Exception):
@@ -87,10 +101,13 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class Start:
-    """A ``start`` message: the rate (Hz) and sample format of the binary messages to come."""
+    """A ``start`` message: the rate (Hz) and sample format of the binary messages to come, and
+    the connection's hotwords (None: the server's) with their per-token boost (None: the server's)."""
 
     sample_rate: int = DEFAULT_SAMPLE_RATE
     format: str = DEFAULT_FORMAT
+    hotwords: Optional[Tuple[str, ...]] = None
+    hotwords_score: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +120,9 @@ def parse_text(text: str) -> Union[Start, End]:
 
     Raises:
         ProtocolError: 1008 for anything but a JSON object of type ``start`` or ``end`` (or unknown
-            keys); 1003 for a ``start`` whose ``sample_rate`` or ``format`` is not supported.
+            keys); 1003 for a ``start`` whose ``sample_rate``, ``format``, ``hotwords`` or
+            ``hotwords_score`` is not supported (whether the model's tokens spell the phrases is
+            the server's check, when it opens the stream).
     """
     try:
         msg = json.loads(text)
@@ -118,7 +137,7 @@ def parse_text(text: str) -> Union[Start, End]:
         return End()
     if kind != "start":
         raise ProtocolError(CLOSE_POLICY_VIOLATION, f'type: expected "start" or "end", found {_clip(repr(kind))}')
-    _no_other_keys(msg, ("type", "sample_rate", "format"))
+    _no_other_keys(msg, ("type", "sample_rate", "format", "hotwords", "hotwords_score"))
     rate = msg.get("sample_rate", DEFAULT_SAMPLE_RATE)
     if isinstance(rate, float) and rate.is_integer():
         rate = int(rate)
@@ -129,7 +148,38 @@ def parse_text(text: str) -> Union[Start, End]:
     if fmt not in SAMPLE_FORMATS:
         raise ProtocolError(CLOSE_UNSUPPORTED_DATA,
                             f"format: expected one of {', '.join(SAMPLE_FORMATS)}, found {_clip(repr(fmt))}")
-    return Start(sample_rate=rate, format=fmt)
+    hotwords = _hotwords(msg)
+    score = msg.get("hotwords_score")
+    if score is not None:
+        if hotwords is None:
+            raise ProtocolError(CLOSE_UNSUPPORTED_DATA, "hotwords_score: expected hotwords with it, found none")
+        try:
+            score = check_score(score)
+        except ValueError as err:
+            raise ProtocolError(CLOSE_UNSUPPORTED_DATA, _clip(str(err), 200)) from None
+    return Start(sample_rate=rate, format=fmt, hotwords=hotwords, hotwords_score=score)
+
+
+def _hotwords(msg: Dict[str, Any]) -> Optional[Tuple[str, ...]]:
+    """A ``start`` message's ``hotwords`` (None when absent), checked (1003 otherwise)."""
+    hotwords = msg.get("hotwords")
+    if hotwords is None:
+        return None
+    if not isinstance(hotwords, list) or not all(isinstance(h, str) for h in hotwords):
+        raise ProtocolError(CLOSE_UNSUPPORTED_DATA, f"hotwords: expected a list of phrases (strings), found "
+                                                    f"{_clip(json.dumps(hotwords))}")
+    if not 1 <= len(hotwords) <= MAX_HOTWORDS:
+        raise ProtocolError(CLOSE_UNSUPPORTED_DATA, f"hotwords: expected 1 to {MAX_HOTWORDS} phrases, "
+                                                    f"found {len(hotwords)}")
+    for phrase in hotwords:
+        if len(phrase) > MAX_HOTWORD_CHARS:
+            raise ProtocolError(CLOSE_UNSUPPORTED_DATA, f"hotwords: expected phrases of at most {MAX_HOTWORD_CHARS} "
+                                                        f"characters, found {len(phrase)} in {_clip(phrase)!r}")
+        try:
+            parse_hotword(phrase)
+        except ValueError as err:
+            raise ProtocolError(CLOSE_UNSUPPORTED_DATA, _clip(str(err), 200)) from None
+    return tuple(h.strip() for h in hotwords)
 
 
 def decode_audio(data: bytes, fmt: str) -> np.ndarray:

@@ -4,8 +4,9 @@ Built on the ``websockets`` package (its asyncio implementation). One task per c
 receives and validates the client's messages (:mod:`xtrans.serve.protocol`) and feeds the
 :class:`~xtrans.serve.engine.Engine`; a second task per connection sends the engine's messages,
 so that a slow client never holds up the others. One decoding task runs the engine's steps: it
-collects the ready chunks of all connections, computes them in a worker thread (batched
-encoder call and search step) while the event loop keeps receiving, and hands out the results.
+collects the ready chunks of all connections, computes them in ``ServerOptions.workers`` worker
+threads at once (batched encoder calls and search steps, the batches dealt out among them) while
+the event loop keeps receiving, and hands out the results.
 
 HTTP: ``GET /`` is the microphone page, ``GET /static/NAME`` its scripts (files inside the
 package, :data:`STATIC_DIR`); websocket connections are accepted at ``/ws`` only (404 elsewhere).
@@ -28,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -36,7 +37,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from xtrans.serve.engine import EndpointConfig, Engine, Event
+from xtrans.serve.engine import EndpointConfig, Engine, Event, Outcome
 from xtrans.serve.protocol import (CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
                                    CLOSE_UNSUPPORTED_DATA, DEFAULT_FORMAT, DEFAULT_SAMPLE_RATE,
                                    End, ProtocolError, Start, decode_audio, dumps, error_message, parse_text)
@@ -64,6 +65,10 @@ class ServerOptions:
         idle_timeout_s: a client that sends nothing for this long (before ``end``) gets an error
             and 1008.
         endpoint: the endpointing rules.
+        workers: threads that compute the batches of a decoding step at once (one batch at a time
+            each; with more streams than one, every worker gets some). A backend computes a batch on
+            one thread when its results must not depend on the batch (the ONNX backend), so this is
+            how such a server uses more than one core.
     """
 
     host: str = "127.0.0.1"
@@ -73,9 +78,11 @@ class ServerOptions:
     max_message_bytes: int = 1 << 20
     idle_timeout_s: Optional[float] = 30.0
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    workers: int = 1
 
     def __post_init__(self):
         checks = (("max_connections", self.max_connections, True), ("max_batch", self.max_batch, False),
+                  ("workers", self.workers, False),
                   ("max_message_bytes", self.max_message_bytes, False),
                   ("idle_timeout_s", self.idle_timeout_s, True))
         for name, value, may_be_none in checks:
@@ -97,6 +104,8 @@ class _Connection:
         self.stream: Optional[int] = None
         self.format = DEFAULT_FORMAT
         self.sample_rate = DEFAULT_SAMPLE_RATE
+        self.hotwords: Optional[Tuple[str, ...]] = None  # the start message's; None = the server's
+        self.hotwords_score: Optional[float] = None
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.sender: Optional[asyncio.Task] = None
         self.opened = time.monotonic()
@@ -121,7 +130,7 @@ class StreamingServer:
 
     def __init__(self, backend, options: ServerOptions = ServerOptions()):
         self.options = options
-        self.engine = Engine(backend, options.endpoint, max_batch=options.max_batch)
+        self.engine = Engine(backend, options.endpoint, max_batch=options.max_batch, workers=options.workers)
         self.port: Optional[int] = None
         self._server = None
         self._decoder: Optional[asyncio.Task] = None
@@ -144,7 +153,8 @@ class StreamingServer:
     async def start(self) -> None:
         """Starts listening and the decoding task."""
         self._wake = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xtrans-decode")
+        self._executor = concurrent.futures.ThreadPoolExecutor(self.options.workers,
+                                                               thread_name_prefix="xtrans-decode")
         self._decoder = asyncio.create_task(self._decode_loop())
         limit = self.options.max_message_bytes
         self._server = await serve(
@@ -242,6 +252,7 @@ class StreamingServer:
                         raise ProtocolError(CLOSE_POLICY_VIOLATION, "start: expected at most one start message, "
                                                                     "before any audio")
                     conn.format, conn.sample_rate = msg.format, msg.sample_rate
+                    conn.hotwords, conn.hotwords_score = msg.hotwords, msg.hotwords_score
                     self._open_stream(conn)
                     continue
                 assert isinstance(msg, End)
@@ -270,8 +281,14 @@ class StreamingServer:
 
     def _open_stream(self, conn: _Connection) -> None:
         if conn.stream is None:
+            context = None
+            if conn.hotwords is not None:
+                try:  # greedy search, a phrase the model's tokens cannot spell
+                    context = self.engine.backend.stream_context(conn.hotwords, conn.hotwords_score)
+                except (TypeError, ValueError) as err:
+                    raise ProtocolError(CLOSE_UNSUPPORTED_DATA, str(err)) from None
             try:
-                conn.stream = self.engine.open(conn.sample_rate)
+                conn.stream = self.engine.open(conn.sample_rate, context)
             except ValueError as err:
                 raise ProtocolError(CLOSE_UNSUPPORTED_DATA, f"sample_rate: {err}") from None
             self._by_stream[conn.stream] = conn
@@ -304,8 +321,9 @@ class StreamingServer:
                 await self._wake.wait()
                 continue
             try:
-                outcome = await loop.run_in_executor(self._executor, self.engine.compute, work)
-                events = self.engine.apply(outcome)
+                outcomes = await asyncio.gather(*(loop.run_in_executor(self._executor, self.engine.compute, part)
+                                                  for part in work.split(self.options.workers)))
+                events = self.engine.apply(Outcome.join(outcomes))
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # a bug in the loop: fail these streams, keep serving

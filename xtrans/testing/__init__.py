@@ -10,4 +10,8 @@ Modules:
     serve_fixtures: digit strings joined from such a folder, and Speech2Text references.
     train_fixtures: tiny tone corpora, tokenizers, configs and decodable checkpoints.
     data_fixtures: a data directory with one problem per utterance.
+    runtime_fixtures: an ONNX export, test signals and the PyTorch results on them for the
+        torch-free runtime's tests (``test_runtime/``; ``python -m xtrans.testing.runtime_fixtures``).
+    torch_free: runs a command-line module where ``import torch`` fails
+        (``python -m xtrans.testing.torch_free``).
 """

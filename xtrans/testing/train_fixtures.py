@@ -149,7 +149,7 @@ def write_yaml(cfg: Dict[str, Any], path: str | Path) -> Path:
 
 
 def save_decoding_checkpoint(run: str | Path, sentences: Iterable[str], *, seed: int, waveform_norm: str,
-                             extra: Optional[Dict[str, Any]] = None) -> Path:
+                             extra: Optional[Dict[str, Any]] = None, conv_channels: int = 32) -> Path:
     """An untrained tiny transducer saved as ``run/best.pt`` (trainer format) with ``run/bpe.model``
     beside it, for decoding tests: its joiner is made louder so that its paths are clear-cut and it
     emits a few tokens per utterance.
@@ -160,6 +160,7 @@ def save_decoding_checkpoint(run: str | Path, sentences: Iterable[str], *, seed:
         seed: ``torch.manual_seed`` before the model is built.
         waveform_norm: the encoder's waveform normalisation.
         extra: more entries of the checkpoint (e.g. its training ``config``).
+        conv_channels: channels of the encoder's CNN (64 is the demo's ``mini`` width).
     """
     import torch
 
@@ -171,7 +172,7 @@ def save_decoding_checkpoint(run: str | Path, sentences: Iterable[str], *, seed:
     tokenizer = train_tokenizer(list(sentences), run / "bpe", vocab_size=20)
     torch.manual_seed(seed)
     cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm=waveform_norm,
-                                            conv_channels=32, embed_dim=64, num_layers=1, num_heads=4,
+                                            conv_channels=conv_channels, embed_dim=64, num_layers=1, num_heads=4,
                                             ffn_dim=128),
                       predictor=PredictorConfig(kind="stateless", embed_dim=32, context_size=2), joiner_dim=32)
     model = build_model(cfg, vocab_size=tokenizer.vocab_size)

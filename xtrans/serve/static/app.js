@@ -7,6 +7,8 @@ const statusLine = document.getElementById('status');
 const partialLine = document.getElementById('partial');
 const finalsList = document.getElementById('finals');
 const errorLine = document.getElementById('error');
+const hotwordsBox = document.getElementById('hotwords');
+const hotwordsScore = document.getElementById('hotwords-score');
 
 let session = null;  // {ws, context, stream, node, stopping}
 
@@ -30,6 +32,18 @@ function showFinal(message) {
   text.textContent = message.text;
   item.append(times, text);
   finalsList.append(item);
+}
+
+// The start message: 16 kHz s16le, and the hotwords box's phrases (one per line) with their boost.
+function startMessage() {
+  const message = {type: 'start', sample_rate: 16000, format: 's16le'};
+  const phrases = hotwordsBox.value.split('\n').map((line) => line.trim()).filter((line) => line);
+  if (phrases.length) {
+    message.hotwords = phrases;
+    const score = Number(hotwordsScore.value);
+    if (hotwordsScore.value !== '' && Number.isFinite(score)) message.hotwords_score = score;
+  }
+  return message;
 }
 
 function onMessage(event) {
@@ -69,7 +83,7 @@ async function start() {
     ws.onopen = resolve;
     ws.onerror = () => reject(new Error('cannot connect to the server'));
   });
-  ws.send(JSON.stringify({type: 'start', sample_rate: 16000, format: 's16le'}));
+  ws.send(JSON.stringify(startMessage()));
   current.stream = await navigator.mediaDevices.getUserMedia({
     audio: {channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false},
   });
@@ -79,6 +93,7 @@ async function start() {
   current.node = new AudioWorkletNode(current.context, 'capture-16k', {numberOfOutputs: 1});
   current.node.port.onmessage = (event) => {
     if (event.data === 'flushed') {
+      current.ended = true;  // the audio is over: nothing may follow the end message
       if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({type: 'end'}));
     } else if (ws.readyState === WebSocket.OPEN && !current.ended) {
       ws.send(event.data);

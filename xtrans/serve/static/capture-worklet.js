@@ -80,10 +80,12 @@ class Capture16k extends AudioWorkletProcessor {
   flush() {
     this.emit(true);
     this.send();
+    this.flushed = true;  // no samples after the last message
     this.port.postMessage('flushed');
   }
 
   process(inputs) {
+    if (this.flushed) return false;
     const input = inputs[0];
     if (input && input.length > 0) {
       const n = input[0].length;

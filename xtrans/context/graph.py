@@ -1,0 +1,153 @@
+"""Hotwords as an Aho-Corasick automaton over token ids: the context graph, a beam-search scorer.
+
+The phrases (each a token-id sequence with a per-token boost ``w``) are the keywords of an
+Aho-Corasick automaton (Aho & Corasick, "Efficient string matching", CACM 1975): a trie of
+the phrases, with failure links from each node to the node of its longest proper suffix that is
+also a trie prefix. Two numbers per node ``n``:
+
+- ``held(n)``: the sum of the boosts along the path root -> ``n`` — the boost a partial match
+  holds while it can still complete (where phrases share a prefix, a node's boost is the
+  largest of theirs);
+- ``matched(n)``: the sum of ``held(e)`` over the phrase ends ``e`` among ``n`` and its suffix
+  nodes (the output links): the reward of the phrases that end here.
+
+A hypothesis' state is the node of the longest suffix of its tokens that can still grow into a
+phrase (a trie node with children; the root when there is none). Emitting token ``v`` in state
+``n`` reaches ``m = goto(n, v)``, the automaton's transition, moves to ``n' = live(m)``, the first
+node with children on ``m``'s suffix chain, and adds
+
+    score(n, v) = matched(m) + held(n') - held(n),
+
+and ending in state ``n`` adds ``final(n) = -held(n)``. Summed over a hypothesis, the held boosts
+telescope: while a phrase is being matched every token on the path gains its boost, when the
+match fails (the next token leaves the phrase) or the hypothesis ends mid-phrase the accumulated
+boost is taken back, and every complete occurrence of a phrase keeps its boost ``held(e)``
+(occurrences may overlap; a phrase inside another counts too). A hypothesis that leaves a
+phrase halfway scores exactly what it would without hotwords. This is the rule of icefall's and
+sherpa-onnx's context graph (icefall PR #1038), written as the node sums above; where a phrase
+completes and cannot grow further, the boost it held turns into its reward at once (icefall
+holds both until the next token).
+
+:class:`ContextGraph` is a :class:`~xtrans.search_core.scorer.Scorer`: the state is a node id;
+:meth:`ContextGraph.scores` gives ``score(n, v)`` for all ``V`` tokens (the tokens that continue
+a match from ``n`` are few: they are cached per node, every other token gets ``-held(n)``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+ROOT = 0
+
+
+class ContextGraph:
+    """An Aho-Corasick automaton of boosted phrases (module docstring).
+
+    Args:
+        phrases: ``(token ids, per-token boost)`` pairs; ids in ``1 .. vocab_size - 1``.
+        vocab_size: ``V`` of the model (the blank included).
+
+    Raises:
+        ValueError: for an empty phrase, a token id out of range, or a boost that is not a
+            finite positive number.
+    """
+
+    def __init__(self, phrases: Sequence[Tuple[Sequence[int], float]], vocab_size: int):
+        self.vocab_size = vocab_size
+        self.children: List[Dict[int, int]] = [{}]
+        boost: List[float] = [0.0]
+        end: List[bool] = [False]
+        for tokens, score in phrases:
+            tokens = [int(v) for v in tokens]
+            if not tokens:
+                raise ValueError("phrases: expected token sequences of at least one token, found an empty one")
+            if not all(0 < v < vocab_size for v in tokens):
+                raise ValueError(f"phrases: expected token ids in 1 .. {vocab_size - 1}, found {tokens}")
+            if not (np.isfinite(score) and score > 0):
+                raise ValueError(f"phrases: expected a finite positive boost per token, found {score}")
+            node = ROOT
+            for v in tokens:
+                child = self.children[node].get(v)
+                if child is None:
+                    child = len(self.children)
+                    self.children[node][v] = child
+                    self.children.append({})
+                    boost.append(float(score))
+                    end.append(False)
+                else:
+                    boost[child] = max(boost[child], float(score))
+                node = child
+            end[node] = True
+        n = len(self.children)
+        self.num_phrases = sum(end)
+        self.fail = [ROOT] * n
+        self.held = np.zeros(n, dtype=np.float64)
+        self.matched = np.zeros(n, dtype=np.float64)
+        self.order: List[int] = []  # breadth first: a node's fail target comes before it
+        queue = deque([ROOT])
+        while queue:
+            node = queue.popleft()
+            self.order.append(node)
+            for v, child in self.children[node].items():
+                self.held[child] = self.held[node] + boost[child]
+                if node != ROOT:
+                    self.fail[child] = self.goto(self.fail[node], v)
+                queue.append(child)
+        self.live = list(range(n))  # the first node with children on each node's suffix chain
+        for node in self.order[1:]:
+            self.matched[node] = (self.held[node] if end[node] else 0.0) + self.matched[self.fail[node]]
+            if not self.children[node]:
+                self.live[node] = self.live[self.fail[node]]
+        self._continuations: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def num_nodes(self) -> int:
+        """Trie nodes, the root included."""
+        return len(self.children)
+
+    def goto(self, node: int, token: int) -> int:
+        """The node after ``token`` in state ``node`` (the automaton's transition)."""
+        while token not in self.children[node] and node != ROOT:
+            node = self.fail[node]
+        return self.children[node].get(token, ROOT)
+
+    def _continuation(self, node: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The tokens whose transition from ``node`` is not the root, and the scores they add."""
+        cached = self._continuations.get(node)
+        if cached is None:
+            tokens, scores, seen = [], [], set()
+            m = node
+            while True:  # the first node on the suffix chain with a child v is where v goes
+                for v, child in self.children[m].items():
+                    if v not in seen:
+                        seen.add(v)
+                        tokens.append(v)
+                        scores.append(self.matched[child] + self.held[self.live[child]] - self.held[node])
+                if m == ROOT:
+                    break
+                m = self.fail[m]
+            cached = (np.array(tokens, dtype=np.int64), np.array(scores, dtype=np.float64))
+            self._continuations[node] = cached
+        return cached
+
+    # ---------------------------------------------------------------- the Scorer protocol
+    def start(self) -> int:
+        """The root: nothing matched."""
+        return ROOT
+
+    def scores(self, state: int) -> np.ndarray:
+        """(V,) float64: ``score(state, v)`` for every token ``v`` (module docstring)."""
+        out = np.full(self.vocab_size, -self.held[state], dtype=np.float64)
+        tokens, scores = self._continuation(state)
+        out[tokens] = scores
+        return out
+
+    def advance(self, state: int, token: int) -> int:
+        return self.live[self.goto(state, int(token))]
+
+    def final(self, state: int) -> float:
+        """``-held(state)``: a match left unfinished gives its boost back."""
+        return float(-self.held[state])
