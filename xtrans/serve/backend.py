@@ -28,6 +28,7 @@ import torch
 
 from xtrans.frames import StreamGeometry
 from xtrans.masks import StreamingConfig
+from xtrans.serve.geometry import FeedSizes
 from xtrans.search_core import BeamState, GreedyState, split_search_states, stack_search_states
 from xtrans.streaming import EncoderState, StreamingEncoder, flatten_state, split_states, stack_states
 from xtrans.transcription import Transcription
@@ -82,7 +83,7 @@ class TorchStream:
     search: Union[GreedyState, BeamState]
 
 
-class TorchBackend:
+class TorchBackend(FeedSizes):
     """A :class:`~xtrans.inference.Speech2Text` (PyTorch) as a :class:`Backend`.
 
     Args:
@@ -103,21 +104,6 @@ class TorchBackend:
         self.encoder = StreamingEncoder(s2t.model.encoder, streaming)
         self.geometry = StreamGeometry.of_frontend(s2t.model.encoder.feature_extractor, streaming.chunk_size)
         self.description = f"PyTorch, {streaming.describe()}, {s2t.search_name} search"
-
-    @property
-    def chunk_samples(self) -> int:
-        """``geometry.samples_per_call``: 16 kHz samples per call after the first."""
-        return self.geometry.samples_per_call
-
-    @property
-    def extra_samples(self) -> int:
-        """``geometry.prime_samples``: samples of the first call of a segment."""
-        return self.geometry.prime_samples
-
-    @property
-    def frame_samples(self) -> int:
-        """``geometry.stride``: samples per encoder frame."""
-        return self.geometry.stride
 
     def stream_context(self, hotwords: Optional[Sequence[str]] = None, hotwords_score: Optional[float] = None) -> Any:
         return self.s2t.context.scorer(hotwords, hotwords_score)

@@ -25,6 +25,7 @@ from typing import Any, Dict, Hashable, List, Optional, Sequence, Union
 import numpy as np
 
 from xtrans.onnx import OnnxSpeech2Text
+from xtrans.serve.geometry import FeedSizes
 from xtrans.search_core import BeamState, GreedyState, split_search_states, stack_search_states
 from xtrans.transcription import Transcription
 
@@ -38,7 +39,7 @@ class OnnxStream:
     search: Union[GreedyState, BeamState]
 
 
-class OnnxBackend:
+class OnnxBackend(FeedSizes):
     """An :class:`~xtrans.onnx.OnnxSpeech2Text` as a batched server backend.
 
     Raises:
@@ -62,21 +63,6 @@ class OnnxBackend:
         self._states = list(zip(cfg["state_names"], cfg["state_shapes"], cfg["state_dtypes"]))
         self.description = (f"ONNX {s2t.directory}, chunk {cfg['frame_ms'] * cfg['chunk_frames']} ms, "
                             f"left {cfg.get('left_ms')} ms, {cfg.get('sinks')} sinks, {s2t.search_name} search")
-
-    @property
-    def chunk_samples(self) -> int:
-        """``geometry.samples_per_call``: 16 kHz samples per call after the first."""
-        return self.geometry.samples_per_call
-
-    @property
-    def extra_samples(self) -> int:
-        """``geometry.prime_samples``: samples of the first call of a segment."""
-        return self.geometry.prime_samples
-
-    @property
-    def frame_samples(self) -> int:
-        """``geometry.stride``: samples per encoder frame."""
-        return self.geometry.stride
 
     @classmethod
     def from_directory(cls, directory, *, search: str = "greedy", beam: int = 4, max_symbols: int = 3,
