@@ -30,7 +30,7 @@ segment or talkers and the curves over SNR are paired), never from training's ``
 again, in any number of processes.
 
 The conditions are frozen dataclasses called as ``transform(samples, index)`` (see
-:data:`xtrans.bin.decode.Transform`), so the decoder's worker processes receive them pickled.
+:data:`xtrans.decoding.data_dir.Transform`), so the decoder's worker processes receive them pickled.
 
 ``python -m xtrans.bin.robustness`` writes the report as JSON::
 
@@ -355,7 +355,7 @@ class Setup:
             held_out_rooms(rt60, self.seed, self.rooms)
 
     def options(self, condition: str, level: Optional[float]) -> Dict[str, Any]:
-        """The options of :func:`xtrans.bin.decode.run` that decode under ``condition`` at ``level``."""
+        """The options of :func:`xtrans.decoding.data_dir.run` that decode under ``condition`` at ``level``."""
         if condition == "clean":
             return {}
         if condition == "gain":
