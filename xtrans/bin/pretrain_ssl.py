@@ -224,18 +224,29 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """What ``main`` does once the options are parsed and the logs open."""
+    """What ``main`` does once the options are parsed and the logs open: build, fit, write."""
+    import torch
+
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    trainer = build_pretrainer(args)
+    if trainer is None:
+        return 2
+    fit(trainer, args.progress)
+    write_outputs(trainer, args)
+    return 0
+
+
+def build_pretrainer(args: argparse.Namespace):
+    """The :class:`~xtrans.ssl.trainer.SslPretrainer` the options ask for (resumed or new), or
+    ``None`` after printing why the options cannot be used."""
     import torch
 
     from xtrans.checkpoint import CheckpointError
     from xtrans.data.kaldi_dir import DataDirError, read_data_dir
-    from xtrans.ssl.export import NotExportableError, save_hf_encoder
-    from xtrans.ssl.plots import plot_pretraining_curve
     from xtrans.ssl.trainer import SslPretrainer
 
     outdir = Path(args.outdir)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
     bars: Dict[str, Any] = {}
 
     def on_progress(what: str, n: int) -> None:
@@ -256,41 +267,49 @@ def run(args: argparse.Namespace) -> int:
         if resuming:
             if args.config or args.preset or args.init:
                 logger.info("--resume: the encoder comes from the checkpoint; --config/--preset/--init are ignored")
-            trainer = SslPretrainer(cfg, data, outdir, resume=args.resume, given=given, dev=dev, device=device,
-                                    on_progress=on_progress)
-        else:
-            arch, init, source = encoder_to_pretrain(args, cfg)
-            trainer = SslPretrainer(cfg, data, outdir, arch=arch, init=init, source=source, dev=dev, device=device,
-                                    on_progress=on_progress)
+            return SslPretrainer(cfg, data, outdir, resume=args.resume, given=given, dev=dev, device=device,
+                                 on_progress=on_progress)
+        arch, init, source = encoder_to_pretrain(args, cfg)
+        return SslPretrainer(cfg, data, outdir, arch=arch, init=init, source=source, dev=dev, device=device,
+                             on_progress=on_progress)
     except (ValueError, FileNotFoundError, ConfigError, DataDirError, CheckpointError) as err:
         print(f"pretrain_ssl: {err}", file=sys.stderr)
-        return 2
-    for bar in bars.values():
-        bar.close()
+        return None
+    finally:
+        for bar in bars.values():
+            bar.close()
 
-    cfg = trainer.cfg
-    if args.progress:
-        from tqdm import tqdm
 
-        with tqdm(total=cfg.max_updates, initial=trainer.state.step, unit="upd", dynamic_ncols=True,
-                  desc="masked prediction") as bar:
-            def on_update(rec):
-                if not rec.skipped:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{rec.loss:.3f}", acc=f"{rec.masked_accuracy:.2f}")
-
-            trainer.fit(on_update)
-    else:
+def fit(trainer, progress: bool) -> None:
+    """Trains to ``max_updates``, with a progress bar of loss and masked accuracy when asked."""
+    if not progress:
         trainer.fit()
+        return
+    from tqdm import tqdm
 
+    with tqdm(total=trainer.cfg.max_updates, initial=trainer.state.step, unit="upd", dynamic_ncols=True,
+              desc="masked prediction") as bar:
+        def on_update(rec):
+            if not rec.skipped:
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec.loss:.3f}", acc=f"{rec.masked_accuracy:.2f}")
+
+        trainer.fit(on_update)
+
+
+def write_outputs(trainer, args: argparse.Namespace) -> None:
+    """``encoder.pt``, the Hugging Face directory (where the encoder can be described there), the
+    loss curve and ``pretrain_summary.json``; prints what was written and how to load it."""
+    from xtrans.ssl.export import NotExportableError, save_hf_encoder
+    from xtrans.ssl.plots import plot_pretraining_curve
+
+    outdir, cfg = Path(args.outdir), trainer.cfg
     encoder_file = trainer.save_encoder(outdir / "encoder.pt")
     encoder = trainer.model.encoder.cpu().eval()
     hf_dir, overrides, not_exportable = outdir / "hf", None, None
     try:
         overrides = save_hf_encoder(encoder, hf_dir, args.hf_model_type)
-    except NotExportableError as err:
-        not_exportable, hf_dir = str(err), None
-    except ImportError as err:
+    except (NotExportableError, ImportError) as err:
         not_exportable, hf_dir = str(err), None
     plot = plot_pretraining_curve(outdir, outdir / "loss.png", cfg.num_clusters)
     steps = [json.loads(line) for line in (outdir / "steps.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -313,7 +332,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"Hugging Face directory: {hf_dir}  (load_pretrained({call}) gives this encoder exactly)")
     else:
         print(f"no Hugging Face directory: {not_exportable}", file=sys.stderr)
-    return 0
 
 
 def _has_checkpoint(outdir: Path) -> bool:
