@@ -45,8 +45,8 @@ cd "$(dirname "$0")"
 . ./path.sh
 # One torch thread per process: training augments in a DataLoader worker on the other core, and two
 # torch threads beside it spin whenever one loses its core (bench/profile_update.py --threads 1,2 on a
-# busy machine: 9.7x the CPU per update; the demo's stage 1 ran 0.4 s per update with 1 thread and
-# 1.8-3 s with 2 beside other work). Set OMP_NUM_THREADS to override.
+# busy machine: 9.7x the CPU per update; beside other work the demo's stage 1 ran 1.1-1.3 s per update
+# with 1 thread and 1.8-3 s with 2; not yet compared on an idle machine). Set OMP_NUM_THREADS to override.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 ./asr.sh \
