@@ -127,6 +127,21 @@ def load_config(path: str | Path, cls: Type[T], overrides: Mapping[str, Any] | N
     return from_dict(cls, data, source=str(path))
 
 
+def parse_overrides(items: "list[str]") -> dict:
+    """Command-line overrides ``["a.b=1", "c=null"]`` -> ``{"a.b": 1, "c": None}`` (values parsed as YAML).
+
+    Raises:
+        ValueError: for an item without ``=`` (naming ``--set``).
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: expected KEY=VALUE, found {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def load_overrides(path: str | Path) -> dict:
     """A YAML file of dotted-key overrides (``{"model.encoder.preset": "wavlm_large"}``), e.g. a
     recipe's ``conf/variants/<name>.yaml``: what changes in every stage's config for a variant.

@@ -44,7 +44,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
 
-from xtrans.config import ConfigError, from_dict, load_config, load_overrides, to_dict
+from xtrans.config import ConfigError, from_dict, load_config, load_overrides, parse_overrides, to_dict
 from xtrans.ssl.config import PretrainConfig
 
 logger = logging.getLogger("xtrans.bin.pretrain_ssl")
@@ -124,17 +124,6 @@ def given_settings(args: argparse.Namespace) -> Dict[str, Any]:
     return out
 
 
-def parse_options(items: List[str]) -> Dict[str, Any]:
-    """``["num_layers=2", "pos_conv=causal"]`` -> ``{"num_layers": 2, "pos_conv": "causal"}``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set: expected KEY=VALUE, found {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def encoder_to_pretrain(args: argparse.Namespace, cfg: PretrainConfig):
     """(arch, initial weights or None, source) of a new run's encoder, its masking set to ``cfg``'s."""
     from xtrans.models.config import EncoderConfig, ModelConfig, build_model, resolve_arch
@@ -153,7 +142,7 @@ def encoder_to_pretrain(args: argparse.Namespace, cfg: PretrainConfig):
         variant = load_overrides(args.variant) if args.variant else {}
         enc_cfg = load_config(args.config, TrainConfig, overrides=variant).model.encoder
     elif args.preset:
-        enc_cfg = from_dict(EncoderConfig, {"preset": args.preset, **parse_options(args.encoder_options)},
+        enc_cfg = from_dict(EncoderConfig, {"preset": args.preset, **parse_overrides(args.encoder_options)},
                             "--preset/--set")
     if enc_cfg is None and not args.init:
         raise ValueError("encoder: expected --config, --preset or --init for a new run, found none")

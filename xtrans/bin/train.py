@@ -29,11 +29,9 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-import yaml
-
-from xtrans.config import ConfigError, load_config, load_overrides
+from xtrans.config import ConfigError, load_config, load_overrides, parse_overrides
 
 if TYPE_CHECKING:
     import torch
@@ -65,21 +63,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_progress", "--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
     return p
-
-
-def parse_overrides(items: List[str]) -> Dict[str, Any]:
-    """``["a.b=1", "c=null"]`` -> ``{"a.b": 1, "c": None}`` (values parsed as YAML).
-
-    Raises:
-        ValueError: for an item without ``=``.
-    """
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set: expected KEY=VALUE, found {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 class _TqdmHandler(logging.Handler):
