@@ -74,3 +74,16 @@ def test_positional_conv_size_is_configurable_for_random_encoders_only():
     assert conv.kernel == 16 and conv.conv.groups == 4 and conv.history == 15
     with pytest.raises(ValueError, match="pos_conv_kernel: cannot change the positional convolution"):
         build_model(ModelConfig(encoder=EncoderConfig(pretrained="some/dir", pos_conv_kernel=16)), vocab_size=5)
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    """YAML 1.1 reads ``3e-3`` as a string; a float field takes it (``--set optim.lr=3e-3``)."""
+    from xtrans.config import parse_overrides
+    path = write(tmp_path, "lr: 3e-3\n")
+    assert load_config(path, Outer).lr == 3e-3
+    assert load_config(path, Outer, overrides=parse_overrides(["lr=-2E+1"])).lr == -20.0
+    with pytest.raises(ConfigError, match="key 'name'"):
+        from_dict(Outer, {"name": 5e-3})
+    assert from_dict(Outer, {"name": "1e5"}).name == "1e5"  # a string field keeps its string
+    with pytest.raises(ConfigError, match="key 'lr': wrong type"):
+        from_dict(Outer, {"lr": "3e-3x"})

@@ -14,6 +14,7 @@ Types are checked with typeguard against the dataclass annotations; ``None`` mea
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 from typing import Any, Mapping, Type, TypeVar
@@ -61,6 +62,9 @@ def _to_tuple(value: Any, tp: Any) -> Any:
     return value
 
 
+_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def from_dict(cls: Type[T], data: Mapping[str, Any], source: str = "<dict>", prefix: str = "") -> T:
     """Builds dataclass ``cls`` from a mapping, refusing unknown keys and wrong types.
 
@@ -92,6 +96,8 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], source: str = "<dict>", pre
             value = _to_tuple(value, tp)
             if isinstance(value, int) and not isinstance(value, bool) and tp is float:
                 value = float(value)
+            if isinstance(value, str) and (tp is float or float in typing.get_args(tp)) and _EXP_FLOAT.fullmatch(value):
+                value = float(value)  # "3e-3": YAML 1.1 reads a float without a dot as a string
             try:
                 typeguard.check_type(value, tp)
             except typeguard.TypeCheckError as err:
