@@ -85,6 +85,12 @@ def test_mini_synth_all_stages_debug(tmp_path):
     assert "| stage5a |" in level_section and "![level robustness](exp/plots/level_robustness.png)" in level_section
     assert (recipe / "exp" / "plots" / "level_robustness.png").exists()
     assert (recipe / "exp" / "plots" / "training_curves.png").exists()
+    # every stage's wall time: logged at its end, kept in exp/stage_times.tsv and tabled in RESULTS.md
+    for n in range(1, 13):
+        assert re.search(rf"stage {n} took \d+ s", proc.stdout), f"stage {n}'s time not logged"
+    times = [line.split("\t") for line in (recipe / "exp" / "stage_times.tsv").read_text().splitlines()]
+    assert [int(t[0]) for t in times] == list(range(1, 13)) and all(int(t[1]) >= 0 for t in times)
+    assert "## Wall time" in results and re.search(r"\| 6 \| training stage 1: 1 \| \d+ min \d\d s \|", results)
     # --resume: a variant's own checkpoint continues it exactly, and only it
     run(recipe, "--stage", "7", "--stop_stage", "7", "--debug", "true", "--debug_updates", "3",
         "--train_stages", "2a 2b", "--resume", "exp/stage2/2b/ckpt_step2.pt", "--train_opts", "--no_progress")

@@ -275,3 +275,25 @@ def test_training_curves_one_log_panel_per_stage(tmp_path):
         [1000.0, 650.0, 175.0, 30.0, 9.0]
     log("stage3/3a", [2.0, 0.0])  # a loss that is not positive: linear scale
     assert training_curves_figure(tmp_path).axes[2].get_yscale() == "linear"
+
+
+def test_stage_times_section(tmp_path, capsys):
+    """asr.sh's exp/stage_times.tsv becomes a "Wall time" table with the total; a bad line is named."""
+    from xtrans.scoring.stage_times import read_stage_times
+    exp = tmp_path / "exp"
+    _fake_decode(exp, "stage1/decode_full", "u1 A\n", "u1 A\n")
+    (exp / "stage_times.tsv").write_text("6\t300\ttraining stage 1: 1\n1\t65\tdata preparation\n")
+    assert [r.stage for r in read_stage_times(exp / "stage_times.tsv")] == [1, 6]
+    out = tmp_path / "RESULTS.md"
+    assert score_main(["--results", str(exp), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert "## Wall time" in md and "CPU cores" in md
+    assert "| 1 | data preparation | 1 min 05 s | 65 |" in md
+    assert "| 6 | training stage 1: 1 | 5 min 00 s | 300 |" in md
+    assert "| all | stages 1, 6 | 6 min 05 s | 365 |" in md
+    (exp / "stage_times.tsv").write_text("6\tlong\tx\n")
+    with pytest.raises(ValueError, match="stage_times.tsv:1"):
+        read_stage_times(exp / "stage_times.tsv")
+    assert score_main(["--results", str(exp), "--out", str(out)]) == 0
+    assert "## Wall time" not in out.read_text()
+    assert "left out" in capsys.readouterr().err

@@ -11,7 +11,8 @@ Usage::
     # every exp/**/decode_*/ (scored where needed) -> RESULTS.md, plots/wer_vs_chunk.png,
     # plots/training_curves.png (from exp/stage*/**/steps.jsonl); with exp/level_robustness.json
     # (xtrans.bin.level_robustness) a "Level robustness" section and plots/level_robustness.png,
-    # with exp/robustness.json (xtrans.bin.robustness) a "Robustness" section and plots/robustness.png
+    # with exp/robustness.json (xtrans.bin.robustness) a "Robustness" section and plots/robustness.png,
+    # with exp/stage_times.tsv (asr.sh) a "Wall time" section
     python -m xtrans.bin.score --results exp --out RESULTS.md [--plots_dir plots] [--rescore]
 
 Prints the ``%WER`` summary (``N``, ``S``, ``D``, ``I``) or the results table.
@@ -31,6 +32,7 @@ from xtrans.scoring import robustness
 from xtrans.scoring.level import LEVEL_JSON, check_report, results_section
 from xtrans.scoring.plots import plot_level_robustness, plot_robustness, plot_training_curves, plot_wer_vs_chunk
 from xtrans.scoring.results import collect_results, format_table, score_decode_dir, write_results_md
+from xtrans.scoring.stage_times import STAGE_TIMES_TSV, read_stage_times, stage_times_section
 from xtrans.scoring.wer import format_result, format_summary, read_text, score
 
 
@@ -100,6 +102,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         png = plot(report, plots_dir / f"{Path(name).stem}.png")
         written += [png] if png is not None else []
         sections.append(section(report, png and os.path.relpath(png, out.parent)))
+    times = exp / STAGE_TIMES_TSV  # written by asr.sh at the end of each stage
+    if times.is_file():
+        try:
+            sections.append(stage_times_section(read_stage_times(times)))
+        except (OSError, ValueError) as err:
+            print(f"warning: {times} left out of {out}: {err}", file=sys.stderr)
     write_results_md(rows, out, plots, sections=sections)
     print(format_table(rows), end="")
     print(f"wrote {out}" + "".join(f", {p}" for p in written))

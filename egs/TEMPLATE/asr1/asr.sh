@@ -77,6 +77,18 @@ variants_of() {  # training stage number -> its selected variants
   echo $out
 }
 
+# Each stage's wall time: logged at its end and kept in exp/stage_times.tsv (stage, seconds, what; a
+# rerun replaces the stage's line), which stage 12 puts into RESULTS.md.
+stage_t0=$SECONDS
+stage_took() {  # stage number, what it did
+  local secs=$((SECONDS - stage_t0))
+  log "stage $1 took ${secs} s ($2)"
+  mkdir -p exp
+  { grep -v "^$1	" exp/stage_times.tsv 2>/dev/null || true; printf "%s\t%s\t%s\n" "$1" "$secs" "$2"; } \
+    | sort -n -k1,1 > exp/stage_times.tsv.tmp
+  mv exp/stage_times.tsv.tmp exp/stage_times.tsv
+}
+
 dump=dump
 sets=$(printf "%s\n" $train_set $dev_set $test_sets | awk '!seen[$0]++' | tr "\n" " ")  # each set once
 if "$debug"; then
@@ -85,11 +97,14 @@ if "$debug"; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  stage_t0=$SECONDS
   log "stage 1: data preparation (local/data.sh $local_data_opts)"
   local/data.sh $local_data_opts
+  stage_took 1 "data preparation"
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  stage_t0=$SECONDS
   log "stage 2: audio formatting: 16 kHz mono, kaldiio ark/scp under $dump/"
   for x in $sets; do
     src=data/$x
@@ -99,15 +114,19 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     fi
     python -m xtrans.bin.prepare_audio --nj "$nj" "$src" "$dump/$x"
   done
+  stage_took 2 "audio formatting"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  stage_t0=$SECONDS
   log "stage 3: BPE (sentencepiece $bpe_type, $bpe_size tokens including blank)"
   python -m xtrans.bin.train_bpe --vocab-size "$bpe_size" --model-type "$bpe_type" \
     --normalizer "$text_normalizer" "$dump/$train_set/text" data/lang_bpe
+  stage_took 3 "BPE"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  stage_t0=$SECONDS
   # the architecture is conf/train_stage1.yaml's model.encoder section
   if [ -n "$pretrained" ]; then
     log "stage 4: importing the pretrained encoder $pretrained"
@@ -123,9 +142,11 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     python -m xtrans.bin.pretrain_frontend --config "$frontend_config" --encoder exp/pretrained/encoder.pt \
       --train_dir "$dump/$train_set" --dev_dir "$dump/$dev_set" $opts
   fi
+  stage_took 4 "encoder import${frontend_config:+ and CNN fit}"
 fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  stage_t0=$SECONDS
   log "stage 5: data statistics and checks; bad training/dev utterances are dropped into $dump/<set>_clean"
   for x in $train_set $dev_set; do
     python -m xtrans.bin.validate_data --bpe-model data/lang_bpe/bpe.model --clean-dir "$dump/${x}_clean" "$dump/$x"
@@ -133,11 +154,13 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   for x in $test_sets; do  # test sets are decoded whole: problems are reported, not dropped
     python -m xtrans.bin.validate_data --bpe-model data/lang_bpe/bpe.model "$dump/$x" || true
   done
+  stage_took 5 "data checks"
 fi
 
 for n in 1 2 3 4 5; do
   s=$((n + 5))
   if [ "$stage" -le "$s" ] && [ "$stop_stage" -ge "$s" ]; then
+    stage_t0=$SECONDS
     variants=$(variants_of "$n")
     [ -n "$variants" ] || { log "stage $s: training stage $n not selected (--train_stages)"; continue; }
     mkdir -p "exp/stage${n}"
@@ -167,10 +190,12 @@ for n in 1 2 3 4 5; do
         ${conf_variant:+--variant "conf/variants/${conf_variant}.yaml"} \
         --stage_log "exp/stage${n}/train.log" --ngpu "$ngpu" $resume_opt $train_opts $opts
     done
+    stage_took "$s" "training stage $n:$(printf " %s" $variants)"
   fi
 done
 
 if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
+  stage_t0=$SECONDS
   log "stage 11: decoding ($test_sets) with $decode_model of every trained model"
   for v in $train_stages; do
     dir=$(exp_dir_of "$v")
@@ -184,9 +209,11 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
         --tokenizer data/lang_bpe/bpe.model --nj "$nj" $decode_opts < /dev/null
     done
   done
+  stage_took 11 "decoding"
 fi
 
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
+  stage_t0=$SECONDS
   # level robustness: WER at input gains of the full-attention (1) and attention-sink (5a) models,
   # each under its training mask, on the first test set (with --debug its small subset)
   # -> exp/level_robustness.json, exp/plots/level_robustness.png and a section of RESULTS.md;
@@ -214,6 +241,7 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
       --tokenizer data/lang_bpe/bpe.model --nj "$nj" --out exp/robustness.json \
       --plot exp/plots/robustness.png $robustness_opts < /dev/null
   fi
+  stage_took 12 "level and robustness tables"
   log "stage 12: scoring: RESULTS.md and plots"
   python -m xtrans.bin.score --results exp --out RESULTS.md --plots_dir exp/plots
   cat RESULTS.md
