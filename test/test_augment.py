@@ -208,6 +208,35 @@ def test_room_bank_is_reproducible():
         check_rt60_range([0.5, 0.2])
 
 
+def test_rooms_are_kept_on_disk_between_processes(monkeypatch, tmp_path):
+    """The first process simulates a bank and writes it; the next reads the same floats back; a cut
+    file is simulated again; XTRANS_CACHE_DIR="" keeps nothing."""
+    from xtrans.data.augment import reverb
+
+    calls = []
+    original = reverb.simulate_rir
+    monkeypatch.setattr(reverb, "simulate_rir", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setenv("XTRANS_CACHE_DIR", str(tmp_path))
+    reverb.room_bank.cache_clear()
+    first = room_bank(2, (0.3, 0.5), 12)
+    files = list((tmp_path / "rooms").glob("*.npz"))
+    assert len(calls) == 2 and len(files) == 1
+    reverb.room_bank.cache_clear()  # a new process: only the disk remains
+    again = room_bank(2, (0.3, 0.5), 12)
+    assert len(calls) == 2 and all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(first, again))
+    reverb.room_bank.cache_clear()
+    assert len(room_bank(3, (0.3, 0.5), 12)) == 3 and len(calls) == 5  # another bank, another file
+    files[0].write_bytes(files[0].read_bytes()[:100])
+    reverb.room_bank.cache_clear()
+    assert all(np.array_equal(x, y) for x, y in zip(room_bank(2, (0.3, 0.5), 12), first)) and len(calls) == 7
+    monkeypatch.setenv("XTRANS_CACHE_DIR", "")
+    assert reverb.room_cache_dir() is None
+    monkeypatch.delenv("XTRANS_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert reverb.room_cache_dir() == tmp_path / "xdg" / "xtrans" / "rooms"
+    reverb.room_bank.cache_clear()
+
+
 def band_energy(x, low, high):
     spec = np.abs(np.fft.rfft(x)) ** 2
     f = np.fft.rfftfreq(x.size, 1 / SR)
@@ -313,9 +342,10 @@ def test_noise_and_rir_lists_of_the_recipes_become_entries(tmp_path):
         from_dict(DataConfig, {"noise_scp": str(scp), "noise_prob": 2.0})
 
 
-def test_dataset_prepares_rooms_once_before_workers_fork(corpus, monkeypatch):
+def test_dataset_prepares_rooms_once_before_workers_fork(corpus, monkeypatch, tmp_path):
     from xtrans.data.augment import reverb
 
+    monkeypatch.setenv("XTRANS_CACHE_DIR", str(tmp_path))  # nothing simulated before
     calls = []
     original = reverb.simulate_rir
     monkeypatch.setattr(reverb, "simulate_rir", lambda *a, **k: calls.append(1) or original(*a, **k))

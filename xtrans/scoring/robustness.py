@@ -62,6 +62,7 @@ import numpy as np
 
 from xtrans.data.augment import (HELD_OUT_FAMILIES, babble_mix, fit_length, generate_noise, limit_peak, mix_at_snr,
                                  read_scp, reverberate, simulate_rir, telephone)
+from xtrans.data.augment.reverb import cached_rooms
 from xtrans.data.audio import load_waveform
 from xtrans.data.kaldi_dir import read_data_dir
 from xtrans.frames import SAMPLE_RATE
@@ -255,7 +256,8 @@ class BabbleAt:
 
 @functools.lru_cache(maxsize=16)
 def held_out_rooms(rt60: float, seed: int = DEFAULT_SEED, count: int = ROOMS_PER_RT60) -> Tuple[np.ndarray, ...]:
-    """``count`` aligned impulse responses of rooms simulated for ``rt60`` seconds (cached per process).
+    """``count`` aligned impulse responses of rooms simulated for ``rt60`` seconds (cached per process
+    and on disk: :func:`~xtrans.data.augment.reverb.cached_rooms`).
 
     Room ``k`` is drawn from ``default_rng([ROOM_SEED_OFFSET + seed, crc32("reverb"), crc32(rt60), k,
     draw])`` with the first ``draw`` whose room can reach the RT60.
@@ -264,20 +266,23 @@ def held_out_rooms(rt60: float, seed: int = DEFAULT_SEED, count: int = ROOMS_PER
         ValueError: naming ``--rt60s`` when no room of :func:`~xtrans.data.augment.simulate_rir`'s
             sizes reaches ``rt60`` in :data:`MAX_ROOM_DRAWS` draws.
     """
-    logger.info("simulating %d rooms of RT60 %g s from seed %d", count, rt60, ROOM_SEED_OFFSET + seed)
-    rooms = []
-    for k in range(count):
-        for draw in range(MAX_ROOM_DRAWS):
-            rng = np.random.default_rng([ROOM_SEED_OFFSET + seed, _code("reverb"), _code(level_key(rt60)), k, draw])
-            try:
-                rooms.append(simulate_rir(rng, rt60))
-                break
-            except ValueError:  # the drawn room is too large for this RT60
-                continue
-        else:
-            raise ValueError(f"--rt60s: expected RT60s that simulated rooms of 3-10 x 3-8 x 2.5-4 m reach, "
-                             f"found {rt60:g} s (none in {MAX_ROOM_DRAWS} draws)")
-    return tuple(rooms)
+    def simulate() -> list:
+        logger.info("simulating %d rooms of RT60 %g s from seed %d", count, rt60, ROOM_SEED_OFFSET + seed)
+        rooms = []
+        for k in range(count):
+            for draw in range(MAX_ROOM_DRAWS):
+                rng = np.random.default_rng([ROOM_SEED_OFFSET + seed, _code("reverb"), _code(level_key(rt60)), k, draw])
+                try:
+                    rooms.append(simulate_rir(rng, rt60))
+                    break
+                except ValueError:  # the drawn room is too large for this RT60
+                    continue
+            else:
+                raise ValueError(f"--rt60s: expected RT60s that simulated rooms of 3-10 x 3-8 x 2.5-4 m reach, "
+                                 f"found {rt60:g} s (none in {MAX_ROOM_DRAWS} draws)")
+        return rooms
+    return cached_rooms(f"held_out_rooms v1: rt60 {level_key(rt60)}, seed {ROOM_SEED_OFFSET + seed}, {count} rooms, "
+                        f"{MAX_ROOM_DRAWS} draws", simulate)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,14 @@ and the output has the input's length.
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import math
-from typing import Optional, Sequence, Tuple
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,6 +30,12 @@ from xtrans.frames import SAMPLE_RATE
 
 MAX_RIR_SECONDS = 2.0
 """Longest response kept (seconds); later samples are dropped."""
+
+CACHE_ENV = "XTRANS_CACHE_DIR"
+"""Environment variable naming the folder where simulated rooms are kept between processes
+(``<dir>/rooms``); unset: ``$XDG_CACHE_HOME/xtrans`` or ``~/.cache/xtrans``; set empty: no disk cache."""
+
+logger = logging.getLogger(__name__)
 
 
 def align_rir(rir: np.ndarray, max_seconds: float = MAX_RIR_SECONDS, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -107,20 +119,68 @@ def simulate_rir(rng: np.random.Generator, rt60: float, sample_rate: int = SAMPL
     return align_rir(np.asarray(room.rir[0][0]), sample_rate=sample_rate)
 
 
+def room_cache_dir() -> Optional[Path]:
+    """The folder of simulated rooms kept on disk (see :data:`CACHE_ENV`), or ``None`` when turned off."""
+    root = os.environ.get(CACHE_ENV)
+    if root is None:
+        root = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xtrans")
+    return Path(root) / "rooms" if root else None
+
+
+def cached_rooms(key: str, simulate: Callable[[], Sequence[np.ndarray]]) -> Tuple[np.ndarray, ...]:
+    """The responses ``simulate()`` returns, kept on disk under ``key`` (see :func:`room_cache_dir`).
+
+    Simulating a bank of rooms takes seconds per room, and every training process of a recipe
+    (each stage, each variant) and every robustness table asks for the same rooms: the first
+    one simulates and writes them, the others read them back bit for bit. ``key`` must name
+    everything the rooms depend on; the version of pyroomacoustics is added to it. A file that
+    cannot be read is simulated again; a folder that cannot be written only costs the time.
+    """
+    folder = room_cache_dir()
+    if folder is None:
+        return tuple(simulate())
+    try:
+        import pyroomacoustics
+        version = pyroomacoustics.__version__
+    except ImportError:  # pragma: no cover - installed with xtrans
+        version = "none"
+    path = folder / (hashlib.sha1(f"{key}|pyroomacoustics {version}".encode()).hexdigest()[:20] + ".npz")
+    try:
+        with np.load(path) as data:
+            return tuple(data[f"room{k}"] for k in range(len(data.files)))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:  # a cut or foreign file: simulate again
+        logger.warning("ignoring the room cache %s: %s", path, err)
+    rooms = tuple(simulate())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, **{f"room{k}": r for k, r in enumerate(rooms)})
+        os.replace(tmp.name, path)  # atomic: a reader sees the whole file or none
+    except OSError as err:
+        logger.warning("could not keep the simulated rooms in %s: %s", folder, err)
+    return rooms
+
+
 @functools.lru_cache(maxsize=8)
 def room_bank(count: int, rt60_range: Tuple[float, float], seed: int,
               sample_rate: int = SAMPLE_RATE) -> Tuple[np.ndarray, ...]:
-    """``count`` simulated rooms, RT60 uniform in ``rt60_range``, from ``seed`` (cached per process).
+    """``count`` simulated rooms, RT60 uniform in ``rt60_range``, from ``seed`` (cached per process
+    and on disk: :func:`cached_rooms`).
 
     Room ``k`` is drawn from ``numpy.random.default_rng([seed, k])``, so a bank is the same in every
     process and a bank of more rooms starts with the rooms of a smaller one.
     """
-    low, high = rt60_range
-    rooms = []
-    for k in range(count):
-        rng = np.random.default_rng([seed, k])
-        rooms.append(simulate_rir(rng, float(rng.uniform(low, high)), sample_rate))
-    return tuple(rooms)
+    low, high = float(rt60_range[0]), float(rt60_range[1])
+
+    def simulate() -> list:
+        rooms = []
+        for k in range(count):
+            rng = np.random.default_rng([seed, k])
+            rooms.append(simulate_rir(rng, float(rng.uniform(low, high)), sample_rate))
+        return rooms
+    return cached_rooms(f"room_bank v1: {count} rooms, rt60 {low!r}-{high!r}, seed {seed}, {sample_rate} Hz", simulate)
 
 
 def check_rt60_range(rt60: Sequence[float], name: str = "rt60") -> Tuple[float, float]:
