@@ -47,7 +47,7 @@ def test_mini_synth_all_stages_debug(tmp_path):
     (recipe / "conf" / "decode_test.yaml").write_text(
         "searches: [greedy]\nmodes: [simulated, streaming]\nmulti_chunk_ms: [640]\n")
     proc = run(recipe, "--debug", "true", "--debug_utts", "12", "--debug_updates", "2", "--bpe_size", "40",
-               "--train_stages", "1 2b 3a 3b 4 5a", "--decode_config", "conf/decode_test.yaml",
+               "--train_stages", "1 2b 3a 3b 4 5a", "--train_threads", "1", "--decode_config", "conf/decode_test.yaml",
                "--train_opts", "--no_progress", "--level_opts", "--search greedy",  # the search decoded here
                "--local_data_opts", "--num_train 24 --num_dev 6 --num_test 6")
     for n in range(1, 13):
@@ -93,7 +93,7 @@ def test_mini_synth_all_stages_debug(tmp_path):
     assert "## Wall time" in results and re.search(r"\| 6 \| training stage 1: 1 \| \d+ min \d\d s \|", results)
     # --resume: a variant's own checkpoint continues it exactly, and only it
     run(recipe, "--stage", "7", "--stop_stage", "7", "--debug", "true", "--debug_updates", "3",
-        "--train_stages", "2a 2b", "--resume", "exp/stage2/2b/ckpt_step2.pt", "--train_opts", "--no_progress")
+        "--train_stages", "2a 2b", "--train_threads", "1", "--resume", "exp/stage2/2b/ckpt_step2.pt", "--train_opts", "--no_progress")
     log = (recipe / "exp" / "stage2" / "train.log").read_text()
     assert "resumed from exp/stage2/2b/ckpt_step2.pt at update 2" in log and "[2a]" not in log
 

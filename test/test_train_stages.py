@@ -99,7 +99,8 @@ def test_init_that_does_not_fit_fails_clearly(corpus, tmp_path):
 def test_pruned_and_full_loss_models_initialise_each_other(corpus, tmp_path):
     """The pruned loss's trivial joiner is a training-only head, like CTC: a stage trained with it
     starts the next stage's full-loss model (and back), every shared weight carried over."""
-    cfg = load_config(conf_path("mini_synth", "1"), TrainConfig, overrides=tiny_overrides(corpus))
+    cfg = load_config(conf_path("mini_synth", "1"), TrainConfig,
+                      overrides=dict(tiny_overrides(corpus), **{"model.loss.kind": "full"}))
     pruned_cfg = load_config(conf_path("mini_synth", "1"), TrainConfig,
                              overrides=dict(tiny_overrides(corpus), **{"model.loss.kind": "pruned"}))
     torch.manual_seed(0)

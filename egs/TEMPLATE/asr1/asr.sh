@@ -49,6 +49,7 @@ robustness_snrs=20,10,5,0       # its noise and babble SNRs (dB)
 robustness_rt60s=0.3,0.6,0.9    # its reverberation times (s)
 robustness_opts="--search beam --beam 4"   # its search (as the level table); other options of xtrans.bin.robustness, e.g. --noise_scp data/noise.scp (default: generated held-out noise)
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
+train_threads=          # torch CPU threads of the training processes (stage 4's CNN fit, stages 6-10); empty = OMP_NUM_THREADS as set
 noise_scp=              # noise list for training (e.g. MUSAN: "<id> <wav>" lines): a noise entry in every stage (data.noise_scp)
 rir_scp=                # room impulse responses for training (e.g. RIRS_NOISES): a reverb entry in every stage (data.rir_scp)
 help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
@@ -140,7 +141,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     opts=
     if "$debug"; then opts="--set max_updates=$debug_updates stats_batches=2"; fi
     python -m xtrans.bin.pretrain_frontend --config "$frontend_config" --encoder exp/pretrained/encoder.pt \
-      --train_dir "$dump/$train_set" --dev_dir "$dump/$dev_set" $opts
+      --train_dir "$dump/$train_set" --dev_dir "$dump/$dev_set" ${train_threads:+--num_threads "$train_threads"} $opts
   fi
   stage_took 4 "encoder import${frontend_config:+ and CNN fit}"
 fi
@@ -186,7 +187,7 @@ for n in 1 2 3 4 5; do
         exit 1
       fi
       log "stage $s: training stage $v from $init -> $outdir (follow: tail -f exp/stage${n}/train.log)"
-      python -m xtrans.bin.train --config "conf/train_stage${v}.yaml" --init "$init" --outdir "$outdir" \
+      ${train_threads:+env OMP_NUM_THREADS=$train_threads} python -m xtrans.bin.train --config "conf/train_stage${v}.yaml" --init "$init" --outdir "$outdir" \
         ${conf_variant:+--variant "conf/variants/${conf_variant}.yaml"} \
         --stage_log "exp/stage${n}/train.log" --ngpu "$ngpu" $resume_opt $train_opts $opts
     done

@@ -43,10 +43,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
-# One torch thread per process: training augments in a DataLoader worker on the other core, and two
-# torch threads beside it spin whenever one loses its core (bench/profile_update.py --threads 1,2 on a
-# busy machine: 9.7x the CPU per update; beside other work the demo's stage 1 ran 1.1-1.3 s per update
-# with 1 thread and 1.8-3 s with 2; not yet compared on an idle machine). Set OMP_NUM_THREADS to override.
+# One torch thread per process for synthesis, formatting and decoding (they run --nj 2 processes);
+# two for training (--train_threads), whose augmentation runs in a DataLoader worker beside it. On an
+# idle machine 2 threads took 0.81x the time per stage-1 update of 1 thread (bench/profile_update.py
+# --threads 1,2: 364 against 449 ms); beside other work they spin and can take several times longer:
+# pass --train_threads 1 on a busy machine. Set OMP_NUM_THREADS to override the rest.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 ./asr.sh \
@@ -55,4 +56,6 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   --frontend_config conf/pretrain_frontend.yaml \
   --text_normalizer upper \
   --test_sets test \
+  --train_stages "1 2b 3a 5a" \
+  --train_threads 2 \
   "$@"
