@@ -3,7 +3,7 @@
 #   make test      the CPU test suite (test/ and the torch-free runtime's tests test_runtime/)
 #   make test-runtime  test_runtime/ again in a second environment, .venv-runtime, that installs only
 #                  ".[runtime]" (no torch), against an export and references the main environment writes
-#   make demo      the embedded mini_synth recipe, all stages
+#   make demo      the embedded mini_synth recipe, all stages (installs only what it needs: ".[train,synth]")
 #   make gpu-check the GPU check (tools/gpu_check.sh; at most 8 minutes on one H200), JSON in gpu_check_out/
 PYTHON ?= python3
 VENV   := .venv
@@ -21,6 +21,14 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[train,dev,synth,onnx,serve]"
+	touch $(VENV)/.installed-demo $@
+
+# the demo needs the training stack and the synthesiser, not the test, export and server extras
+# (a fresh clone's first command)
+$(VENV)/.installed-demo: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[train,synth]"
 	touch $@
 
 test: install
@@ -39,7 +47,7 @@ test-runtime: install
 		echo "error: $(RUNTIME_VENV) has torch; xtrans[runtime] must not install it" >&2; exit 1; fi
 	XTRANS_RUNTIME_REFS="$(abspath $(RUNTIME_REFS))" $(RUNTIME_VENV)/bin/pytest -q -ra -p no:cacheprovider test_runtime
 
-demo: install
+demo: $(VENV)/.installed-demo
 	cd egs/mini_synth/asr1 && ./run.sh
 
 bench: install

@@ -52,10 +52,12 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 ./asr.sh \
   --local_data_opts "--num_train 6000 --num_dev 150 --num_test 150" \
-  --bpe_size 128 \
+  --bpe_size 30 \
   --frontend_config conf/pretrain_frontend.yaml \
   --text_normalizer upper \
   --test_sets test \
   --train_stages "1 2b 3a 5a" \
   --train_threads 2 \
+  --level_opts "--search greedy" \
+  --robustness_opts "--search greedy" \
   "$@"
