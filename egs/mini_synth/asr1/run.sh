@@ -60,4 +60,5 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   --train_threads 2 \
   --level_opts "--search greedy" \
   --robustness_opts "--search greedy" \
+  --robustness_snrs 20,10,0 \
   "$@"
