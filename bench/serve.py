@@ -103,7 +103,7 @@ EMIT_FRACTION = 0.02  # frames of the random models that emit a token (module do
 
 # name -> (training conf whose ``model`` and ``mask`` sections give the shape, vocabulary size incl. blank)
 PRESETS: Dict[str, Tuple[str, int]] = {
-    "mini": ("egs/mini_synth/asr1/conf/train_stage5a.yaml", 128),  # run.sh: --bpe_size 128
+    "mini": ("egs/mini_synth/asr1/conf/train_stage5a.yaml", 30),  # run.sh: --bpe_size 30
     "xlsr_53": ("egs/librispeech/asr1/conf/train_stage5a.yaml", 500),  # run.sh: --bpe_size 500
 }
 
