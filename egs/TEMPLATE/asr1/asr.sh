@@ -46,6 +46,7 @@ level_gains=-30,-20,-10,0,6   # input gains (dB) of the level-robustness table i
 level_opts="--search beam --beam 4"   # its search (as RESULTS.md's headline rows); other options of xtrans.bin.level_robustness
 robustness_conditions=clean,noise,babble,reverb,telephone   # conditions of the robustness table in stage 12 (gain: the level table)
 robustness_snrs=20,10,5,0       # its noise and babble SNRs (dB)
+robustness_babble_snrs=         # its babble SNRs (dB) when they differ from robustness_snrs
 robustness_rt60s=0.3,0.6,0.9    # its reverberation times (s)
 robustness_opts="--search beam --beam 4"   # its search (as the level table); other options of xtrans.bin.robustness, e.g. --noise_scp data/noise.scp (default: generated held-out noise)
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
@@ -238,7 +239,7 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
       --plot exp/plots/level_robustness.png $level_opts < /dev/null
     log "stage 12: robustness on $test_set ($robustness_conditions; SNRs $robustness_snrs dB, RT60s $robustness_rt60s s):$level_models"
     python -m xtrans.bin.robustness $level_models --data "$dump/$test_set" --conditions "$robustness_conditions" \
-      --snrs "$robustness_snrs" --babble_snrs "$robustness_snrs" --rt60s "$robustness_rt60s" \
+      --snrs "$robustness_snrs" --babble_snrs "${robustness_babble_snrs:-$robustness_snrs}" --rt60s "$robustness_rt60s" \
       --tokenizer data/lang_bpe/bpe.model --nj "$nj" --out exp/robustness.json \
       --plot exp/plots/robustness.png $robustness_opts < /dev/null
   fi
