@@ -150,7 +150,8 @@ def test_mini_preset():
 @pytest.mark.parametrize("corpus_name", ["mini_synth", "fsdd"])
 def test_mini_preset_is_what_the_demo_stages_use(corpus_name):
     """The demo confs' streamable settings are the preset's own; only the fitted, frozen
-    batch_norm CNN (recipe stage 4) and the regularisation differ from it."""
+    batch_norm CNN (recipe stage 4), the regularisation and the depth (mini_synth trains 3 layers
+    in its 15-minute budget) differ from it, and the depth is the same in every stage."""
     from pathlib import Path
 
     from xtrans.config import load_config
@@ -160,12 +161,15 @@ def test_mini_preset_is_what_the_demo_stages_use(corpus_name):
                    .glob("train_stage*.yaml"))
     assert len(confs) == 11
     preset = preset_kwargs("mini")
+    depths = set()
     for conf in confs:
         enc = load_config(conf, TrainConfig).model.encoder
         assert enc.preset == "mini", conf
         arch = preset_kwargs("mini", **enc.overrides())
         differ = {k for k in preset if arch[k] != preset[k]}
-        assert differ <= {"extractor_mode", "dropout", "freeze_feature_extractor"}, (conf, differ)
+        assert differ <= {"extractor_mode", "dropout", "freeze_feature_extractor", "num_layers"}, (conf, differ)
+        depths.add(arch["num_layers"])
+    assert len(depths) == 1, depths
 
 
 def test_batch_norm_training_statistics_skip_padding():
