@@ -190,6 +190,43 @@ def test_engine_batch_does_not_change_a_streams_result(spoken_digits, checkpoint
         assert all(a != b for a, b in zip(partials, partials[1:])), "a partial only when the text changes"
 
 
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+@pytest.mark.parametrize("threads, batch_rows", [(1, 8), (2, 8), (2, 3)])
+def test_torch_backend_batches_equal_streams_alone(spoken_digits, checkpoint, search, threads, batch_rows):
+    """Each stream's encoder state and result after each chunk, batched in shuffled groups of 1-5
+    (larger than ``batch_rows`` too), equal those of the stream advanced alone, bit for bit."""
+    from xtrans.streaming import flatten_state
+
+    backend = TorchBackend(recognizer(checkpoint, search), batch_rows=batch_rows)
+    g = backend.geometry
+    waves = [resample(torch.from_numpy(digit_string(spoken_digits, 4, seed=k)), 8000, 16000).numpy()
+             for k in range(6)]
+    calls = min(len(w) for w in waves) // g.samples_per_call - 1
+    assert calls >= 3
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        batched = [backend.advance([backend.init()], w[None, :g.prime_samples])[0] for w in waves]
+        alone = list(batched)
+        rng = random.Random(0)
+        for k in range(calls):
+            chunk = np.stack([w[g.prime_samples + k * g.samples_per_call:][:g.samples_per_call] for w in waves])
+            alone = [backend.advance([s], chunk[b:b + 1])[0] for b, s in enumerate(alone)]
+            order = rng.sample(range(len(waves)), len(waves))
+            while order:
+                size = rng.randint(1, 5)
+                group, order = order[:size], order[size:]
+                for b, state in zip(group, backend.advance([batched[b] for b in group], chunk[group])):
+                    batched[b] = state
+            for b in range(len(waves)):
+                for (name, got), (_, want) in zip(flatten_state(batched[b].encoder), flatten_state(alone[b].encoder)):
+                    assert torch.equal(got, want), (k, b, name)
+                assert backend.result(batched[b]) == backend.result(alone[b]), (k, b)
+    finally:
+        torch.set_num_threads(before)
+    assert any(backend.result(s).tokens for s in alone)
+
+
 def test_engine_refuses_bad_settings(checkpoint):
     backend = TorchBackend(recognizer(checkpoint))
     with pytest.raises(ValueError, match="max_batch: expected an integer >= 1, found 0"):
@@ -200,6 +237,8 @@ def test_engine_refuses_bad_settings(checkpoint):
         EndpointConfig(max_segment_s=-1)
     with pytest.raises(ValueError, match="streaming: expected a rule with a chunk size"):
         TorchBackend(Speech2Text.from_checkpoint(checkpoint))
+    with pytest.raises(ValueError, match="batch_rows: expected an integer >= 1, found 0"):
+        TorchBackend(recognizer(checkpoint), batch_rows=0)
     with pytest.raises(ValueError, match="rates|ratio|positive"):
         Engine(backend).open(0)
 

@@ -189,21 +189,25 @@ class Speech2Text(SearchTranscriber):
         return resample(wave, int(rate), SAMPLE_RATE) if rate != SAMPLE_RATE else wave
 
     @torch.no_grad()
-    def transcribe(self, audio: Audio, sample_rate: int = SAMPLE_RATE) -> Transcription:
+    def transcribe(self, audio: Audio, sample_rate: int = SAMPLE_RATE, *, hotwords: Optional[Sequence[str]] = None,
+                   hotwords_score: Optional[float] = None) -> Transcription:
         """Decodes one whole utterance (under :attr:`streaming` as a masked full pass), with the
-        recognizer's LM and default hotwords.
+        recognizer's LM and its default hotwords or the utterance's own.
 
         Args:
             audio: a WAV/FLAC/... path (its own rate is used), or samples ``(S,)`` / ``(S, C)``.
             sample_rate: the rate of array input in Hz.
+            hotwords, hotwords_score: this utterance's phrases and their boost, as in :meth:`stream`.
 
         Raises:
             BadAudioError: see :meth:`load_audio`.
+            ValueError: as :meth:`stream` for hotwords.
         """
+        scorer = self.context.scorer(hotwords, hotwords_score)
         wave = self.load_audio(audio, sample_rate).to(self.device)
         lengths = torch.tensor([wave.shape[0]], device=self.device)
         enc, enc_lengths = self.model.encode(wave[None], lengths, self.streaming)
-        state = self.new_search_state(self.context.scorer(), self.device)
+        state = self.new_search_state(scorer, self.device)
         return self.transcription(self.search.step(enc, state, enc_lengths))
 
     def settings(self) -> Dict[str, Any]:

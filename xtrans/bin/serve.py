@@ -33,6 +33,7 @@ from xtrans.context import DEFAULT_HOTWORDS_SCORE, DEFAULT_LM_SCALE
 from xtrans.decoding.load import RecognizerSpec
 from xtrans.serve import backend_for
 from xtrans.serve.engine import EndpointConfig
+from xtrans.serve.geometry import DEFAULT_BATCH_ROWS
 from xtrans.serve.server import ServerOptions, StreamingServer
 
 logger = logging.getLogger("xtrans.bin.serve")
@@ -82,9 +83,11 @@ def get_parser() -> argparse.ArgumentParser:
                    help="end a segment after this much trailing blank (after its first token)")
     p.add_argument("--max-segment-s", type=_optional(float), default=20.0, help="longest segment")
     p.add_argument("--num-threads", type=int, default=None,
-                   help="--onnx: decoding threads, each computing its own batches on one onnxruntime thread "
-                        "(exact: a stream's results do not depend on its batch; default: one per CPU); "
-                        "--model: torch's CPU threads")
+                   help="decoding threads, each computing its own batches on one onnxruntime / torch thread "
+                        "(default: one per CPU)")
+    p.add_argument("--batch-rows", type=int, default=None,
+                   help="--model: streams per model call (smaller batches are filled up, larger ones split, so "
+                        f"that a stream's results do not depend on its batch; default {DEFAULT_BATCH_ROWS})")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -108,11 +111,10 @@ def build_backend(args: argparse.Namespace):
     recognizer = RecognizerSpec(model=args.model, tokenizer=args.tokenizer, device=args.device, chunk_ms=args.chunk_ms,
                                 left_ms=args.left_ms, sinks=args.sinks, search=args.search, beam=args.beam,
                                 max_symbols=args.max_symbols, **context).load()  # ImportError without torch, saying so
-    if args.num_threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.num_threads)
-    return backend_for(recognizer)
+    torch.set_num_threads(1)  # each decoding thread (--num-threads) computes a batch on one torch thread
+    return backend_for(recognizer, batch_rows=args.batch_rows)
 
 
 def available_cpus() -> int:
@@ -122,7 +124,10 @@ def available_cpus() -> int:
 
 def options_from(args: argparse.Namespace) -> ServerOptions:
     """The :class:`ServerOptions` of the command line (raises ValueError for bad values)."""
-    workers = 1 if args.onnx is None else (args.num_threads or available_cpus())
+    if args.onnx is not None and args.batch_rows is not None:
+        raise ValueError("--batch-rows: not used with --onnx (an export computes a batch on one thread, which "
+                         "keeps every stream exact at any batch size)")
+    workers = args.num_threads or available_cpus()
     return ServerOptions(host=args.host, port=args.port, max_connections=args.max_connections,
                          max_batch=args.max_batch, max_message_bytes=args.max_message_bytes,
                          idle_timeout_s=args.idle_timeout_s, workers=workers,

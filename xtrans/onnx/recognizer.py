@@ -268,20 +268,23 @@ class OnnxSpeech2Text(SearchTranscriber):
                 "left_ms": frames_to_ms(cfg.get("left_frames")), "sinks": cfg.get("sinks", 0),
                 "search": self.search_name, **self.context.describe()}
 
-    def transcribe(self, audio: Union[str, os.PathLike, np.ndarray], sample_rate: Optional[int] = None
-                   ) -> Transcription:
-        """Decodes one whole utterance through a streaming session (the recognizer's LM and hotwords).
+    def transcribe(self, audio: Union[str, os.PathLike, np.ndarray], sample_rate: Optional[int] = None, *,
+                   hotwords: Optional[Sequence[str]] = None, hotwords_score: Optional[float] = None) -> Transcription:
+        """Decodes one whole utterance through a streaming session (the recognizer's LM, and its
+        default hotwords or the utterance's own).
 
         Args:
             audio: samples ``(S,)`` or channels-last ``(S, C)`` (float, or integer PCM), or the
                 path of a WAV/FLAC/... file (read with soundfile, at its own rate).
             sample_rate: the rate of array input in Hz (default: the export's, 16 kHz); other
                 rates are resampled.
+            hotwords, hotwords_score: this utterance's phrases and their boost, as in :meth:`stream`.
 
         Raises:
             ValueError: for audio that is not finite or shorter than one encoder frame (25 ms),
-                or a bad sample rate.
+                or a bad sample rate; as :meth:`stream` for hotwords.
         """
+        session = self.stream(hotwords=hotwords, hotwords_score=hotwords_score)  # bad hotwords fail first
         if isinstance(audio, (str, os.PathLike)):
             import soundfile
 
@@ -296,7 +299,6 @@ class OnnxSpeech2Text(SearchTranscriber):
                              f"(one encoder frame), found {wave.shape[0]} samples at {rate} Hz")
         if not np.isfinite(wave).all():
             raise ValueError(f"{where}: expected finite samples, found NaN or infinity")
-        session = self.stream()
         session.accept_waveform(wave, rate)
         return session.finalize()
 

@@ -113,10 +113,18 @@ class TorchTransducerOps:
     @torch.no_grad()
     def log_probs(self, frames: torch.Tensor, t: int, streams: np.ndarray, prediction: TorchPrediction,
                   rows: np.ndarray) -> np.ndarray:
+        # the joiner runs on as many rows as there are hypotheses at every call, whichever of them
+        # are scored (the rest repeat the first): a row's result then depends only on the batch's
+        # size, not on which other rows are scored (PyTorch's CPU kernels round by the shape)
         device = frames.device
+        n = len(streams)
+        pad = max(len(prediction) - n, 0) if n else 0
+        if pad:
+            streams = np.concatenate([streams, np.full(pad, streams[0])])
+            rows = np.concatenate([rows, np.full(pad, rows[0])])
         enc = frames[:, t].index_select(0, torch.as_tensor(streams, dtype=torch.long, device=device))
         pred = prediction.proj.index_select(0, torch.as_tensor(rows, dtype=torch.long, device=device))
-        logits = self.model.joiner(enc, pred, projected=True)  # (n, V)
+        logits = self.model.joiner(enc, pred, projected=True)[:n]  # (n, V)
         return F.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
     @torch.no_grad()

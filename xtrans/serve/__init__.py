@@ -8,12 +8,13 @@ the asyncio server and :mod:`xtrans.serve.client` a Python client.
 """
 
 
-def backend_for(recognizer):
+def backend_for(recognizer, batch_rows=None):
     """The batched server backend of a recognizer (:class:`xtrans.transcription.Recognizer`).
 
     :class:`~xtrans.serve.onnx_backend.OnnxBackend` for an :class:`xtrans.onnx.OnnxSpeech2Text`
     (torch is not imported), :class:`~xtrans.serve.backend.TorchBackend` for a
-    :class:`xtrans.inference.Speech2Text` (under its streaming rule).
+    :class:`xtrans.inference.Speech2Text` (under its streaming rule; ``batch_rows`` streams per
+    model call, None = its default).
 
     Raises:
         TypeError: for another kind of recognizer.
@@ -31,5 +32,5 @@ def backend_for(recognizer):
     if isinstance(recognizer, Speech2Text):
         from xtrans.serve.backend import TorchBackend
 
-        return TorchBackend(recognizer)
+        return TorchBackend(recognizer) if batch_rows is None else TorchBackend(recognizer, batch_rows=batch_rows)
     raise TypeError(f"recognizer: expected a Speech2Text or an OnnxSpeech2Text, found {type(recognizer).__name__}")

@@ -28,7 +28,7 @@ import torch
 
 from xtrans.frames import StreamGeometry
 from xtrans.masks import StreamingConfig
-from xtrans.serve.geometry import FeedSizes
+from xtrans.serve.geometry import DEFAULT_BATCH_ROWS, FeedSizes
 from xtrans.search_core import BeamState, GreedyState, split_search_states, stack_search_states
 from xtrans.streaming import EncoderState, StreamingEncoder, flatten_state, split_states, stack_states
 from xtrans.transcription import Transcription
@@ -86,20 +86,32 @@ class TorchStream:
 class TorchBackend(FeedSizes):
     """A :class:`~xtrans.inference.Speech2Text` (PyTorch) as a :class:`Backend`.
 
+    Batches are computed exactly: every call of the model takes ``batch_rows`` streams, whatever
+    the batch the engine gives — a smaller one is filled up with copies of its first stream (their
+    results are dropped), a larger one is computed ``batch_rows`` streams at a time. PyTorch's CPU
+    kernels divide and round their work by the shapes of a call, so on calls of varying size a
+    stream's frames depend (by up to a few 1e-6) on which streams share its batch, which can flip a
+    near tie of the search; with one shape they do not (``test/test_serve_engine.py`` checks it bit
+    for bit, on 1 and 2 threads). The price is compute for the filler rows when few streams are live.
+
     Args:
         s2t: the recognizer (model, tokenizer, search).
         streaming: the streaming rule (default ``s2t.streaming``); needs a chunk size.
+        batch_rows: streams per model call (>= 1; see above).
 
     Raises:
-        ValueError: when there is no chunk size.
+        ValueError: when there is no chunk size, or for ``batch_rows`` < 1.
     """
 
-    def __init__(self, s2t, streaming: Optional[StreamingConfig] = None):
+    def __init__(self, s2t, streaming: Optional[StreamingConfig] = None, *, batch_rows: int = DEFAULT_BATCH_ROWS):
         streaming = streaming if streaming is not None else s2t.streaming
         if streaming is None or streaming.is_full:
             raise ValueError("streaming: expected a rule with a chunk size (e.g. StreamingConfig.from_ms(640, 640)), "
                              f"found {streaming.describe() if streaming else None}")
+        if not isinstance(batch_rows, int) or batch_rows < 1:
+            raise ValueError(f"batch_rows: expected an integer >= 1, found {batch_rows!r}")
         self.s2t = s2t
+        self.batch_rows = batch_rows
         self.streaming = streaming
         self.encoder = StreamingEncoder(s2t.model.encoder, streaming)
         self.geometry = StreamGeometry.of_frontend(s2t.model.encoder.feature_extractor, streaming.chunk_size)
@@ -116,8 +128,20 @@ class TorchBackend(FeedSizes):
     def batch_key(self, state: TorchStream) -> Hashable:
         return tuple(tuple(t.shape[1:]) for _, t in flatten_state(state.encoder))
 
-    @torch.no_grad()
     def advance(self, states: Sequence[TorchStream], audio: np.ndarray) -> List[TorchStream]:
+        rows = self.batch_rows
+        out: List[TorchStream] = []
+        for begin in range(0, len(states), rows):  # calls of exactly batch_rows streams (class docstring)
+            group, samples = list(states[begin:begin + rows]), audio[begin:begin + rows]
+            filler = rows - len(group)
+            if filler:
+                group += [group[0]] * filler
+                samples = np.concatenate([samples, np.repeat(samples[:1], filler, axis=0)])
+            out += self._call(group, samples)[:rows - filler]
+        return out
+
+    @torch.no_grad()
+    def _call(self, states: Sequence[TorchStream], audio: np.ndarray) -> List[TorchStream]:
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.s2t.device)
         encoder = states[0].encoder if len(states) == 1 else stack_states([s.encoder for s in states])
         search = states[0].search if len(states) == 1 else stack_search_states([s.search for s in states])

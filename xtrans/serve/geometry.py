@@ -1,8 +1,13 @@
-"""The feed sizes both server backends expose, read from their :class:`~xtrans.frames.StreamGeometry` (torch-free)."""
+"""The feed sizes both server backends expose, read from their :class:`~xtrans.frames.StreamGeometry`, and the
+PyTorch backend's call size (torch-free: ``serve --onnx`` reads it too)."""
 
 from __future__ import annotations
 
 from xtrans.frames import StreamGeometry
+
+DEFAULT_BATCH_ROWS = 8
+"""Streams per model call of :class:`~xtrans.serve.backend.TorchBackend` (its docstring says why a fixed
+number; ``bench/serve.py`` measures what it costs)."""
 
 
 class FeedSizes:
