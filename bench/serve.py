@@ -451,7 +451,7 @@ def bench_setup(label: str, serve_args: List[str], clients: List[int], streams: 
 
     pieces = [[encode_audio(s[i:i + piece], "s16le") for i in range(0, len(s), piece)] for s in streams]
     print(f"[{label}] starting the server ...", file=sys.stderr, flush=True)
-    server = ServerProcess(serve_args, workdir / f"server_{label}.log")
+    server = ServerProcess(serve_args, workdir / f"server_{label.replace('/', '_')}.log")
     rows = []
     try:
         asyncio.run(run_round(server.url, [pieces[-1][:int(2 / PIECE_S)]], rate, 0.0, 2.0, 0))  # warm-up
@@ -538,8 +538,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--search", choices=("greedy", "beam"), default="greedy")
     p.add_argument("--max-batch", type=int, default=32, help="server --max-batch")
     p.add_argument("--threads", type=int, default=None,
-                   help="server --num-threads (default the server's: torch's threads; --onnx: a decoding "
-                        "thread per CPU)")
+                   help="server --num-threads (default the server's: a decoding thread per CPU)")
+    p.add_argument("--batch-rows", default=None,
+                   help="server --batch-rows of the PyTorch setups (default the server's); a comma list (1,8) "
+                        "runs each setup once per value, labelled /rN")
     p.add_argument("--out", default="bench/results/serve.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -577,13 +579,18 @@ def main(argv: Optional[List[str]] = None) -> None:
             chunk = args.chunk_ms if args.chunk_ms is not None else 20 * mask["chunk_size"]
             left = args.left_ms if args.left_ms is not None else 20 * mask["left_context"]
             sinks = args.sinks if args.sinks is not None else mask["num_sinks"]
-            setups.append((label, ["--model", str(ckpt), *extra, "--chunk-ms", f"{chunk:g}", "--left-ms", f"{left:g}",
-                                   "--sinks", str(sinks), *common], ns))
+            serve_args = ["--model", str(ckpt), *extra, "--chunk-ms", f"{chunk:g}", "--left-ms", f"{left:g}",
+                          "--sinks", str(sinks), *common]
+            if args.batch_rows is None:
+                setups.append((label, serve_args, ns))
+            else:
+                setups += [(f"{label}/r{rows}", [*serve_args, "--batch-rows", rows], ns)
+                           for rows in args.batch_rows.split(",")]
         if args.onnx:
             setups.append(("onnx", ["--onnx", args.onnx, *common], demo_n))
         for label, serve_args, ns in setups:
             res = bench_setup(label, serve_args, ns, streams, args.rate, args, work)
-            if label != "xlsr_53":
+            if not label.startswith("xlsr_53"):
                 res["goal"] = any(r["keeps_up"] and r["clients"] >= 32 and r["partial_p95_ms"] is not None
                                   and r["partial_p95_ms"] <= 150 for r in res["rows"])
                 if max(ns) < 32:

@@ -91,6 +91,71 @@ def test_automaton_matches_brute_force(seed):
         assert total + graph.final(state) == pytest.approx(kept, abs=1e-9)  # partial matches give back
 
 
+def whole_word_total(phrases, sequence, word_starts):
+    """Brute force for whole-word matching: the sum, over every occurrence of a phrase that begins a
+    word and is followed by a word start or the end of ``sequence``, of its held boost (the per-token
+    boosts along its path, each the largest of the phrases sharing that prefix as whole words)."""
+    def keyed(tokens):  # "B" before each word-start token
+        return tuple(x for v in tokens for x in ((("B", v) if v in word_starts else (v,))))
+    boost = {}
+    for tokens, score in phrases:
+        key = keyed(tokens) + ("B",)
+        for k in range(1, len(key) + 1):
+            w = 0.0 if key[k - 1] == "B" else score
+            boost[key[:k]] = max(boost.get(key[:k], 0.0), w)
+    total = 0.0
+    for tokens in {tuple(t) for t, _ in phrases}:  # a phrase given twice counts once
+        n = len(tokens)
+        for i in range(len(sequence) - n + 1):
+            if tuple(sequence[i:i + n]) == tuple(tokens) and (i + n == len(sequence) or sequence[i + n] in word_starts):
+                key = keyed(tokens) + ("B",)
+                total += sum(boost[key[:k]] for k in range(1, len(key) + 1))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_whole_word_automaton_matches_brute_force(seed):
+    """With ``word_starts``, a phrase keeps its boost only where it is whole words: it begins a word
+    and the next token begins another one (or the hypothesis ends); everything else gives back."""
+    rng = random.Random(100 + seed)
+    word_starts = {1, 2}
+    phrases = []
+    for _ in range(rng.randint(1, 5)):
+        tokens = [rng.choice(sorted(word_starts))] + [rng.randint(1, V - 1) for _ in range(rng.randint(0, 3))]
+        phrases.append((tokens, rng.choice((1.0, 1.5, 2.5))))
+    graph = ContextGraph(phrases, V, word_starts=sorted(word_starts))
+    for _ in range(30):
+        sequence = [rng.randint(1, V - 1) for _ in range(rng.randint(0, 14))]
+        state, total = graph.start(), 0.0
+        for v in sequence:
+            total += graph.scores(state)[v]
+            state = graph.advance(state, v)
+        assert total + graph.final(state) == pytest.approx(whole_word_total(phrases, sequence, word_starts), abs=1e-9)
+
+
+def test_whole_words_take_back_a_phrase_inside_a_word():
+    """"ON" (tokens 1 3 4, word start 1) inside "ONE" (1 3 4 5) gives its boost back; before a new
+    word or at the end it keeps it; without word_starts it is kept inside "ONE" too."""
+    phrase = [([1, 3, 4], 1.5)]
+    whole, anywhere = ContextGraph(phrase, V, word_starts=[1, 2]), ContextGraph(phrase, V)
+
+    def total(graph, sequence):
+        state, score = graph.start(), 0.0
+        for v in sequence:
+            score += graph.scores(state)[v]
+            state = graph.advance(state, v)
+        return score + graph.final(state)
+
+    assert total(whole, [1, 3, 4, 5]) == pytest.approx(0.0)
+    assert total(anywhere, [1, 3, 4, 5]) == pytest.approx(4.5)
+    assert total(whole, [1, 3, 4]) == total(whole, [1, 3, 4, 2, 5]) == pytest.approx(4.5)
+    assert total(whole, [1, 3, 4, 1, 3, 4]) == pytest.approx(9.0)
+    state = whole.advance(whole.advance(whole.start(), 1), 3)
+    assert whole.scores(state)[4] == pytest.approx(1.5)  # the partial match is held (boosted) meanwhile
+    with pytest.raises(ValueError, match="expected whole words, beginning with a word-start token"):
+        ContextGraph([([3, 4], 1.0)], V, word_starts=[1])
+
+
 def test_dense_scores_are_the_transitions():
     rng = random.Random(3)
     phrases = random_phrases(rng, 5, 3)

@@ -263,3 +263,109 @@ def test_server_takes_a_clients_hotwords(steered, search, tmp_path, capsys):
     if search == "greedy":
         assert status == 1 and "hotwords: expected modified beam search" in printed.err
 
+
+
+# ---------------------------------------------------------------------------- the context table (recipe stage 12)
+PHRASES = ["ON", "OFF", "UP", "DOWN", "LEFT", "RIGHT", "FOUR", "NINE", "TEN", "HIGH", "LOW",
+           "FIFTH"]
+
+
+def test_hotword_lists_hold_or_avoid_the_utterances_phrase():
+    from xtrans.scoring.context import command_utts, hotword_lists, read_phrases
+
+    utts = [f"u{k}" for k in range(40)]
+    refs = {u: PHRASES[k % len(PHRASES)].lower() if k % 3 else "ONE TWO THREE" for k, u in enumerate(utts)}
+    right, wrong = hotword_lists(utts, refs, PHRASES, seed=7, list_size=10)
+    again = hotword_lists(utts, refs, PHRASES, seed=7, list_size=10)
+    assert (right, wrong) == again
+    assert hotword_lists(utts, refs, PHRASES, seed=8, list_size=10) != (right, wrong)
+    commands = command_utts(utts, refs, PHRASES)
+    assert set(right) == set(commands) == {u for k, u in enumerate(utts) if k % 3}
+    for u in utts:
+        ref = refs[u].upper()
+        assert len(wrong[u]) == len(set(wrong[u])) == 10 and ref not in wrong[u]
+        if u in right:
+            assert len(right[u]) == len(set(right[u])) == 10 and ref in right[u]
+            assert set(right[u]) <= set(PHRASES)
+    assert len({tuple(right[u]) for u in right}) > len(right) // 2, "lists differ across utterances"
+    with pytest.raises(ValueError, match="at least 11 distinct phrases"):
+        hotword_lists(utts, refs, PHRASES[:10], seed=0)
+
+
+def test_read_phrases(tmp_path):
+    from xtrans.scoring.context import read_phrases
+
+    path = tmp_path / "phrases.txt"
+    path.write_text("# commands\nturn  on\nTURN ON\n\n" + "\n".join(PHRASES) + "  # the rest\n", encoding="utf-8")
+    assert read_phrases(path) == ["TURN ON"] + PHRASES
+    path.write_text("\n".join(PHRASES[:5]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"phrases.txt: expected at least 11 distinct phrases .* found 5"):
+        read_phrases(path)
+
+
+def _context_data(root):
+    """A Kaldi dir of 12 utterances of noise: 8 say OFF (commands), 4 say a digit string."""
+    from xtrans.data.kaldi_dir import DataDir, write_data_dir
+
+    rng = np.random.default_rng(1)
+    wav, text = {}, {}
+    for k in range(12):
+        path = root / "wav" / f"u{k:02d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+        wav[f"u{k:02d}"], text[f"u{k:02d}"] = str(path), "OFF" if k < 8 else "ONE TWO"
+    write_data_dir(DataDir(wav_scp=wav, text=text), root / "data")
+    (root / "phrases.txt").write_text("\n".join(PHRASES) + "\n", encoding="utf-8")
+    return root / "data"
+
+
+def test_context_table_measures_hotwords_and_the_lm(steered, tmp_path):
+    """The model says ON where the commands say OFF: a list holding OFF fixes them, lists without it
+    do not, the LM trained on OFF transcripts does; the report reaches RESULTS.md."""
+    from xtrans.bin import context_table, score, train_lm
+    from xtrans.scoring.context import CONTEXT_JSON
+
+    data = _context_data(tmp_path)
+    lm = tmp_path / "lm.arpa"
+    assert train_lm.main(["--text", str(steered["root"] / "text"), "--tokenizer", str(steered["bpe"]),
+                          "--order", "2", "--out", str(lm)]) == 0
+    exp = tmp_path / "exp"
+    (exp / "stage5" / "5a").mkdir(parents=True)
+    ckpt = exp / "stage5" / "5a" / "best.pt"
+    ckpt.write_bytes(steered["ckpt"].read_bytes())
+    args = ["--model", str(ckpt), "--data", str(data), "--tokenizer", str(steered["bpe"]),
+            "--chunk_ms", str(CHUNK_MS), "--left_ms", str(LEFT_MS), "--sinks", str(SINKS),
+            "--phrases", str(tmp_path / "phrases.txt"), "--lm", str(lm), "--lm_scales", "0.5,3",
+            "--tune_data", str(data), "--out", str(exp / CONTEXT_JSON),
+            "--plot", str(exp / "plots" / "context.png")]
+    assert context_table.main(args) == 0
+    report = json.loads((exp / CONTEXT_JSON).read_text())
+    assert (report["num_utts"], report["num_commands"], report["num_phrases"]) == (12, 8, len(PHRASES))
+    wer = report["models"][0]["wer"]
+    assert set(wer) == {"commands_noisy", "all_noisy", "all_clean"}
+    assert set(wer["commands_noisy"]) == {"none", "right", "distractors", "lm"}
+    assert set(wer["all_clean"]) == {"none", "distractors", "lm"}
+    cmd = {c: v["wer"] for c, v in wer["commands_noisy"].items()}
+    assert cmd["none"] >= 100.0 and cmd["right"] < cmd["none"]  # the model says ON ON
+    assert cmd["distractors"] == cmd["none"]
+    assert report["lm"]["scale"] in (0.5, 3.0) and len(report["lm"]["dev_wer"]) == 2
+    assert min(report["lm"]["dev_wer"]) < report["lm"]["dev_wer_without"]
+    assert wer["all_clean"]["lm"]["wer"] < wer["all_clean"]["none"]["wer"]
+    assert (exp / "plots" / "context.png").stat().st_size > 0
+    assert score.main(["--results", str(exp), "--out", str(tmp_path / "RESULTS.md")]) == 0
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "## Decode-time context" in md and "| stage5a |" in md and "commands, 10 dB SNR (8)" in md
+
+
+def test_context_table_refuses_bad_options(steered, tmp_path):
+    from xtrans.bin import context_table
+
+    data = _context_data(tmp_path)
+    base = ["--model", str(steered["ckpt"]), "--data", str(data), "--chunk_ms", str(CHUNK_MS),
+            "--phrases", str(tmp_path / "phrases.txt")]
+    assert context_table.main(base + ["--search", "greedy"]) == 2
+    assert context_table.main(base + ["--tune_data", str(data)]) == 2
+    assert context_table.main(base + ["--lm", str(tmp_path / "missing.arpa")]) == 2
+    assert context_table.main(base + ["--lm_scales", "0,x"]) == 2
+    (tmp_path / "few.txt").write_text("ON\nOFF\n", encoding="utf-8")
+    assert context_table.main(base[:-1] + [str(tmp_path / "few.txt")]) == 2

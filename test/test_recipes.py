@@ -85,6 +85,13 @@ def test_mini_synth_all_stages_debug(tmp_path):
     assert "| stage5a |" in level_section and "![level robustness](exp/plots/level_robustness.png)" in level_section
     assert (recipe / "exp" / "plots" / "level_robustness.png").exists()
     assert (recipe / "exp" / "plots" / "training_curves.png").exists()
+    # stage 3's token LM and stage 12's decode-time context table (hotword lists of data/phrases.txt, the LM)
+    assert (recipe / "data" / "lang_bpe" / "lm.arpa").read_text().lstrip().startswith("\\data\\")
+    context = json.loads((recipe / "exp" / "context.json").read_text())
+    assert [m["tag"] for m in context["models"]] == ["stage5a"] and context["lm"]["tuned_on"].endswith("dev")
+    assert context["hotwords_score"] == 1.0 and context["num_phrases"] + len(context["unspelled"]) == 45
+    assert {"all_noisy", "all_clean"} <= set(context["models"][0]["wer"])
+    assert "## Decode-time context" in results and "![decode-time context](exp/plots/context.png)" in results
     # every stage's wall time: logged at its end, kept in exp/stage_times.tsv and tabled in RESULTS.md
     for n in range(1, 13):
         assert re.search(rf"stage {n} took \d+ s", proc.stdout), f"stage {n}'s time not logged"

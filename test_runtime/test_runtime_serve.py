@@ -119,14 +119,13 @@ def test_concurrent_streams_get_the_messages_of_a_replay_alone(runtime_refs, sea
 
 
 def test_command_line_workers():
-    """``serve``: ``--num-threads`` decoding threads (default one per CPU), for ``--onnx`` and ``--model``
-    alike; ``--batch-rows`` is ``--model``'s alone."""
+    """``serve --onnx``: ``--num-threads`` decoding threads (default one per CPU); ``--model``: one,
+    torch's threads being its own; ``--batch-rows`` is ``--model``'s alone."""
     from xtrans.bin.serve import available_cpus, get_parser, options_from
 
     parse = get_parser().parse_args
     assert options_from(parse(["--onnx", "exp/onnx"])).workers == available_cpus()
     assert options_from(parse(["--onnx", "exp/onnx", "--num-threads", "3"])).workers == 3
-    assert options_from(parse(["--model", "best.pt", "--num-threads", "2"])).workers == 2
-    assert options_from(parse(["--model", "best.pt"])).workers == available_cpus()
+    assert options_from(parse(["--model", "best.pt", "--num-threads", "2"])).workers == 1
     with pytest.raises(ValueError, match="--batch-rows: not used with --onnx"):
         options_from(parse(["--onnx", "exp/onnx", "--batch-rows", "4"]))

@@ -142,7 +142,9 @@ class Recognizer(Protocol):
     """Speech to text, for whole utterances and live streams (module docstring)."""
 
     def transcribe(self, audio: Any, sample_rate: int = ...) -> Transcription:
-        """Decodes one whole utterance: samples ``(S,)`` / ``(S, C)`` at ``sample_rate`` Hz, or a file path."""
+        """Decodes one whole utterance: samples ``(S,)`` / ``(S, C)`` at ``sample_rate`` Hz, or a file path.
+        Both recognizers also take ``transcribe(..., hotwords=[...], hotwords_score=...)``: the
+        utterance's own hotwords, as :meth:`stream`."""
 
     def stream(self) -> RecognizerSession:
         """Opens a streaming session under the recognizer's streaming rule. Both recognizers also

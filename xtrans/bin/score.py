@@ -12,6 +12,7 @@ Usage::
     # plots/training_curves.png (from exp/stage*/**/steps.jsonl); with exp/level_robustness.json
     # (xtrans.bin.level_robustness) a "Level robustness" section and plots/level_robustness.png,
     # with exp/robustness.json (xtrans.bin.robustness) a "Robustness" section and plots/robustness.png,
+    # with exp/context.json (xtrans.bin.context_table) a "Decode-time context" section and plots/context.png,
     # with exp/stage_times.tsv (asr.sh) a "Wall time" section
     python -m xtrans.bin.score --results exp --out RESULTS.md [--plots_dir plots] [--rescore]
 
@@ -28,9 +29,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from xtrans.scoring import robustness
+from xtrans.scoring import context, robustness
 from xtrans.scoring.level import LEVEL_JSON, check_report, results_section
-from xtrans.scoring.plots import plot_level_robustness, plot_robustness, plot_training_curves, plot_wer_vs_chunk
+from xtrans.scoring.plots import (plot_context, plot_level_robustness, plot_robustness, plot_training_curves,
+                                  plot_wer_vs_chunk)
 from xtrans.scoring.results import collect_results, format_table, score_decode_dir, write_results_md
 from xtrans.scoring.stage_times import STAGE_TIMES_TSV, read_stage_times, stage_times_section
 from xtrans.scoring.wer import format_result, format_summary, read_text, score
@@ -87,10 +89,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     plots = [p for p in (plot_wer_vs_chunk(rows, plots_dir / "wer_vs_chunk.png"),
                          plot_training_curves(exp, plots_dir / "training_curves.png")) if p is not None]
     sections, written = [], list(plots)
-    # reports of recipe stage 12: xtrans.bin.level_robustness, then xtrans.bin.robustness
+    # reports of recipe stage 12: xtrans.bin.level_robustness, xtrans.bin.robustness, xtrans.bin.context_table
     for name, check, plot, section in ((LEVEL_JSON, check_report, plot_level_robustness, results_section),
                                        (robustness.ROBUSTNESS_JSON, robustness.check_report, plot_robustness,
-                                        robustness.results_section)):
+                                        robustness.results_section),
+                                       (context.CONTEXT_JSON, context.check_report, plot_context,
+                                        context.results_section)):
         path = exp / name
         if not path.is_file():
             continue

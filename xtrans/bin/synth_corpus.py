@@ -5,8 +5,9 @@
 
 Writes Kaldi data directories ``<outdir>/{train,dev,test}`` (``wav.scp``, ``text``, ``utt2spk``,
 ``spk2utt``, ``utt2num_samples``, ``utt2dur``) and the 16 kHz WAV files under
-``<outdir>/wavs/<split>/``. Speakers are voices ``<accent>+<variant>``; dev and test use
-variants never heard in training. The corpus depends only on the options, not on ``--nj``.
+``<outdir>/wavs/<split>/``, and ``<outdir>/phrases.txt``: the command phrases, one per line (the
+phrase inventory of the recipe's decode-time context table). Speakers are voices
+``<accent>+<variant>``; dev and test use variants never heard in training. The corpus depends only on the options, not on ``--nj``.
 Needs ``pip install espeakng-loader`` (the ``synth`` extra).
 """
 
@@ -15,10 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
-from xtrans.synth.corpus import plan_corpus, synthesize_corpus
+from xtrans.synth.corpus import COMMANDS, plan_corpus, synthesize_corpus
 from xtrans.synth.espeak import ENGLISH_LANGUAGES, Variation
 
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     variation = Variation(snr_db=(args.min_snr, args.max_snr))
     with tqdm(total=sum(counts.values()), unit="utt", desc="synthesising") as bar:
         result = synthesize_corpus(args.outdir, plan, nj=args.nj, variation=variation, on_progress=bar.update)
+    (Path(args.outdir) / "phrases.txt").write_text("".join(f"{c}\n" for c in COMMANDS), encoding="utf-8")
     for split, data in result.items():
         hours = sum(data.utt2dur.values()) / 3600
         print(f"{args.outdir}/{split}: {len(data)} utterances, {hours:.2f} h, "

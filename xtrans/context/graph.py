@@ -31,12 +31,21 @@ holds both until the next token).
 :class:`ContextGraph` is a :class:`~xtrans.search_core.scorer.Scorer`: the state is a node id;
 :meth:`ContextGraph.scores` gives ``score(n, v)`` for all ``V`` tokens (the tokens that continue
 a match from ``n`` are few: they are cached per node, every other token gets ``-held(n)``).
+
+**Whole words.** Given ``word_starts`` (the tokens that begin a word: sentencepiece's pieces
+starting with ``▁``), a phrase matches only as whole words: the automaton reads a boundary symbol
+``B`` (an id past the vocabulary, boost 0) before every word-start token and at the end of the
+hypothesis, and each phrase is keyed as ``B t1 ... B tj ... tk B`` (a ``B`` before each of its
+word-start tokens and after its last). With word pieces of a few letters each this changes
+little; with letters it is what keeps the phrase ``ON`` from being rewarded inside ``ONE`` and
+``GO`` inside ``GOOD``: the match of ``ON`` is still held (boosted) through ``▁ O N``, and taken
+back when ``E`` follows instead of a new word or the end.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,14 +58,25 @@ class ContextGraph:
     Args:
         phrases: ``(token ids, per-token boost)`` pairs; ids in ``1 .. vocab_size - 1``.
         vocab_size: ``V`` of the model (the blank included).
+        word_starts: the token ids that begin a word; given, phrases match as whole words only
+            (module docstring), and each phrase must begin with one of them.
 
     Raises:
-        ValueError: for an empty phrase, a token id out of range, or a boost that is not a
-            finite positive number.
+        ValueError: for an empty phrase, a token id out of range, a boost that is not a finite
+            positive number, or (with ``word_starts``) a phrase that does not begin a word.
     """
 
-    def __init__(self, phrases: Sequence[Tuple[Sequence[int], float]], vocab_size: int):
+    def __init__(self, phrases: Sequence[Tuple[Sequence[int], float]], vocab_size: int,
+                 word_starts: Optional[Sequence[int]] = None):
         self.vocab_size = vocab_size
+        self.boundary: Optional[int] = None  # the symbol B of whole-word matching (module docstring)
+        self.word_start = np.zeros(vocab_size, dtype=bool)
+        if word_starts is not None:
+            starts = [int(v) for v in word_starts]
+            if not all(0 < v < vocab_size for v in starts):
+                raise ValueError(f"word_starts: expected token ids in 1 .. {vocab_size - 1}, found {starts}")
+            self.word_start[starts] = True
+            self.boundary = vocab_size
         self.children: List[Dict[int, int]] = [{}]
         boost: List[float] = [0.0]
         end: List[bool] = [False]
@@ -68,17 +88,26 @@ class ContextGraph:
                 raise ValueError(f"phrases: expected token ids in 1 .. {vocab_size - 1}, found {tokens}")
             if not (np.isfinite(score) and score > 0):
                 raise ValueError(f"phrases: expected a finite positive boost per token, found {score}")
+            if self.boundary is not None:
+                if not self.word_start[tokens[0]]:
+                    raise ValueError(f"phrases: expected whole words, beginning with a word-start token, found "
+                                     f"{tokens}")
+                keyed = [self.boundary]
+                for v in tokens:
+                    keyed += [self.boundary, v] if self.word_start[v] and len(keyed) > 1 else [v]
+                tokens = keyed + [self.boundary]
             node = ROOT
             for v in tokens:
+                w = 0.0 if v == self.boundary else float(score)
                 child = self.children[node].get(v)
                 if child is None:
                     child = len(self.children)
                     self.children[node][v] = child
                     self.children.append({})
-                    boost.append(float(score))
+                    boost.append(w)
                     end.append(False)
                 else:
-                    boost[child] = max(boost[child], float(score))
+                    boost[child] = max(boost[child], w)
                 node = child
             end[node] = True
         n = len(self.children)
@@ -102,6 +131,7 @@ class ContextGraph:
             if not self.children[node]:
                 self.live[node] = self.live[self.fail[node]]
         self._continuations: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self._scores: Dict[int, np.ndarray] = {}
 
     @property
     def num_nodes(self) -> int:
@@ -138,16 +168,37 @@ class ContextGraph:
         """The root: nothing matched."""
         return ROOT
 
-    def scores(self, state: int) -> np.ndarray:
-        """(V,) float64: ``score(state, v)`` for every token ``v`` (module docstring)."""
-        out = np.full(self.vocab_size, -self.held[state], dtype=np.float64)
+    def _step_scores(self, state: int) -> np.ndarray:
+        """``score(state, v)`` of one automaton step for every symbol ``v`` (``B`` included)."""
+        out = np.full(self.vocab_size + (self.boundary is not None), -self.held[state], dtype=np.float64)
         tokens, scores = self._continuation(state)
         out[tokens] = scores
         return out
 
+    def _step(self, state: int, symbol: int) -> int:
+        return self.live[self.goto(state, symbol)]
+
+    def scores(self, state: int) -> np.ndarray:
+        """(V,) float64: ``score(state, v)`` for every token ``v`` (module docstring); with whole
+        words, a word-start token's score is that of ``B`` and then the token."""
+        out = self._scores.get(state)
+        if out is None:
+            out = self._step_scores(state)
+            if self.boundary is not None:
+                after = self._step(state, self.boundary)
+                out = np.where(self.word_start, out[self.boundary] + self._step_scores(after)[:-1], out[:-1])
+            self._scores[state] = out
+        return out.copy()
+
     def advance(self, state: int, token: int) -> int:
-        return self.live[self.goto(state, int(token))]
+        token = int(token)
+        if self.boundary is not None and self.word_start[token]:
+            state = self._step(state, self.boundary)
+        return self._step(state, token)
 
     def final(self, state: int) -> float:
-        """``-held(state)``: a match left unfinished gives its boost back."""
-        return float(-self.held[state])
+        """``-held(state)``: a match left unfinished gives its boost back (with whole words, after
+        the boundary that ends the hypothesis, which completes a phrase ending there)."""
+        if self.boundary is None:
+            return float(-self.held[state])
+        return float(self._step_scores(state)[self.boundary] - self.held[self._step(state, self.boundary)])

@@ -108,7 +108,7 @@ def read_hotwords(path: Union[str, os.PathLike]) -> List[str]:
 
 def build_context_graph(hotwords: Sequence[Union[str, Hotword]], encode: Callable[[str], List[int]],
                         vocab_size: int, hotwords_score: float = DEFAULT_HOTWORDS_SCORE,
-                        unk_id: Optional[int] = None) -> ContextGraph:
+                        unk_id: Optional[int] = None, word_starts: Optional[Sequence[int]] = None) -> ContextGraph:
     """The context graph of a hotword list.
 
     Args:
@@ -117,6 +117,8 @@ def build_context_graph(hotwords: Sequence[Union[str, Hotword]], encode: Callabl
         vocab_size: ``V`` of the model.
         hotwords_score: the per-token boost of phrases without their own.
         unk_id: the tokenizer's unknown token, refused in a phrase.
+        word_starts: the tokens that begin a word (pieces starting with ``▁``): phrases then
+            match as whole words only (:class:`~xtrans.context.graph.ContextGraph`).
 
     Raises:
         ValueError: for a malformed line, a bad score, or a phrase the tokenizer cannot spell.
@@ -137,4 +139,4 @@ def build_context_graph(hotwords: Sequence[Union[str, Hotword]], encode: Callabl
                              "(it encodes to the unknown token); write it as the model's transcripts are "
                              "written (e.g. in their case)")
         phrases.append((tokens, default if hotword.score is None else hotword.score))
-    return ContextGraph(phrases, vocab_size)
+    return ContextGraph(phrases, vocab_size, word_starts)

@@ -19,6 +19,7 @@ import numpy as np
 from xtrans.context.graph import ContextGraph
 from xtrans.context.hotwords import DEFAULT_HOTWORDS_SCORE, build_context_graph, check_score
 from xtrans.context.lm import DEFAULT_LM_SCALE, LMScorer
+from xtrans.context.pieces import WORD_MARK
 
 
 class ScorerSum:
@@ -78,6 +79,9 @@ class SearchContext:
                  hotwords_score: float = DEFAULT_HOTWORDS_SCORE):
         self.search = search
         self.vocab_size = len(pieces)
+        # hotwords match as whole words where the pieces mark word starts (sentencepiece's "▁")
+        starts = [i for i, piece in enumerate(pieces) if i > 0 and piece.startswith(WORD_MARK)]
+        self.word_starts: Optional[List[int]] = starts or None
         self.encode = encode
         self.unk_id = unk_id
         self.hotwords_score = check_score(hotwords_score)
@@ -102,7 +106,8 @@ class SearchContext:
         if isinstance(hotwords, (str, bytes)):
             raise TypeError(f"hotwords: expected a list of phrases, found a single {type(hotwords).__name__}")
         score = self.hotwords_score if hotwords_score is None else hotwords_score
-        return build_context_graph(list(hotwords), self.encode, self.vocab_size, score, self.unk_id)
+        return build_context_graph(list(hotwords), self.encode, self.vocab_size, score, self.unk_id,
+                                   self.word_starts)
 
     def scorer(self, hotwords: Optional[Sequence[str]] = None, hotwords_score: Optional[float] = None) -> Optional[Any]:
         """A stream's scorer: the LM plus its hotwords (default: the recognizer's), or None.

@@ -28,7 +28,7 @@ import logging
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -94,18 +94,21 @@ def mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     return wave.numpy().astype(np.float32, copy=False)
 
 
-def decode_simulated(recognizer: Recognizer, samples: np.ndarray, rate: int) -> Tuple[str, Dict[str, Any]]:
-    """One utterance by ``recognizer.transcribe`` (for a checkpoint: the masked full pass); returns
-    the text and its timing."""
+def decode_simulated(recognizer: Recognizer, samples: np.ndarray, rate: int,
+                     **context: Any) -> Tuple[str, Dict[str, Any]]:
+    """One utterance by ``recognizer.transcribe`` (for a checkpoint: the masked full pass), with
+    ``context`` (``hotwords``, ``hotwords_score``: the utterance's own) where given; returns the
+    text and its timing."""
     start = time.perf_counter()
-    text = recognizer.transcribe(samples, sample_rate=rate).text
+    text = recognizer.transcribe(samples, sample_rate=rate, **context).text
     return text, {"seconds": time.perf_counter() - start}
 
 
 def decode_streaming(recognizer: Recognizer, samples: np.ndarray, rate: int,
-                     piece_ms: Optional[float] = None) -> Tuple[str, Dict[str, Any]]:
+                     piece_ms: Optional[float] = None, **context: Any) -> Tuple[str, Dict[str, Any]]:
     """One utterance through a real streaming session, ``piece_ms`` of audio per call (default
-    one chunk of the session's rule); the session resamples to 16 kHz as the audio streams.
+    one chunk of the session's rule), with ``context`` as :func:`decode_simulated`; the session
+    resamples to 16 kHz as the audio streams.
 
     The timing holds the total processing time and the compute time of every call that completed
     at least one chunk (divided among the chunks it completed; ``finalize`` counts as one chunk).
@@ -114,7 +117,7 @@ def decode_streaming(recognizer: Recognizer, samples: np.ndarray, rate: int,
         BadAudioError: see :func:`check_audio`.
     """
     check_audio(samples, rate)  # the checks of transcribe (too short, ...); a session makes none
-    session = recognizer.stream()
+    session = recognizer.stream(**context)
     C = session.chunk_frames
     step = max(1, int(round(rate * (piece_ms or frames_to_ms(C)) / 1000)))
     chunk_ms: List[float] = []
@@ -138,7 +141,8 @@ def decode_streaming(recognizer: Recognizer, samples: np.ndarray, rate: int,
 
 def decode_utterance(recognizer: Recognizer, options: Any, utt: str, entry: Optional[str], segment,
                      gain_db: Optional[float] = None, transform: Optional[Transform] = None,
-                     index: int = 0) -> Dict[str, Any]:
+                     index: int = 0, hotwords: Optional[Sequence[str]] = None,
+                     hotwords_score: Optional[float] = None) -> Dict[str, Any]:
     """Decodes one utterance; returns ``{"utt", "text", "duration", "seconds", ...}`` or, on bad
     audio or any other failure, ``{"utt", "text": "", "error": reason}`` (the run carries on).
 
@@ -154,6 +158,8 @@ def decode_utterance(recognizer: Recognizer, options: Any, utt: str, entry: Opti
             :data:`Transform`); a failure of the transform is a failure of the utterance.
         index: the utterance's position in the data directory (``data.utt_ids``), for
             per-utterance draws of ``transform``.
+        hotwords, hotwords_score: the utterance's own hotwords (instead of the recognizer's
+            defaults; ``[]``: none) and their boost; None: the recognizer's.
     """
     if entry is None:
         recording = segment.recording_id if segment is not None else utt
@@ -164,10 +170,11 @@ def decode_utterance(recognizer: Recognizer, options: Any, utt: str, entry: Opti
             samples = apply_gain(samples, gain_db)
         if transform is not None:
             samples, rate = transform(mono_16k(samples, rate), index), SAMPLE_RATE
+        context = {} if hotwords is None else {"hotwords": list(hotwords), "hotwords_score": hotwords_score}
         if options.mode == "simulated":
-            text, timing = decode_simulated(recognizer, samples, rate)
+            text, timing = decode_simulated(recognizer, samples, rate, **context)
         else:
-            text, timing = decode_streaming(recognizer, samples, rate, getattr(options, "piece_ms", None))
+            text, timing = decode_streaming(recognizer, samples, rate, getattr(options, "piece_ms", None), **context)
     except BadAudioError as err:
         return {"utt": utt, "text": "", "error": err.reason}
     except Exception as err:  # one bad utterance never stops the decoding of the others
@@ -214,13 +221,19 @@ def _wav_entry(data: DataDir, utt: str) -> Tuple[Optional[str], Any]:
 
 def run(options: Any, data: DataDir, recognizer: Optional[Recognizer], pool: Optional[ProcessPoolExecutor] = None,
         *, gain_db: Optional[float] = None, transform: Optional[Transform] = None,
-        progress: bool = True) -> List[Dict[str, Any]]:
-    """Decodes every utterance of ``data``: in ``pool``'s processes when given (each loads the
-    recognizer of ``RecognizerSpec.from_options(options)``), else here with ``recognizer``; each
-    scaled by ``gain_db`` and then changed by ``transform`` when given (see
+        hotwords: Optional[Mapping[str, Sequence[str]]] = None, hotwords_score: Optional[float] = None,
+        utts: Optional[Sequence[str]] = None, progress: bool = True) -> List[Dict[str, Any]]:
+    """Decodes every utterance of ``data`` (or those of ``utts``, in that order): in ``pool``'s
+    processes when given (each loads the recognizer of ``RecognizerSpec.from_options(options)``),
+    else here with ``recognizer``; each scaled by ``gain_db`` and then changed by ``transform``
+    when given, with its own hotwords where ``hotwords`` (utterance -> phrases) has an entry (see
     :func:`decode_utterance`). Returns the records in utterance order. ``progress=False`` hides
     the per-utterance progress bar."""
-    items = [(utt, *_wav_entry(data, utt), gain_db, transform, index) for index, utt in enumerate(data.utt_ids)]
+    position = {utt: index for index, utt in enumerate(data.utt_ids)}
+    hotwords = hotwords or {}
+    items = [(utt, *_wav_entry(data, utt), gain_db, transform, position[utt], hotwords.get(utt),
+              hotwords_score if utt in hotwords else None)
+             for utt in (data.utt_ids if utts is None else utts)]
     bar = tqdm(total=len(items), desc=f"decode ({options.mode})", unit="utt", file=sys.stderr,
                disable=not progress or len(items) < 2)
     records = []

@@ -329,6 +329,34 @@ def plot_robustness(report: Mapping[str, Any], out: Union[str, os.PathLike]) -> 
     return None if fig is None else _save(fig, out)
 
 
+def plot_context(report: Mapping[str, Any], out: Union[str, os.PathLike]) -> Optional[Path]:
+    """WER (%) bars of a decode-time context report (:mod:`xtrans.scoring.context`): one group per
+    model and set of utterances, one bar per context (no context, right list, distractors, LM).
+
+    Returns:
+        the PNG path, or None when the report has no finite WER.
+    """
+    from xtrans.scoring.context import CONTEXTS, SETS
+
+    groups = [(f"{m['tag']}\n{name.replace('_', ', ')}", m["wer"][name])
+              for m in report.get("models", []) for name in SETS if name in m["wer"]]
+    if not any(math.isfinite(v["wer"]) for _, cells in groups for v in cells.values()):
+        return None
+    fig = new_figure(max(6.0, 1.6 * len(groups) + 2.0), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(CONTEXTS)
+    for k, context in enumerate(CONTEXTS):
+        xs = [g + (k - (len(CONTEXTS) - 1) / 2) * width for g, (_, cells) in enumerate(groups) if context in cells]
+        ys = [cells[context]["wer"] for _, cells in groups if context in cells]
+        if xs:
+            ax.bar(xs, ys, width, label=context)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([label for label, _ in groups], fontsize="small")
+    ax.set_ylabel("WER (%)")
+    ax.set_title(f"Decode-time context ({report.get('snr_db', 0):g} dB SNR for the noisy sets)")
+    return _finish(fig, ax, out)
+
+
 def _finish(fig, ax, out: Union[str, os.PathLike]) -> Path:
     """Grid, legend and layout of a plot, then the PNG at ``out`` (folders made as needed)."""
     ax.grid(True, alpha=0.3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from xtrans.frames import StreamGeometry
 
-DEFAULT_BATCH_ROWS = 8
+DEFAULT_BATCH_ROWS = 4
 """Streams per model call of :class:`~xtrans.serve.backend.TorchBackend` (its docstring says why a fixed
 number; ``bench/serve.py`` measures what it costs)."""
 

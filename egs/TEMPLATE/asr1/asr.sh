@@ -4,13 +4,15 @@
 #
 #   1 data preparation (local/data.sh)       7 training stage 2 (chunks; variants 2a-2d)
 #   2 audio formatting (16 kHz ark/scp)      8 training stage 3 (left context; 3a-3c)
-#   3 BPE (sentencepiece, blank = 0)         9 training stage 4 (multi-chunk)
+#   3 BPE (sentencepiece, blank = 0;         9 training stage 4 (multi-chunk)
+#     a token n-gram LM with --lm_order)
 #   4 pretrained encoder import (or a random 10 training stage 5 (attention sinks; 5a-5b)
 #     one, its CNN fitted to log-mel)
 #   5 data statistics and checks            11 decoding (simulated and chunk-by-chunk streaming)
 #   6 training stage 1 (full attention)     12 scoring: WER, RTF, latency, level robustness,
 #                                              robustness (noise, babble, rooms, telephone),
-#                                              RESULTS.md, plots
+#                                              decode-time context (hotwords, LM; with
+#                                              --context_phrases), RESULTS.md, plots
 #
 # All work is done by `python -m xtrans.bin.*`; hyperparameters live in conf/*.yaml.
 set -euo pipefail
@@ -49,6 +51,10 @@ robustness_snrs=20,10,5,0       # its noise and babble SNRs (dB)
 robustness_babble_snrs=         # its babble SNRs (dB) when they differ from robustness_snrs
 robustness_rt60s=0.3,0.6,0.9    # its reverberation times (s)
 robustness_opts="--search beam --beam 4"   # its search (as the level table); other options of xtrans.bin.robustness, e.g. --noise_scp data/noise.scp (default: generated held-out noise)
+lm_order=0              # > 0: stage 3 also trains a token n-gram LM of this order on the training text (data/lang_bpe/lm.arpa)
+context_phrases=        # phrase inventory (one per line, e.g. the corpus's commands): stage 12 measures hotword lists and LM fusion on the test utterances that say one
+context_models=5a       # the trained stages measured by the context table
+context_opts=           # other options of xtrans.bin.context_table, e.g. --snr 10 --lm_scales 0.1,0.2,0.3 --hotwords_score 1.5
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
 train_threads=          # torch CPU threads of the training processes (stage 4's CNN fit, stages 6-10); empty = OMP_NUM_THREADS as set
 noise_scp=              # noise list for training (e.g. MUSAN: "<id> <wav>" lines): a noise entry in every stage (data.noise_scp)
@@ -124,6 +130,11 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "stage 3: BPE (sentencepiece $bpe_type, $bpe_size tokens including blank)"
   python -m xtrans.bin.train_bpe --vocab-size "$bpe_size" --model-type "$bpe_type" \
     --normalizer "$text_normalizer" "$dump/$train_set/text" data/lang_bpe
+  if [ "$lm_order" -gt 0 ]; then
+    log "stage 3: token ${lm_order}-gram LM of the training text (data/lang_bpe/lm.arpa)"
+    python -m xtrans.bin.train_lm --text "$dump/$train_set/text" --tokenizer data/lang_bpe/bpe.model \
+      --order "$lm_order" --out data/lang_bpe/lm.arpa
+  fi
   stage_took 3 "BPE"
 fi
 
@@ -243,7 +254,24 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
       --tokenizer data/lang_bpe/bpe.model --nj "$nj" --out exp/robustness.json \
       --plot exp/plots/robustness.png $robustness_opts < /dev/null
   fi
-  stage_took 12 "level and robustness tables"
+  context_model_opts=
+  for v in $context_models; do
+    dir=$(exp_dir_of "$v")
+    [ -f "$dir/$decode_model" ] && context_model_opts="$context_model_opts --model stage$v=$dir/$decode_model"
+  done
+  if [ -n "$context_phrases" ] && [ -n "$context_model_opts" ]; then
+    # hotwords and LM fusion (beam search): the test utterances that say one of $context_phrases, in
+    # held-out noise, with no context / a list holding their phrase / distractors / the LM, and the
+    # whole set noisy and clean -> exp/context.json, exp/plots/context.png, a section of RESULTS.md
+    test_set=${test_sets%% *}
+    lm_opts=
+    [ -f data/lang_bpe/lm.arpa ] && lm_opts="--lm data/lang_bpe/lm.arpa --tune_data $dump/$dev_set"
+    log "stage 12: decode-time context on $test_set ($context_phrases${lm_opts:+, data/lang_bpe/lm.arpa}):$context_model_opts"
+    python -m xtrans.bin.context_table $context_model_opts --data "$dump/$test_set" --phrases "$context_phrases" \
+      --tokenizer data/lang_bpe/bpe.model --nj "$nj" $lm_opts --out exp/context.json \
+      --plot exp/plots/context.png $context_opts < /dev/null
+  fi
+  stage_took 12 "level, robustness${context_phrases:+ and context} tables"
   log "stage 12: scoring: RESULTS.md and plots"
   python -m xtrans.bin.score --results exp --out RESULTS.md --plots_dir exp/plots
   cat RESULTS.md
