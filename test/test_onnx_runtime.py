@@ -313,12 +313,15 @@ def test_session_hotwords_and_lm_equal_pytorch(export, tmp_path):
                            2, pieces[1:]), tmp_path / "lm.arpa")
     lm = LMScorer(tmp_path / "lm.arpa", pieces, 0.4)
     # the table has ▁a b c ▁d e f ▁g h i ▁j: "abc d" = [▁a, b, c, ▁d], "gh" = [▁g, h]
-    graph = ContextGraph([([8, 9], 0.7)], V)
+    # phrases match as whole words: the pieces that begin a word are the table's "▁" pieces
+    starts = [i for i, piece in enumerate(pieces) if i > 0 and piece.startswith("\u2581")]
+    assert len(starts) == 4
+    graph = ContextGraph([([8, 9], 0.7)], V, starts)
     s2t = OnnxSpeech2Text(export["dir"], search="beam", beam=3, num_threads=1, hotwords=["abc d", "gh :2.5"],
                           hotwords_score=1.5, lm=tmp_path / "lm.arpa", lm_scale=0.4)
     assert s2t.settings()["hotwords"] == 2 and s2t.settings()["lm_scale"] == 0.4
     expected = modified_beam_search(model, enc, beam=3, scorer=ScorerSum([lm, ContextGraph([([2, 3, 4, 5], 1.5),
-                                                                                           ([8, 9], 2.5)], V)]))[0]
+                                                                                           ([8, 9], 2.5)], V, starts)]))[0]
     assert s2t.transcribe(wave).tokens == expected[0].tokens
     # a stream's own hotwords replace the defaults
     own = modified_beam_search(model, enc, beam=3, scorer=ScorerSum([lm, graph]))[0]
