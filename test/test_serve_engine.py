@@ -227,6 +227,20 @@ def test_torch_backend_batches_equal_streams_alone(spoken_digits, checkpoint, se
     assert any(backend.result(s).tokens for s in alone)
 
 
+def test_engine_batches_are_one_torch_call(checkpoint):
+    """The engine's batches for a TorchBackend hold at most batch_rows streams (one model call each,
+    whose partials a server sends as soon as it returns); max_batch below it still caps them."""
+    for rows, max_batch, sizes in ((2, 32, [2, 2, 1]), (4, 32, [4, 1]), (4, 3, [3, 2])):
+        backend = TorchBackend(recognizer(checkpoint), batch_rows=rows)
+        engine = Engine(backend, EndpointConfig(None, None), max_batch=max_batch)
+        for sid in [engine.open() for _ in range(5)]:
+            engine.accept(sid, np.zeros(2 * backend.geometry.samples_per_call, np.float32))
+        for _ in range(2):  # the priming call, then a chunk
+            work = engine.collect()
+            assert [len(b) for b in work.batches] == sizes
+            engine.apply(engine.compute(work))
+
+
 def test_engine_refuses_bad_settings(checkpoint):
     backend = TorchBackend(recognizer(checkpoint))
     with pytest.raises(ValueError, match="max_batch: expected an integer >= 1, found 0"):

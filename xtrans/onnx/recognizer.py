@@ -193,6 +193,8 @@ class OnnxSpeech2Text(SearchTranscriber):
         encoder_path = self.directory / (encoder_file or cfg.get("encoder_file") or DEFAULT_ENCODER_FILE)
         self.encoder_file = encoder_path.name
         self.encoder = _session(encoder_path, num_threads, providers)
+        # dynamic quantisation scales a call's activations by their range over the whole batch
+        self.encoder_batch_invariant: bool = b"DynamicQuantizeLinear" not in encoder_path.read_bytes()
         models = [(self.encoder, encoder_path)]
         states = cfg["state_names"]
         start_path = self.directory / cfg["encoder_start_file"]

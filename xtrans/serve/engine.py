@@ -17,9 +17,10 @@ until a whole chunk is there. One step of the loop then
    (partials when the text changed, finals at endpoints and at the end, ``done``, errors).
 
 Streams join and leave between steps; a stream's result does not depend on the streams that
-shared its batches. :meth:`Engine.step` runs the three in one go; a server with several worker
-threads (``Engine(workers=n)``) deals a step's batches among them (:meth:`Work.split`) and joins
-their outcomes (:meth:`Outcome.join`) for :meth:`Engine.apply`.
+shared its batches. :meth:`Engine.step` runs the three in one go; a server computes a step's
+batches on its worker threads (``Engine(workers=n)`` keeps every batch small enough that each
+worker gets some) and applies each batch's outcome as soon as it is computed, so that the first
+batches' partials do not wait for the last ones.
 
 Each segment is fed by the rule of the backend's :class:`~xtrans.frames.StreamGeometry`: its
 first ``prime_samples`` (80) alone, then ``samples_per_call`` (320 C) per call, so every later
@@ -125,25 +126,12 @@ class Work:
     def num_streams(self) -> int:
         return sum(len(b) for b in self.batches)
 
-    def split(self, parts: int) -> List["Work"]:
-        """The batches dealt into at most ``parts`` works of about equal numbers of streams (the
-        largest batch first, to the least loaded work), for workers that compute them at once."""
-        works: List[List[List[_Item]]] = [[] for _ in range(max(1, min(parts, len(self.batches))))]
-        for batch in sorted(self.batches, key=len, reverse=True):
-            min(works, key=lambda w: sum(len(b) for b in w)).append(batch)
-        return [Work(w) for w in works if w]
-
 
 @dataclass
 class Outcome:
     """What :meth:`Engine.compute` made: per item, the new state and its result, or the exception."""
 
     items: List[Tuple[_Item, Any, Any, Optional[BaseException]]]
-
-    @classmethod
-    def join(cls, outcomes: List["Outcome"]) -> "Outcome":
-        """The outcomes of the parts of a :meth:`Work.split`, as one."""
-        return cls([item for outcome in outcomes for item in outcome.items])
 
 
 @dataclass
@@ -169,10 +157,12 @@ class Engine:
     Args:
         backend: the recognizer (:class:`~xtrans.serve.backend.Backend`).
         endpoint: the endpointing rules.
-        max_batch: most streams per batched call (>= 1).
+        max_batch: most streams per batched call (>= 1); a backend with ``batch_rows`` (streams
+            per model call, :class:`~xtrans.serve.backend.TorchBackend`) caps it at that, so that a
+            batch is one model call and its results can go out as soon as it returns.
         workers: how many batches the caller computes at once (>= 1): :meth:`collect` makes no
-            batch larger than ``1 / workers`` of the step's streams, so that :meth:`Work.split`
-            can give every worker about as many.
+            batch larger than ``1 / workers`` of the step's streams, so that every worker gets
+            about as many.
     """
 
     def __init__(self, backend, endpoint: EndpointConfig = EndpointConfig(), max_batch: int = 32,
@@ -183,7 +173,7 @@ class Engine:
             raise ValueError(f"workers: expected an integer >= 1, found {workers!r}")
         self.backend = backend
         self.endpoint = endpoint
-        self.max_batch = max_batch
+        self.max_batch = min(max_batch, getattr(backend, "batch_rows", max_batch))
         self.workers = workers
         self.stats = EngineStats()
         self._streams: Dict[int, _Stream] = {}

@@ -14,7 +14,10 @@ onnxruntime divides a call's work among its threads by the shapes of the call, a
 frames then depend (by up to a few 1e-6) on which streams share its batch, which can flip a near
 tie of the search; on one thread every stream's rows are computed alike whatever the batch
 (``test_runtime/test_runtime_serve.py`` checks both, bit for bit). A server uses more cores by
-computing several batches at once (:attr:`xtrans.serve.server.ServerOptions.workers`).
+computing several batches at once (:attr:`xtrans.serve.server.ServerOptions.workers`). An int8
+encoder (``--int8``: onnxruntime's dynamic quantisation) scales each call's activations by their
+range over the whole batch, which changes a stream's frames by up to 0.1 with its neighbours, so
+its encoder runs one stream per call (the search, on the float predictor and joiner, stays batched).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class OnnxBackend(FeedSizes):
         self.s2t = s2t
         self.geometry = s2t.geometry
         self._states = list(zip(cfg["state_names"], cfg["state_shapes"], cfg["state_dtypes"]))
-        self.description = (f"ONNX {s2t.directory}, chunk {cfg['frame_ms'] * cfg['chunk_frames']} ms, "
+        int8 = "" if s2t.encoder_batch_invariant else ", int8 encoder one stream per call"
+        self.description = (f"ONNX {s2t.directory}{int8}, chunk {cfg['frame_ms'] * cfg['chunk_frames']} ms, "
                             f"left {cfg.get('left_ms')} ms, {cfg.get('sinks')} sinks, {s2t.search_name} search")
 
     @classmethod
@@ -99,9 +103,15 @@ class OnnxBackend(FeedSizes):
 
     def _call(self, encoder: Dict[str, np.ndarray], search, samples: np.ndarray, num_samples: np.ndarray):
         names = list(encoder)
-        frames, num_frames, *new = self.s2t.encoder.run(
-            ["frames", "num_frames", *("new_" + n for n in names)],
-            {"samples": samples, "num_samples": num_samples, **encoder})
+        outputs = ["frames", "num_frames", *("new_" + n for n in names)]
+        if self.s2t.encoder_batch_invariant:
+            frames, num_frames, *new = self.s2t.encoder.run(
+                outputs, {"samples": samples, "num_samples": num_samples, **encoder})
+        else:  # one stream per call (module docstring)
+            rows = [self.s2t.encoder.run(outputs, {"samples": samples[b:b + 1], "num_samples": num_samples[b:b + 1],
+                                                   **{n: t[b:b + 1] for n, t in encoder.items()}})
+                    for b in range(len(samples))]
+            frames, num_frames, *new = [np.concatenate(parts) for parts in zip(*rows)]
         if frames.shape[1] and int(num_frames.max()) > 0:
             search = self.s2t.search.step(frames, search, num_frames.astype(np.int64))
         return dict(zip(names, new)), search

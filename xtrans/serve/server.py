@@ -5,8 +5,8 @@ receives and validates the client's messages (:mod:`xtrans.serve.protocol`) and 
 :class:`~xtrans.serve.engine.Engine`; a second task per connection sends the engine's messages,
 so that a slow client never holds up the others. One decoding task runs the engine's steps: it
 collects the ready chunks of all connections, computes them in ``ServerOptions.workers`` worker
-threads at once (batched encoder calls and search steps, the batches dealt out among them) while
-the event loop keeps receiving, and hands out the results.
+threads at once (batched encoder calls and search steps, each batch on the next free worker)
+while the event loop keeps receiving, and hands out each batch's results as soon as it is computed.
 
 HTTP: ``GET /`` is the microphone page, ``GET /static/NAME`` its scripts (files inside the
 package, :data:`STATIC_DIR`); websocket connections are accepted at ``/ws`` only (404 elsewhere).
@@ -37,7 +37,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from xtrans.serve.engine import EndpointConfig, Engine, Event, Outcome
+from xtrans.serve.engine import EndpointConfig, Engine, Event, Work
 from xtrans.serve.protocol import (CLOSE_INTERNAL_ERROR, CLOSE_MESSAGE_TOO_BIG, CLOSE_POLICY_VIOLATION,
                                    CLOSE_UNSUPPORTED_DATA, DEFAULT_FORMAT, DEFAULT_SAMPLE_RATE,
                                    End, ProtocolError, Start, decode_audio, dumps, error_message, parse_text)
@@ -320,22 +320,24 @@ class StreamingServer:
             if work is None:
                 await self._wake.wait()
                 continue
-            try:
-                outcomes = await asyncio.gather(*(loop.run_in_executor(self._executor, self.engine.compute, part)
-                                                  for part in work.split(self.options.workers)))
-                events = self.engine.apply(Outcome.join(outcomes))
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # a bug in the loop: fail these streams, keep serving
-                logger.exception("decoding step failed")
-                events = []
-                for batch in work.batches:
-                    for item in batch:
-                        self.engine.close(item.stream)
-                        events.append(Event(item.stream, error_message(f"decoding failed: {type(err).__name__}"),
-                                            CLOSE_INTERNAL_ERROR))
-            for event in events:
-                self._dispatch(event)
+            # each batch on the next free worker; its results go out as soon as it is computed
+            running = {loop.run_in_executor(self._executor, self.engine.compute, Work([batch])): batch
+                       for batch in work.batches}
+            while running:
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for future in finished:
+                    batch = running.pop(future)
+                    try:
+                        events = self.engine.apply(future.result())
+                    except Exception as err:  # a bug in the loop: fail these streams, keep serving
+                        logger.exception("decoding step failed")
+                        events = []
+                        for item in batch:
+                            self.engine.close(item.stream)
+                            events.append(Event(item.stream, error_message(f"decoding failed: {type(err).__name__}"),
+                                                CLOSE_INTERNAL_ERROR))
+                    for event in events:
+                        self._dispatch(event)
 
     def _dispatch(self, event: Event) -> None:
         conn = self._by_stream.get(event.stream)

@@ -11,7 +11,8 @@ writes into ``DIR``:
 ``onnx/``           ``python -m xtrans.bin.export_onnx`` of a tiny untrained decoding checkpoint
                     (:func:`~xtrans.testing.train_fixtures.save_decoding_checkpoint`, with the
                     demo's 64-channel CNN, whose onnxruntime convolutions on 2 threads give
-                    results that depend on the batch), chunk 320 ms, left 640 ms, 2 sinks
+                    results that depend on the batch), chunk 320 ms, left 640 ms, 2 sinks; also
+                    its int8 encoder ``encoder.int8.onnx`` (``config.json`` names the float one)
 ``data/``           a Kaldi data directory (``wav.scp`` relative to it, ``text``) of the signals:
 ``data/audio/``     spoken digit strings (:mod:`xtrans.testing.speech_fixtures`) as 16-bit WAV,
                     half at 8 kHz and half at 16 kHz
@@ -112,6 +113,7 @@ def write_runtime_refs(root: Union[str, os.PathLike], spoken_digits: Optional[Pa
         RuntimeError: when the export or the ONNX runtime does not give the PyTorch results here.
     """
     from xtrans.bin.export_onnx import main as export_main
+    from xtrans.export.directory import INT8_ENCODER, quantize_int8
     from xtrans.data.kaldi_dir import DataDir, write_data_dir
     from xtrans.data.resample import resample
     from xtrans.inference import Speech2Text
@@ -139,6 +141,7 @@ def write_runtime_refs(root: Union[str, os.PathLike], spoken_digits: Optional[Pa
                               "--sinks", str(RULE["sinks"])])
         if status != 0:
             raise RuntimeError(f"exporting {ckpt} to {root / 'onnx'} failed (exit status {status})")
+        quantize_int8(root / "onnx" / "encoder.onnx", root / "onnx" / INT8_ENCODER)  # beside it; config.json keeps fp32
         results: Dict[str, Dict[str, Dict[str, Any]]] = {}
         for search in SEARCHES:
             s2t = Speech2Text.from_checkpoint(ckpt, search=search, **RULE)
