@@ -19,7 +19,7 @@ from xtrans.serve.backend import TorchBackend
 from xtrans.serve.engine import EndpointConfig, Engine
 from xtrans.serve.protocol import (CLOSE_POLICY_VIOLATION, CLOSE_UNSUPPORTED_DATA, End, ProtocolError, Start,
                                    decode_audio, encode_audio, parse_text)
-from xtrans.testing.serve_fixtures import digit_string, stream_reference
+from xtrans.testing.serve_fixtures import batched_and_alone, digit_string, stream_reference
 from xtrans.testing.train_fixtures import save_decoding_checkpoint
 
 SENTENCES = ["one two three", "four five six", "seven eight nine", "zero oh"]
@@ -198,33 +198,21 @@ def test_torch_backend_batches_equal_streams_alone(spoken_digits, checkpoint, se
     from xtrans.streaming import flatten_state
 
     backend = TorchBackend(recognizer(checkpoint, search), batch_rows=batch_rows)
-    g = backend.geometry
     waves = [resample(torch.from_numpy(digit_string(spoken_digits, 4, seed=k)), 8000, 16000).numpy()
              for k in range(6)]
-    calls = min(len(w) for w in waves) // g.samples_per_call - 1
-    assert calls >= 3
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        batched = [backend.advance([backend.init()], w[None, :g.prime_samples])[0] for w in waves]
-        alone = list(batched)
-        rng = random.Random(0)
-        for k in range(calls):
-            chunk = np.stack([w[g.prime_samples + k * g.samples_per_call:][:g.samples_per_call] for w in waves])
-            alone = [backend.advance([s], chunk[b:b + 1])[0] for b, s in enumerate(alone)]
-            order = rng.sample(range(len(waves)), len(waves))
-            while order:
-                size = rng.randint(1, 5)
-                group, order = order[:size], order[size:]
-                for b, state in zip(group, backend.advance([batched[b] for b in group], chunk[group])):
-                    batched[b] = state
+        steps = 0
+        for k, batched, alone in batched_and_alone(backend, waves):
+            steps += 1
             for b in range(len(waves)):
                 for (name, got), (_, want) in zip(flatten_state(batched[b].encoder), flatten_state(alone[b].encoder)):
                     assert torch.equal(got, want), (k, b, name)
                 assert backend.result(batched[b]) == backend.result(alone[b]), (k, b)
     finally:
         torch.set_num_threads(before)
-    assert any(backend.result(s).tokens for s in alone)
+    assert steps >= 3 and any(backend.result(s).tokens for s in alone)
 
 
 def test_engine_batches_are_one_torch_call(checkpoint):

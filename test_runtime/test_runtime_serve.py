@@ -17,6 +17,7 @@ from xtrans.serve.engine import EndpointConfig, Engine, Work
 from xtrans.serve.onnx_backend import OnnxBackend
 from xtrans.serve.server import BackgroundServer, ServerOptions
 from xtrans.testing.runtime_fixtures import SEARCHES
+from xtrans.testing.serve_fixtures import batched_and_alone
 
 
 def at_16k(samples, rate):
@@ -65,25 +66,15 @@ def test_backend_batches_equal_streams_alone(runtime_refs, search, encoder_file)
     activation scales are taken over a call's whole batch (so the backend calls it per stream)."""
     backend = OnnxBackend(OnnxSpeech2Text(runtime_refs.onnx, search=search, num_threads=1, encoder_file=encoder_file))
     assert backend.s2t.encoder_batch_invariant == (encoder_file is None)
-    g = backend.geometry
     waves = [at_16k(x, r) for x, r, _ in signals(runtime_refs)]
-    calls = min(len(w) for w in waves) // g.samples_per_call - 1
-    batched = [backend.advance([backend.init()], w[None, :g.prime_samples])[0] for w in waves]
-    alone = list(batched)
-    rng = random.Random(0)
-    for k in range(calls):
-        chunk = np.stack([w[g.prime_samples + k * g.samples_per_call:][:g.samples_per_call] for w in waves])
-        alone = [backend.advance([s], chunk[b:b + 1])[0] for b, s in enumerate(alone)]
-        order = rng.sample(range(len(waves)), len(waves))
-        while order:
-            size = rng.randint(1, 5)
-            group, order = order[:size], order[size:]
-            for b, state in zip(group, backend.advance([batched[b] for b in group], chunk[group])):
-                batched[b] = state
+    steps = 0
+    for k, batched, alone in batched_and_alone(backend, waves):
+        steps += 1
         for b in range(len(waves)):
             for name, value in alone[b].encoder.items():
                 assert np.array_equal(batched[b].encoder[name], value), (k, b, name)
             assert backend.result(batched[b]) == backend.result(alone[b]), (k, b)
+    assert steps >= 3
 
 
 def run_clients(url, clients, seed):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import List
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import soundfile
@@ -51,3 +51,26 @@ def stream_reference(s2t, samples: np.ndarray, sample_rate: int):
     if len(samples):
         session.accept_waveform(samples, sample_rate)
     return session.finalize()
+
+
+def batched_and_alone(backend, waves: Sequence[np.ndarray], seed: int = 0,
+                      most: int = 5) -> Iterator[Tuple[int, list, list]]:
+    """Advances 16 kHz ``waves`` through a server backend twice, chunk by chunk as the engine feeds
+    them: each stream alone, and all of them in shuffled groups of 1 to ``most`` streams; yields
+    ``(chunk, batched states, alone states)`` after each chunk (as many chunks as the shortest
+    wave holds whole), for a test to compare."""
+    g = backend.geometry
+    calls = min(len(w) for w in waves) // g.samples_per_call - 1
+    batched = [backend.advance([backend.init()], w[None, :g.prime_samples])[0] for w in waves]
+    alone = list(batched)
+    rng = random.Random(seed)
+    for k in range(calls):
+        chunk = np.stack([w[g.prime_samples + k * g.samples_per_call:][:g.samples_per_call] for w in waves])
+        alone = [backend.advance([s], chunk[b:b + 1])[0] for b, s in enumerate(alone)]
+        order = rng.sample(range(len(waves)), len(waves))
+        while order:
+            size = rng.randint(1, most)
+            group, order = order[:size], order[size:]
+            for b, state in zip(group, backend.advance([batched[b] for b in group], chunk[group])):
+                batched[b] = state
+        yield k, batched, alone
