@@ -3,6 +3,8 @@
 - mini_synth: every stage 1-12 in --debug mode with minimal sizes (synthesis, formatting, BPE,
   a random encoder, training stages 1, 2b, 3a, 3b, 4 and 5a chained by --init, simulated and real
   streaming decoding, scoring, RESULTS.md and plots);
+- mini_synth ssl1: all 8 stages in --debug mode (pretraining, the Hugging Face import, the four
+  stage-1 runs, one 2b model and the four streaming variants from it, decoding, RESULTS.md);
 - LibriSpeech: stages 1-5 on a LibriSpeech-layout tree made here (FLAC + *.trans.txt), with a
   tiny Hugging Face model as the pretrained encoder.
 """
@@ -103,6 +105,87 @@ def test_mini_synth_all_stages_debug(tmp_path):
         "--train_stages", "2a 2b", "--train_threads", "1", "--resume", "exp/stage2/2b/ckpt_step2.pt", "--train_opts", "--no_progress")
     log = (recipe / "exp" / "stage2" / "train.log").read_text()
     assert "resumed from exp/stage2/2b/ckpt_step2.pt at update 2" in log and "[2a]" not in log
+
+
+@pytest.mark.slow
+def test_mini_synth_ssl_story_debug(tmp_path):
+    pytest.importorskip("espeakng_loader")
+    import torch
+    from safetensors.torch import load_file
+
+    recipe = copy_egs(tmp_path) / "mini_synth" / "ssl1"
+    proc = run(recipe, "--debug", "true", "--debug_utts", "12", "--debug_updates", "2", "--nj", "1",
+               "--train_threads", "1", "--train_opts", "--no_progress",
+               "--local_data_opts", "--num_train 24 --num_dev 6 --num_test 6")
+    for n in range(1, 9):
+        assert re.search(rf"stage {n}:", proc.stdout), f"stage {n} did not run"
+    exp = recipe / "exp"
+    # the pretrained encoder travels as a Hugging Face directory and is imported through the stage-1 conf
+    hf = load_file(str(exp / "ssl" / "hf" / "model.safetensors"))
+    pretrained = torch.load(exp / "pretrained" / "encoder.pt", weights_only=True)
+    random = torch.load(exp / "random" / "encoder.pt", weights_only=True)
+    assert pretrained["source"] == "exp/ssl/hf" and random["source"].startswith("random:")
+    assert {k: pretrained["arch"][k] for k in ("extractor_mode", "pos_conv", "waveform_norm", "num_layers")} == \
+        {"extractor_mode": "layer_norm", "pos_conv": "causal", "waveform_norm": "cumulative", "num_layers": 3}
+    assert pretrained["arch"] == random["arch"]  # the same model; only the weights differ
+    assert torch.equal(pretrained["encoder"]["mask_emb"], hf["masked_spec_embed"])  # the pretrained mask embedding
+    assert torch.equal(pretrained["encoder"]["feature_projection.projection.weight"],
+                       hf["feature_projection.projection.weight"])
+    assert not torch.equal(pretrained["encoder"]["mask_emb"], random["encoder"]["mask_emb"])
+    # the small label set: 10% of the checked training utterances (at least one)
+    n_all = len((recipe / "dump_debug" / "train_clean" / "wav.scp").read_text().splitlines())
+    n_small = len((recipe / "dump_debug" / "train_clean_10pct" / "wav.scp").read_text().splitlines())
+    assert n_small == max(1, n_all // 10) < n_all
+    for init in ("pretrained", "random"):
+        for pct in ("10pct", "100pct"):
+            log = (exp / "stage1" / f"{init}_{pct}" / "train.log").read_text()
+            assert f"initialised the encoder from exp/{init}/encoder.pt" in log, (init, pct)
+        small = (exp / "stage1" / f"{init}_10pct" / "config.yaml").read_text()
+        assert "train_dir: dump_debug/train_clean_10pct" in small
+    # the controlled comparison: every variant from the one 2b model, the same number of updates
+    for d in ("stage3/3a", "stage3/3b", "stage5/5a", "stage5/5b"):
+        assert "from exp/stage2/2b/ckpt_step2.pt" in (exp / d / "train.log").read_text(), d
+        steps = [json.loads(line) for line in (exp / d / "steps.jsonl").read_text().splitlines()]
+        assert steps[-1]["step"] == 2, d
+    rules = {"2b": (640, None, 0), "3a": (640, 640, 0), "3b": (640, 1280, 0), "5a": (640, 640, 4), "5b": (640, 640, 16)}
+    for d, rule in {"stage2/2b": rules["2b"], "stage3/3a": rules["3a"], "stage3/3b": rules["3b"],
+                    "stage5/5a": rules["5a"], "stage5/5b": rules["5b"]}.items():
+        info = json.loads((exp / d / "decode_test" / "decode.json").read_text())
+        assert info["mode"] == "streaming" and (info["chunk_ms"], info["left_ms"], info["sinks"]) == rule, d
+        assert info["latency_ms"]["num_chunks"] > 0
+    # RESULTS.md: both tables, every run's WER as scored, the curves
+    results = (recipe / "RESULTS.md").read_text()
+    finetune, _, rest = results.partition("## Pretrained vs random encoder")[2].partition("## Streaming stages")
+    rest = rest.partition("## Wall time")[0]
+    rows = [r for r in finetune.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert [tuple(c.strip() for c in r.strip("|").split("|")[:2]) for r in rows] == \
+        [("10%", "pretrained"), ("10%", "random"), ("100%", "pretrained"), ("100%", "random")]
+    for row, d in zip(rows, ["pretrained_10pct", "random_10pct", "pretrained_100pct", "random_100pct"]):
+        wer = json.loads((exp / "stage1" / d / "decode_test" / "wer.json").read_text())["WER"]
+        assert row.split("|")[7].strip() == f"{wer:.2f}", (row, d)
+    stream_rows = [r for r in rest.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert [r.split("|")[1].strip() for r in stream_rows] == ["2b (the start)", "3a", "3b", "5a", "5b"]
+    assert all(re.search(r"\| \d+\.\d / \d+\.\d / \d+\.\d \|", r) for r in stream_rows), stream_rows
+    assert "## Pretraining (no labels)" in results and "## Wall time" in results
+    assert (exp / "plots" / "ssl_curves.png").exists() and "![learning curves](exp/plots/ssl_curves.png)" in results
+
+
+def test_ssl_table_errors(tmp_path, capsys):
+    from xtrans.bin import ssl_table
+    from xtrans.scoring.ssl_story import RunMissingError, read_run
+
+    with pytest.raises(RunMissingError, match=r"run '3a': .*missing: no such directory; run the recipe stage"):
+        read_run("3a", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunMissingError, match="no update logged in steps.jsonl"):
+        read_run("3a", tmp_path / "empty")
+    out = str(tmp_path / "R.md")
+    for name, message in [("pretrained", "--finetune: expected '<pretrained|random> <labels>'"),
+                          ("scratch 10%", "found 'scratch 10%'"),
+                          ("random 10%", "run 'random 10%': .*empty: no update logged")]:
+        assert ssl_table.main(["--finetune", name, str(tmp_path / "empty"), "--out", out]) == 2
+        assert re.search(message, capsys.readouterr().err), name
+    assert not (tmp_path / "R.md").exists()
 
 
 def make_librispeech_tree(root: Path, parts, utts_per_part: int = 8, seed: int = 0) -> None:
