@@ -122,10 +122,6 @@ class Work:
 
     batches: List[List[_Item]]
 
-    @property
-    def num_streams(self) -> int:
-        return sum(len(b) for b in self.batches)
-
 
 @dataclass
 class Outcome:

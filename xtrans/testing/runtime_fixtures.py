@@ -113,9 +113,9 @@ def write_runtime_refs(root: Union[str, os.PathLike], spoken_digits: Optional[Pa
         RuntimeError: when the export or the ONNX runtime does not give the PyTorch results here.
     """
     from xtrans.bin.export_onnx import main as export_main
-    from xtrans.export.directory import INT8_ENCODER, quantize_int8
     from xtrans.data.kaldi_dir import DataDir, write_data_dir
     from xtrans.data.resample import resample
+    from xtrans.export.directory import INT8_ENCODER, quantize_int8
     from xtrans.inference import Speech2Text
     from xtrans.onnx import OnnxSpeech2Text
     from xtrans.testing.serve_fixtures import digit_string, stream_reference, to_s16
