@@ -56,7 +56,11 @@ context_phrases=        # phrase inventory (one per line, e.g. the corpus's comm
 context_models=5a       # the trained stages measured by the context table
 context_opts=           # other options of xtrans.bin.context_table, e.g. --snr 10 --lm_scales 0.1,0.2,0.3 --hotwords_score 1.5
 train_opts=             # extra options of xtrans.bin.train, e.g. "--no_progress"
-train_threads=          # torch CPU threads of the training processes (stage 4's CNN fit, stages 6-10); empty = OMP_NUM_THREADS as set
+train_threads=          # torch CPU threads of each training process (stages 6-10; stage 4's CNN fit, one process, takes
+                        # train_threads x train_nproc); empty = OMP_NUM_THREADS as set
+train_nproc=1           # CPU training processes per stage (gloo DDP, xtrans.bin.train --nproc; with --ngpu 0): each takes its
+                        # own data.max_seconds batch, so an update is train_nproc batches; on a small CPU model 2 processes of 1
+                        # thread go faster than 1 of 2 (egs/mini_synth/asr1/run.sh notes)
 noise_scp=              # noise list for training (e.g. MUSAN: "<id> <wav>" lines): a noise entry in every stage (data.noise_scp)
 rir_scp=                # room impulse responses for training (e.g. RIRS_NOISES): a reverb entry in every stage (data.rir_scp)
 help_message="Usage: $0 [options]   (stages: see the top of egs/TEMPLATE/asr1/asr.sh)"
@@ -87,15 +91,7 @@ variants_of() {  # training stage number -> its selected variants
 
 # Each stage's wall time: logged at its end and kept in exp/stage_times.tsv (stage, seconds, what; a
 # rerun replaces the stage's line), which stage 12 puts into RESULTS.md.
-stage_t0=$SECONDS
-stage_took() {  # stage number, what it did
-  local secs=$((SECONDS - stage_t0))
-  log "stage $1 took ${secs} s ($2)"
-  mkdir -p exp
-  { grep -v "^$1	" exp/stage_times.tsv 2>/dev/null || true; printf "%s\t%s\t%s\n" "$1" "$secs" "$2"; } \
-    | sort -n -k1,1 > exp/stage_times.tsv.tmp
-  mv exp/stage_times.tsv.tmp exp/stage_times.tsv
-}
+. utils/stage_times.sh
 
 dump=dump
 sets=$(printf "%s\n" $train_set $dev_set $test_sets | awk '!seen[$0]++' | tr "\n" " ")  # each set once
@@ -153,7 +149,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     opts=
     if "$debug"; then opts="--set max_updates=$debug_updates stats_batches=2"; fi
     python -m xtrans.bin.pretrain_frontend --config "$frontend_config" --encoder exp/pretrained/encoder.pt \
-      --train_dir "$dump/$train_set" --dev_dir "$dump/$dev_set" ${train_threads:+--num_threads "$train_threads"} $opts
+      --train_dir "$dump/$train_set" --dev_dir "$dump/$dev_set" ${train_threads:+--num_threads "$((train_threads * train_nproc))"} $opts
   fi
   stage_took 4 "encoder import${frontend_config:+ and CNN fit}"
 fi
@@ -170,6 +166,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   stage_took 5 "data checks"
 fi
 
+nproc_opt=
+if [ "$ngpu" = 0 ] && [ "$train_nproc" -gt 1 ]; then nproc_opt="--nproc $train_nproc"; fi
 for n in 1 2 3 4 5; do
   s=$((n + 5))
   if [ "$stage" -le "$s" ] && [ "$stop_stage" -ge "$s" ]; then
@@ -201,7 +199,7 @@ for n in 1 2 3 4 5; do
       log "stage $s: training stage $v from $init -> $outdir (follow: tail -f exp/stage${n}/train.log)"
       ${train_threads:+env OMP_NUM_THREADS=$train_threads} python -m xtrans.bin.train --config "conf/train_stage${v}.yaml" --init "$init" --outdir "$outdir" \
         ${conf_variant:+--variant "conf/variants/${conf_variant}.yaml"} \
-        --stage_log "exp/stage${n}/train.log" --ngpu "$ngpu" $resume_opt $train_opts $opts
+        --stage_log "exp/stage${n}/train.log" --ngpu "$ngpu" $nproc_opt $resume_opt $train_opts $opts
     done
     stage_took "$s" "training stage $n:$(printf " %s" $variants)"
   fi
