@@ -69,11 +69,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
-# One torch thread per process for synthesis, formatting and decoding (they run --nj 2 processes);
-# two for training (--train_threads), whose augmentation runs in a DataLoader worker beside it. On an
-# idle machine 2 threads took 0.81x the time per stage-1 update of 1 thread (bench/profile_update.py
-# --threads 1,2: 364 against 449 ms); beside other work they spin and can take several times longer:
-# pass --train_threads 1 on a busy machine. Set OMP_NUM_THREADS to override the rest.
+# One torch thread per process for synthesis, formatting and decoding (they run --nj 2 processes), and
+# for training, which runs 2 processes (--train_nproc 2: gloo DDP, each with half of the update's batch
+# and its augmentation in a DataLoader worker beside it); stage 4's CNN fit, one process, takes 2 threads.
+# The 1100 stage-1 updates took 231 s in 2 processes of 1 thread (7.5 s each per update, dev loss 3.46)
+# against 315 s in 1 process of 2 threads (15 s per update, dev loss 3.54): this model's operations are
+# too small for two threads to share them well. Set OMP_NUM_THREADS to override the rest.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 ./asr.sh \
@@ -83,7 +84,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   --text_normalizer upper \
   --test_sets test \
   --train_stages "1 2b 3a 5a" \
-  --train_threads 2 \
+  --train_threads 1 \
+  --train_nproc 2 \
   --level_opts "--search greedy" \
   --robustness_opts "--search greedy" \
   --robustness_snrs 20,10,0 \
