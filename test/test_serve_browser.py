@@ -130,7 +130,19 @@ def test_page_transcribes_the_fake_microphone(spoken_digits, tmp_path):
     reference = resample(torch.from_numpy(wave), 8000, 16000).numpy()
     lag, correlation, gain = best_alignment(audio, reference)
     assert -1600 <= lag <= 1600, "at most 100 ms of the file is missing, or of silence added, at the start"
-    assert correlation > 0.999 and 0.95 < gain < 1.05, (lag, correlation, gain)
+    if not (correlation > 0.999 and 0.95 < gain < 1.05):
+        # rare (about 1 run in 30 on the 2-core CI machine, correlation ~0.5): keep the audio and show where
+        # the received stream stops following the file, so the gap can be found
+        np.save(tmp_path / "received.npy", audio)
+        np.save(tmp_path / "reference.npy", reference)
+        windows = []
+        for start in range(0, len(reference) - 8000, 8000):
+            begin = max(start + lag - 1600, 0)
+            local, corr, _ = best_alignment(audio[begin:start + lag + 9600], reference[start:start + 8000], 3200)
+            windows.append((start, begin + local - start - lag, round(corr, 3)))  # shift 0: where the lag says
+        pytest.fail(f"received audio is not the file: lag {lag}, correlation {correlation:.4f}, gain {gain:.3f}; "
+                    f"{len(received)} chunks, {len(audio)} samples for {len(reference)}; per 0.5 s of the file "
+                    f"(its first sample, shift against the lag, correlation): {windows}; audio kept in {tmp_path}")
     assert len(audio) >= len(reference) + lag - 1600
 
     finals = [f for f in engine_finals(backend, audio, srv.server.options.endpoint) if f["text"]]
