@@ -80,3 +80,18 @@ def test_resume_with_the_whole_pipeline_continues_exactly(setup):
     a, b = load_checkpoint(out / f"ckpt_step{K}.pt")["model"], load_checkpoint(ref / f"ckpt_step{K}.pt")["model"]
     assert "encoder.mask_emb" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_resume_exactly(setup):
+    """The demo trains in 2 gloo processes (asr.sh --train_nproc 2): a run resumed from one of their
+    checkpoints continues as the uninterrupted run (both ranks' batches, draws and feature masks)."""
+    root, conf, _ = setup
+    whole, resumed = root / "ddp_whole", root / "ddp_resumed"
+    keep = ("--set", f"checkpoint.keep_last={K}")  # the middle checkpoint stays
+    run(conf, whole, "--nproc", "2", *keep)
+    run(conf, resumed, "--nproc", "2", "--resume", str(whole / f"ckpt_step{K // 2}.pt"), *keep)
+    got, want = steps(resumed), steps(whole)
+    assert [s["step"] for s in got] == list(range(K // 2 + 1, K + 1))
+    assert got == want[K // 2:]
+    a, b = load_checkpoint(resumed / f"ckpt_step{K}.pt")["model"], load_checkpoint(whole / f"ckpt_step{K}.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
