@@ -132,6 +132,14 @@ def test_mini_synth_ssl_story_debug(tmp_path):
     assert torch.equal(pretrained["encoder"]["feature_projection.projection.weight"],
                        hf["feature_projection.projection.weight"])
     assert not torch.equal(pretrained["encoder"]["mask_emb"], random["encoder"]["mask_emb"])
+    # both share the CNN fitted to log-mel in stage 2 (pretraining keeps it frozen): only the transformer differs
+    assert "frontend_logmel" in random["source"]
+    cnn = [k for k in random["encoder"] if k.startswith("feature_extractor.")]
+    assert cnn and all(torch.equal(pretrained["encoder"][k], random["encoder"][k]) for k in cnn)
+    fitted = torch.load(exp / "frontend" / "encoder.pt", weights_only=True)["encoder"]
+    assert all(torch.equal(fitted[k], random["encoder"][k]) for k in random["encoder"])
+    key = "layers.0.attention.q_proj.weight"  # ... which pretraining trained
+    assert not torch.equal(pretrained["encoder"][key], fitted[key])
     # the small label set: 10% of the checked training utterances (at least one)
     n_all = len((recipe / "dump_debug" / "train_clean" / "wav.scp").read_text().splitlines())
     n_small = len((recipe / "dump_debug" / "train_clean_10pct" / "wav.scp").read_text().splitlines())

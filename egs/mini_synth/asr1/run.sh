@@ -58,6 +58,13 @@
 #     conf/train_stage1.yaml; with 4 layers and word tokens 4500 updates of 30 s at lr 1e-3 gave 7.98%;
 #     the settings here were better at 1500, longer runs of them are not measured) and all the streaming
 #     variants (--train_stages "1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"; the demo trains the chain to 5a).
+#   - Two training processes of one thread (--train_nproc 2, 7.5 s each per update) instead of one of two:
+#     1100 stage-1 updates 231 s against 315 s, dev loss 3.46 against 3.54. The time it freed went to
+#     stage 1: 1500 updates in 321 s, test WER 23.1% (27.5% at 1100; dev loss 2.12 against 3.54), stage 5a
+#     23.3% (31.9%), the demo 13.4 min from a fresh clone. Tried at 1100 updates, no better: warmup 50
+#     (30.7%, dev loss 3.87), lr 3e-3 (31.7%, 3.48), 60% commands in the training texts (28.8%; commands
+#     53% wrong instead of 83%, digits 24% instead of 15%). On the training set itself the 1100-update
+#     model made 25.7% errors against 27.7% on test: it is short of updates, not of voices.
 #   - Decode-time context (stage 12, issue 22): the 45 command phrases of the corpus (data/phrases.txt)
 #     as hotword lists and a 5-gram letter LM of the training text. On the 1100-update models, test set,
 #     10 dB held-out noise, stage 5a: a 10-phrase list holding each command's phrase at a per-token
