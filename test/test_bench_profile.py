@@ -140,3 +140,34 @@ def test_table_compares_configurations_with_ratios(bench):
     assert layers.split()[-8:] == ["2.0", share, "1.0", "1.0", share, "0.5", "0.50", "0.50"]
     update = next(line for line in lines if line.startswith("update (mean"))
     assert update.split()[-2:] == ["0.50", "0.50"]
+
+
+def test_train_procs_dry_run(tmp_path):
+    """bench/train_procs.py: every layout trains its updates (1 process and 2 gloo processes) and is
+    reported with its time per update, audio and dev loss."""
+    out = tmp_path / "procs.json"
+    script = Path(__file__).resolve().parents[1] / "bench" / "train_procs.py"
+    proc = subprocess.run([sys.executable, str(script), "--dry-run", "--layouts", "1x1,2x1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = {r["layout"]: r for r in result["layouts"]}
+    assert set(rows) == {"1x1", "2x1"} and rows["2x1"]["max_seconds_per_process"] == result["seconds_per_update"] / 2
+    for r in rows.values():
+        assert r["updates"] == 6 and r["s_per_update"] is not None and r["s_per_update"] >= 0
+        assert r["audio_h"] > 0 and math.isfinite(r["dev_loss"])
+    assert "layout (procs x threads)" in proc.stdout and "2x1" in proc.stdout
+
+
+def test_train_procs_layouts():
+    spec = importlib.util.spec_from_file_location(
+        "train_procs", Path(__file__).resolve().parents[1] / "bench" / "train_procs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.parse_layouts("1x2, 2x1") == [(1, 2), (2, 1)]
+    with pytest.raises(ValueError, match="PROCSxTHREADS"):
+        module.parse_layouts("2")
+    log = "\n".join(f"2026-12-07 10:00:{s:02d} [x] INFO step {n} epoch 1 loss 1.0 lr" for n, s in
+                    [(10, 0), (20, 2), (30, 4), (40, 6)])
+    assert module.steady_seconds_per_update(log, skip=20) == pytest.approx(0.2)
+    assert module.steady_seconds_per_update(log, skip=40) is None

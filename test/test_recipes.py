@@ -59,6 +59,7 @@ def test_mini_synth_all_stages_debug(tmp_path):
     # the stage logs follow every variant; best models chain from stage to stage
     assert "[2b]" in (recipe / "exp" / "stage2" / "train.log").read_text()
     assert (recipe / "exp" / "stage1" / "train.log").read_text().count("INFO command:") == 1  # not written twice
+    assert "2 rank(s)" in (recipe / "exp" / "stage1" / "train.log").read_text()  # run.sh's --train_nproc 2 (DDP)
     for d in ["stage1", "stage2/2b", "stage3/3a", "stage3/3b", "stage4", "stage5/5a"]:
         assert (recipe / "exp" / d / "best.pt").exists(), d
     assert "from exp/stage3/3b/best.pt" in (recipe / "exp" / "stage4" / "train.log").read_text()
