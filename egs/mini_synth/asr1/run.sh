@@ -59,7 +59,9 @@
 #     the settings here were better at 1500, longer runs of them are not measured) and all the streaming
 #     variants (--train_stages "1 2a 2b 2c 2d 3a 3b 3c 4 5a 5b"; the demo trains the chain to 5a).
 #   - Two training processes of one thread (--train_nproc 2, 7.5 s each per update) instead of one of two:
-#     1100 stage-1 updates 231 s against 315 s, dev loss 3.46 against 3.54. The time it freed went to
+#     1100 stage-1 updates 231 s against 301 s (the same data; dev loss 3.46 against 3.54); over the
+#     first 300 updates alone 0.168 against 0.193 s per update (bench/train_procs.py: the gap grows as the
+#     model starts emitting, e.g. 0.23 -> 0.30 s per update in one process). The time it freed went to
 #     stage 1: 1500 updates in 321 s, test WER 23.1% (27.5% at 1100; dev loss 2.12 against 3.54), stage 5a
 #     23.3% (31.9%), the demo 13.4 min from a fresh clone. Tried at 1100 updates, no better: warmup 50
 #     (30.7%, dev loss 3.87), lr 3e-3 (31.7%, 3.48), 60% commands in the training texts (28.8%; commands
@@ -80,8 +82,9 @@ cd "$(dirname "$0")"
 # for training, which runs 2 processes (--train_nproc 2: gloo DDP, each with half of the update's batch
 # and its augmentation in a DataLoader worker beside it); stage 4's CNN fit, one process, takes 2 threads.
 # The 1100 stage-1 updates took 231 s in 2 processes of 1 thread (7.5 s each per update, dev loss 3.46)
-# against 315 s in 1 process of 2 threads (15 s per update, dev loss 3.54): this model's operations are
-# too small for two threads to share them well. Set OMP_NUM_THREADS to override the rest.
+# against 301 s in 1 process of 2 threads (15 s per update, dev loss 3.54): this model's operations are
+# too small for two threads to share them well (bench/train_procs.py). Set OMP_NUM_THREADS to override
+# the rest.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 ./asr.sh \
