@@ -867,9 +867,20 @@ def variants(args, base: dict) -> list:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def write_results(out: str | Path, lines: list, result: dict, runs: list) -> None:
+    """``result`` as JSON in ``out`` and the table ``lines`` beside it (``.txt``); exit status 1 when
+    one of ``runs`` (the configurations) failed (also bench/train_procs.py's)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.txt').name}")
+    if any("error" in r for r in runs):
+        sys.exit(1)
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The config and data options that :func:`data_overrides` reads (also bench/train_procs.py's)."""
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="the stage config")
     parser.add_argument("--recipe", help="a recipe directory with dump/train_clean, dump/dev_clean, "
                                          "data/lang_bpe/bpe.model (exp/pretrained/encoder.pt: --init)")
@@ -877,6 +888,13 @@ def main() -> None:
     parser.add_argument("--dev", help="dev Kaldi directory (default: none with --data; no validation)")
     parser.add_argument("--tokenizer", help="the BPE model of --data")
     parser.add_argument("--init", help="transducer checkpoint or encoder file to start from (as --init of train)")
+    parser.add_argument("--synth-utts", type=int, default=300, help="utterances of the eSpeak corpus without data")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_options(parser)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="config overrides for every configuration, as xtrans.bin.train --set")
     parser.add_argument("--compare", nargs="+", metavar="'KEY=VALUE ...'",
@@ -885,7 +903,6 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=30, help="timed updates")
     parser.add_argument("--warmup", type=int, default=5, help="untimed updates before them")
     parser.add_argument("--profile-updates", type=int, default=3, help="updates under torch.profiler after them")
-    parser.add_argument("--synth-utts", type=int, default=300, help="utterances of the eSpeak corpus without data")
     parser.add_argument("--dry-run", action="store_true", help="tiny model and corpus, 4 updates: seconds")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "profile_update.json"))
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
@@ -919,13 +936,7 @@ def main() -> None:
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), load_avg=os.getloadavg(),
         python=platform.python_version(), torch=_torch_version(), time=time.strftime("%Y-%m-%dT%H:%M:%S"),
         stages=STAGES, backward_parts=BACKWARD_PARTS, variants=results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.txt').name}")
-    if any("error" in r for r in results):
-        sys.exit(1)
+    write_results(args.out, lines, result, results)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_update import DEFAULT_CONFIG, data_overrides  # noqa: E402  (the same data options)
+from profile_update import add_data_options, data_overrides, write_results  # noqa: E402  (the same data options)
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \[[^\]]*\] INFO step (\d+) epoch \d+ loss ")
 
@@ -118,19 +118,12 @@ def table(results: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="the stage config")
-    parser.add_argument("--recipe", help="a recipe directory with dump/train_clean, dump/dev_clean, "
-                                         "data/lang_bpe/bpe.model (exp/pretrained/encoder.pt: --init)")
-    parser.add_argument("--data", help="training Kaldi directory (with utt2num_samples)")
-    parser.add_argument("--dev", help="dev Kaldi directory")
-    parser.add_argument("--tokenizer", help="the BPE model of --data")
-    parser.add_argument("--init", help="transducer checkpoint or encoder file to start from")
+    add_data_options(parser)
     parser.add_argument("--layouts", default="1x2,2x1", help="PROCSxTHREADS, comma-separated (first = the ratio's base)")
     parser.add_argument("--seconds", type=float, default=15.0, help="padded seconds per update, split over the processes")
     parser.add_argument("--updates", type=int, default=300, help="updates per layout")
     parser.add_argument("--skip", type=int, default=20, help="updates before the steady timing starts")
     parser.add_argument("--log-interval", type=int, default=10, help="the trainer's log interval (timing points)")
-    parser.add_argument("--synth-utts", type=int, default=300, help="utterances of the eSpeak corpus without data")
     parser.add_argument("--dry-run", action="store_true", help="tiny model and corpus, 6 updates")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "train_procs.json"))
     args = parser.parse_args()
@@ -147,18 +140,12 @@ def main() -> None:
              f"per update) on {data}: CPU, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end",
              *table(results)]
     print("\n".join(lines))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(
+    write_results(args.out, lines, dict(
         benchmark="the same training updates in P processes x T threads (s per update, steady)",
         config=os.path.relpath(args.config, REPO), data=data, init=init, seconds_per_update=args.seconds,
         updates=args.updates, skip=args.skip, dry_run=args.dry_run, cpu=platform.processor() or platform.machine(),
         cores=os.cpu_count(), load_avg=os.getloadavg(), python=platform.python_version(),
-        time=time.strftime("%Y-%m-%dT%H:%M:%S"), layouts=results), indent=2))
-    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.txt').name}")
-    if any("error" in r for r in results):
-        sys.exit(1)
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"), layouts=results), results)
 
 
 if __name__ == "__main__":
