@@ -108,6 +108,23 @@ def test_prob_skips_and_draws_come_from_the_item_generator(others):
     assert 8 < sum(applied) < 32
 
 
+def test_from_epoch_holds_an_entry_back_until_its_epoch(others):
+    pipeline = Pipeline([{"kind": "generated_noise", "from_epoch": 2}, {"kind": "gain", "db": [-6, 6]}])
+    gain_only = Pipeline([{"kind": "gain", "db": [-6, 6]}])
+    x = torch.from_numpy(speech_like())
+    for epoch in range(4):
+        for index in range(3):
+            ctx = AugmentContext(SR, index, len(others), lambda j: others[j], epoch)
+            got = pipeline(x, rng_for(epoch, index), ctx)
+            if epoch < 2:  # held back and drawing nothing: the later entries draw what they draw alone
+                assert torch.equal(got, gain_only(x, rng_for(epoch, index), ctx))
+            else:
+                assert not torch.equal(got, gain_only(x, rng_for(epoch, index), ctx))
+                assert torch.equal(got, pipeline(x, rng_for(epoch, index), ctx))
+    nested = Pipeline([{"kind": "one_of", "of": [{"kind": "eq", "from_epoch": 1}]}])
+    assert torch.equal(nested(x, rng_for(0, 0), context(0, others)), x)
+
+
 def test_legacy_keys_give_the_same_draws_as_the_older_code():
     entries = legacy_entries([0.9, 1.0, 1.1], 2, 0.05, (-35.0, 10.0))
     assert [e["kind"] for e in entries] == ["speed", "time_mask", "gain"]
@@ -283,6 +300,8 @@ def test_babble_never_draws_the_item_itself(others):
     ({"kind": "one_of", "of": [{"kind": "eq"}], "weights": [1, 2]}, "weights: expected 1"),
     ({"kind": "one_of", "of": [{"kind": "telephon"}]}, "augment\\[0\\].of\\[0\\].kind"),
     ({"prob": 0.5}, "expected a mapping with a 'kind'"),
+    ({"kind": "eq", "from_epoch": -1}, "from_epoch: expected a whole number"),
+    ({"kind": "eq", "from_epoch": 1.5}, "augment\\[0\\].from_epoch.: wrong type"),
 ])
 def test_bad_entries_are_refused_by_name(entry, match):
     with pytest.raises(ConfigError, match=match):
@@ -324,6 +343,15 @@ def test_dataset_items_follow_seed_epoch_index(corpus, tmp_path):
     assert all(a.shape == ds[i].waveform.shape for i, a in enumerate(first))  # speed left out: same lengths
     both = AsrDataset(corpus.train_dir, tok, gain_db=(-3, 3), augment=[{"kind": "eq"}])
     assert [type(e).__name__ for e in both.augment.entries] == ["Eq", "Gain"]
+
+
+def test_dataset_passes_its_epoch_to_from_epoch(corpus):
+    tok = Tokenizer(corpus.tokenizer)
+    later = AsrDataset(corpus.train_dir, tok, augment=[{"kind": "eq", "from_epoch": 1}], seed=3)
+    recorded = AsrDataset(corpus.train_dir, tok)
+    assert all(torch.equal(later[i].waveform, recorded[i].waveform) for i in range(len(later)))
+    later.set_epoch(1)
+    assert all(not torch.equal(later[i].waveform, recorded[i].waveform) for i in range(len(later)))
 
 
 def test_noise_and_rir_lists_of_the_recipes_become_entries(tmp_path):

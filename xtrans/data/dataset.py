@@ -224,7 +224,7 @@ class AsrDataset(torch.utils.data.Dataset):
         waveform = self._load(index)
         if len(self.augment):
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            context = AugmentContext(self.sample_rate, index, len(self.utt_ids), self.recorded)
+            context = AugmentContext(self.sample_rate, index, len(self.utt_ids), self.recorded, self.epoch)
             waveform = self.augment(waveform, rng, context)
         targets = torch.tensor(list(self.tokenizer(self.data.text[utt])), dtype=torch.int64)
         return Example(utt, waveform.to(torch.float32), targets)

@@ -1,7 +1,9 @@
 """The augmentation pipeline: an ordered list of transforms configured per training stage.
 
 A stage's ``data.augment`` is a list of entries, each a ``kind`` and its options, applied in
-order to every training utterance; ``prob`` (default 1) is the chance that an entry applies::
+order to every training utterance; ``prob`` (default 1) is the chance that an entry applies, and
+``from_epoch`` (default 0) the first epoch (0-based) in which it does — a curriculum: a model
+trained from scratch can learn the clean task before it meets the noise::
 
     data:
       augment:
@@ -15,6 +17,9 @@ order to every training utterance; ``prob`` (default 1) is the chance that an en
         - {kind: one_of, prob: 0.3, of: [{kind: eq}, {kind: telephone}, {kind: codec}]}
         - {kind: gain, db: [-35, 10]}
 
+(``from_epoch: 1`` in an entry holds it back for the first epoch; ``docs/robustness.md`` has what
+that measured on the demo.)
+
 Kinds (:data:`KINDS`): ``speed``, ``time_mask``, ``gain`` (the older ``speed_factors``,
 ``num_time_masks`` and ``gain_db`` keys become these, see :func:`legacy_entries`), ``noise``
 (a Kaldi-style ``noise.scp``: ``<id> <wav entry>`` per line, e.g. MUSAN), ``generated_noise``
@@ -26,7 +31,8 @@ Kinds (:data:`KINDS`): ``speed``, ``time_mask``, ``gain`` (the older ``speed_fac
 Determinism: every draw, including whether an entry applies, comes from the one generator that
 :class:`~xtrans.data.dataset.AsrDataset` seeds per item with ``(seed, epoch, index)``, so a
 resumed run sees the same audio as an uninterrupted one, and an entry with ``prob: 1`` draws
-nothing for its probability (the older keys give exactly the waveforms they gave before).
+nothing for its probability (the older keys give exactly the waveforms they gave before); an
+entry before its ``from_epoch`` draws nothing at all.
 Additive noise is mixed at the drawn SNR (:mod:`~xtrans.data.augment.mix`), after which the
 mix is scaled down if it would pass full scale.
 """
@@ -63,17 +69,22 @@ class AugmentContext:
         num_items: items in the data set.
         load_item: ``index -> (S,)`` float32 waveform of another item, as recorded (for babble);
             ``None`` where no data set is at hand.
+        epoch: the training epoch (0-based), for entries' ``from_epoch``.
     """
 
     sample_rate: int = SAMPLE_RATE
     index: int = 0
     num_items: int = 0
     load_item: Optional[Callable[[int], np.ndarray]] = None
+    epoch: int = 0
 
 
-def _check_prob(prob: float) -> None:
+def _check_common(prob: float, from_epoch: int) -> None:
+    """The options every entry has: ``prob`` and ``from_epoch``."""
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"prob: expected a probability in [0, 1], found {prob}")
+    if isinstance(from_epoch, bool) or not isinstance(from_epoch, int) or from_epoch < 0:
+        raise ValueError(f"from_epoch: expected a whole number of epochs >= 0, found {from_epoch!r}")
 
 
 def _check_range(values: Sequence[float], name: str) -> Tuple[float, float]:
@@ -92,9 +103,10 @@ class Speed:
 
     factors: Tuple[float, ...] = (0.9, 1.0, 1.1)
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         if not self.factors or not all(f > 0 for f in self.factors):
             raise ValueError(f"factors: expected positive speed factors, found {list(self.factors)}")
 
@@ -109,9 +121,10 @@ class TimeMask:
     num_masks: int = 2
     max_seconds: float = 0.05
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         if self.num_masks < 0 or self.max_seconds < 0:
             raise ValueError(f"num_masks, max_seconds: expected >= 0, found {self.num_masks} and {self.max_seconds}")
 
@@ -125,9 +138,10 @@ class Gain:
 
     db: Tuple[float, float] = (-35.0, 10.0)
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         _check_range(self.db, "db")
 
     def apply(self, x: torch.Tensor, rng: np.random.Generator, ctx: AugmentContext) -> torch.Tensor:
@@ -175,9 +189,10 @@ class Noise:
     scp: str
     snr_db: Tuple[float, float] = (0.0, 20.0)
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         _check_range(self.snr_db, "snr_db")
 
     def apply(self, x: torch.Tensor, rng: np.random.Generator, ctx: AugmentContext) -> torch.Tensor:
@@ -199,9 +214,10 @@ class GeneratedNoise:
     families: Tuple[str, ...] = TRAIN_FAMILIES
     snr_db: Tuple[float, float] = (0.0, 25.0)
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         _check_range(self.snr_db, "snr_db")
         check_families(self.families)
 
@@ -231,9 +247,10 @@ class Babble:
     talkers: Tuple[int, int] = (1, 4)
     snr_db: Tuple[float, float] = (5.0, 25.0)
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         _check_range(self.snr_db, "snr_db")
         if len(self.talkers) != 2 or not 1 <= self.talkers[0] <= self.talkers[1]:
             raise ValueError(f"talkers: expected [low, high] with 1 <= low <= high, found {list(self.talkers)}")
@@ -268,9 +285,10 @@ class Reverb:
     rt60: Tuple[float, float] = (0.2, 1.0)
     room_seed: int = 1
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         check_rt60_range(self.rt60)
         if (self.rir_scp is None) == (self.rooms == 0):
             raise ValueError(f"reverb: expected either rir_scp or rooms > 0, found rir_scp={self.rir_scp!r} "
@@ -297,9 +315,10 @@ class Eq:
     low_hz: Tuple[float, float] = (20.0, 500.0)
     high_hz: Tuple[float, float] = (3000.0, 8000.0)
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         for name in ("low_hz", "high_hz"):
             low, _ = _check_range(getattr(self, name), name)
             if low <= 0:
@@ -316,9 +335,10 @@ class Telephone:
     """Narrow-band telephony (:func:`~xtrans.data.augment.channel.telephone`), band edges drawn per item."""
 
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
 
     def apply(self, x: torch.Tensor, rng: np.random.Generator, ctx: AugmentContext) -> torch.Tensor:
         return torch.from_numpy(telephone(_as_numpy(x), ctx.sample_rate, rng))
@@ -331,9 +351,10 @@ class Codec:
 
     codecs: Tuple[str, ...] = CODECS
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         if not self.codecs or any(c not in CODECS for c in self.codecs):
             raise ValueError(f"codecs: expected some of {CODECS}, found {list(self.codecs)}")
 
@@ -350,9 +371,10 @@ class OneOf:
     of: Tuple[Any, ...] = ()
     weights: Optional[Tuple[float, ...]] = None
     prob: float = 1.0
+    from_epoch: int = 0
 
     def __post_init__(self):
-        _check_prob(self.prob)
+        _check_common(self.prob, self.from_epoch)
         if not self.of:
             raise ValueError("of: expected at least one entry, found none")
         if self.weights is not None and (len(self.weights) != len(self.of) or min(self.weights) < 0
@@ -376,6 +398,8 @@ KINDS: Dict[str, type] = {
 
 
 def _apply_entry(entry, x: torch.Tensor, rng: np.random.Generator, ctx: AugmentContext) -> torch.Tensor:
+    if ctx.epoch < entry.from_epoch:
+        return x  # not yet: draws nothing
     if entry.prob < 1.0 and not rng.random() < entry.prob:
         return x
     return entry.apply(x, rng, ctx)
