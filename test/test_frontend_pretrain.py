@@ -97,6 +97,26 @@ def test_pretraining_fits_only_the_cnn(corpus):
     assert not any(q.requires_grad for q in encoder.feature_extractor.parameters())  # frozen again
 
 
+def test_learning_rate_warms_up_then_follows_its_decay(corpus):
+    torch.set_num_threads(1)
+    cfg = FrontendPretrainConfig(train_dir=str(corpus.train_dir), max_seconds=4.0, num_buckets=1, max_updates=12,
+                                 lr=1e-2, warmup_updates=4, decay="cosine", min_lr_ratio=0.1, n_mels=24,
+                                 stats_batches=2)
+    result = pretrain_frontend(small_encoder(), read_data_dir(corpus.train_dir), cfg)
+    lrs = [h["lr"] for h in result.history]
+    assert lrs[:4] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2])  # linear warm-up to the peak
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:]))  # then down
+    assert lrs[-1] == pytest.approx(1e-3)  # to min_lr_ratio at max_updates
+    constant = FrontendPretrainConfig(max_updates=3, lr=1e-2, warmup_updates=0, stats_batches=1,
+                                      train_dir=str(corpus.train_dir), max_seconds=4.0, num_buckets=1, n_mels=24)
+    assert [h["lr"] for h in pretrain_frontend(small_encoder(), read_data_dir(corpus.train_dir), constant).history] \
+        == [1e-2] * 3  # the default: constant after warm-up, as before
+    with pytest.raises(ValueError, match="decay: expected one of"):
+        FrontendPretrainConfig(decay="step")
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        FrontendPretrainConfig(min_lr_ratio=1.5)
+
+
 def test_command_line_tool_writes_an_encoder_stage_1_loads(corpus, tmp_path, capsys):
     encoder = small_encoder()
     path = tmp_path / "encoder.pt"

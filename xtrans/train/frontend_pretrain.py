@@ -38,6 +38,7 @@ from xtrans.features import log_mel
 from xtrans.frames import SAMPLE_RATE
 from xtrans.masks import key_padding_mask
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder, normalize_waveform
+from xtrans.train.scheduler import DECAYS, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,11 @@ class FrontendPretrainConfig:
         num_buckets: duration buckets of the batch sampler.
         max_updates: optimiser updates.
         lr: AdamW peak learning rate (no weight decay).
-        warmup_updates: linear warm-up updates, then constant.
+        warmup_updates: linear warm-up updates.
+        decay: the rate after warm-up, as a training stage's ``schedule.decay``
+            (:mod:`xtrans.train.scheduler`: ``constant``, ``cosine``, ``linear``, ``noam``), ending at
+            ``max_updates``.
+        min_lr_ratio: the rate at the end of a cosine or linear decay, relative to ``lr``.
         grad_clip: gradient-norm clip.
         n_mels: mel filters of the target.
         f_max: top of the highest filter in Hz (None = Nyquist); 4000 for audio upsampled from 8 kHz.
@@ -66,6 +71,8 @@ class FrontendPretrainConfig:
     max_updates: int = 600
     lr: float = 3.0e-3
     warmup_updates: int = 50
+    decay: str = "constant"
+    min_lr_ratio: float = 0.0
     grad_clip: float = 5.0
     n_mels: int = 80
     f_max: Optional[float] = None
@@ -81,6 +88,10 @@ class FrontendPretrainConfig:
                 raise ValueError(f"{name}: expected >= 1, found {getattr(self, name)}")
         if self.warmup_updates < 0:
             raise ValueError(f"warmup_updates: expected >= 0, found {self.warmup_updates}")
+        if self.decay not in DECAYS:
+            raise ValueError(f"decay: expected one of {', '.join(DECAYS)}, found {self.decay!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: expected a ratio in [0, 1], found {self.min_lr_ratio}")
 
 
 def waveform_batches(data: DataDir, max_seconds: float, *, num_buckets: int = 5, seed: int = 0,
@@ -143,7 +154,7 @@ class FrontendPretrainResult:
     """What :func:`pretrain_frontend` measured.
 
     Attributes:
-        history: ``{"update", "loss"}`` per update (training batches).
+        history: ``{"update", "loss", "lr"}`` per update (training batches).
         dev_loss: the loss on the dev batches after training (None without dev data).
     """
 
@@ -183,14 +194,16 @@ def pretrain_frontend(encoder: Wav2Vec2Encoder, data: DataDir, cfg: FrontendPret
         fe.requires_grad_(True)
         fe.train()
         for update in range(1, cfg.max_updates + 1):
+            lr = cfg.lr * lr_factor(update, warmup=cfg.warmup_updates, decay=cfg.decay, total=cfg.max_updates,
+                                    min_ratio=cfg.min_lr_ratio)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, update / max(cfg.warmup_updates, 1))
+                group["lr"] = lr
             loss = frontend_loss(encoder, head, target, *next(batches))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            history.append({"update": update, "loss": float(loss.detach())})
+            history.append({"update": update, "loss": float(loss.detach()), "lr": lr})
             if on_update is not None:
                 on_update(update, history[-1]["loss"])
         dev_loss = None
