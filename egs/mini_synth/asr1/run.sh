@@ -29,7 +29,7 @@
 #     After the #11/#13 refactor (same settings): stage 1 7.98% beam / 8.61% greedy, stage 5a 13.24%
 #     beam in real streaming (ONNX fp32 the same, int8 13.66%); timed under load, so no new total.
 #   - Multi-condition training in every stage (data.augment in conf/train_stage*.yaml): simulated rooms
-#     (p 0.3), generated noise of five families at -5..25 dB or babble of 1-4 training talkers at 0..25 dB
+#     (p 0.3), generated noise of five families at 0..30 dB or babble of 1-4 training talkers at 5..30 dB
 #     (p 0.6), a microphone EQ, telephone line or codec (p 0.3), then the gain. Held-out noise families
 #     (sweeps, crackle), rooms from other seeds and test-set babble measure it in stage 12. Stage 1,
 #     beam 4, WER clean / noise 20 / 10 / 0 dB / babble 10 dB / RT60 0.6 s / telephone:
