@@ -25,6 +25,7 @@ from xtrans.frames import SAMPLE_RATE
 from xtrans.masks import StreamingConfig
 from xtrans.models.config import ModelConfig
 from xtrans.train.multichunk import MultiChunkConfig
+from xtrans.train.scheduler import check_decay
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,7 @@ class ScheduleConfig:
     min_lr_ratio: float = 0.01
 
     def __post_init__(self):
-        if self.decay not in ("cosine", "linear", "noam", "constant"):
-            raise ValueError(f"decay: expected cosine, linear, noam or constant, found {self.decay!r}")
+        check_decay(self.decay)
         if self.warmup_updates < 0:
             raise ValueError(f"warmup_updates: expected >= 0, found {self.warmup_updates}")
 

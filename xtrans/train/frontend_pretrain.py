@@ -38,7 +38,7 @@ from xtrans.features import log_mel
 from xtrans.frames import SAMPLE_RATE
 from xtrans.masks import key_padding_mask
 from xtrans.models.wav2vec2.model import Wav2Vec2Encoder, normalize_waveform
-from xtrans.train.scheduler import DECAYS, lr_factor
+from xtrans.train.scheduler import check_decay, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class FrontendPretrainConfig:
                 raise ValueError(f"{name}: expected >= 1, found {getattr(self, name)}")
         if self.warmup_updates < 0:
             raise ValueError(f"warmup_updates: expected >= 0, found {self.warmup_updates}")
-        if self.decay not in DECAYS:
-            raise ValueError(f"decay: expected one of {', '.join(DECAYS)}, found {self.decay!r}")
+        check_decay(self.decay)
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio: expected a ratio in [0, 1], found {self.min_lr_ratio}")
 

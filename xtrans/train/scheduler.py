@@ -23,6 +23,17 @@ import torch
 DECAYS = ("cosine", "linear", "noam", "constant")
 
 
+def check_decay(decay: str) -> str:
+    """``decay`` if it is one of :data:`DECAYS`.
+
+    Raises:
+        ValueError: naming the known decays otherwise.
+    """
+    if decay not in DECAYS:
+        raise ValueError(f"decay: expected one of {', '.join(DECAYS)}, found {decay!r}")
+    return decay
+
+
 def lr_factor(update: int, *, warmup: int, decay: str, total: Optional[int], min_ratio: float) -> float:
     """``f(n)`` of the module docstring for update ``n >= 1`` (``n = 0`` gives the first rate too)."""
     n = max(1, update)
@@ -58,8 +69,7 @@ class WarmupDecayScheduler(torch.optim.lr_scheduler.LRScheduler):
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, warmup_updates: int, decay: str,
                  total_updates: Optional[int] = None, min_lr_ratio: float = 0.0):
-        if decay not in DECAYS:
-            raise ValueError(f"decay: expected one of {DECAYS}, found {decay!r}")
+        check_decay(decay)
         if decay in ("cosine", "linear") and total_updates is None:
             raise ValueError(f"total_updates: decay {decay!r} needs an end (set schedule.total_updates "
                              "or training.max_updates)")
