@@ -3,7 +3,8 @@ page's AudioWorklet (resampled to 16 kHz s16le in the browser) and the websocket
 shows the server's finals as lines with their times.
 
 Checks: the audio the server received is the file (resampled, at most a few ms missing at the
-start: correlation > 0.999 at the best sub-sample delay, same level), and the page's lines are
+start; every voiced piece at correlation > 0.999 at the best sub-sample delay, same level, with at
+most two of the browser's capture glitches: ``follow``, itself tested on made-up streams), and the page's lines are
 exactly the finals the server's engine computes from that audio (which test_serve_engine checks against Speech2Text).
 The page's Hotwords box becomes the start message's ``hotwords`` and ``hotwords_score``.
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and selenium.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -38,11 +40,17 @@ try:
 except ImportError:  # pragma: no cover
     webdriver = None
 
-pytestmark = [
+needs_browser = [
     pytest.mark.skipif(webdriver is None, reason="selenium is not installed (pip install -e '.[dev]')"),
     pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
                        reason="Chromium and chromedriver not found (apt-get install chromium chromium-driver)"),
 ]
+
+
+def browser_test(test):
+    for mark in needs_browser:
+        test = mark(test)
+    return test
 
 
 def best_alignment(received: np.ndarray, reference: np.ndarray, max_lag: int = 8000):
@@ -65,6 +73,95 @@ def best_alignment(received: np.ndarray, reference: np.ndarray, max_lag: int = 8
     return lag, float(a @ best / (np.linalg.norm(a) * np.linalg.norm(best))), float(a @ best / (best @ best))
 
 
+@dataclass
+class Followed:
+    pieces: list = field(default_factory=list)  # (first sample, length, shift against the lag, correlation, gain)
+    problems: list = field(default_factory=list)
+
+
+def follow(received: np.ndarray, reference: np.ndarray, lag: int, piece: int = 8000, smallest: int = 1000,
+           max_shift: int = 800, max_glitches: int = 2) -> Followed:
+    """Whether the received audio is the reference, piece by piece. Chromium's WebAudio source
+    sits behind a FIFO fed by the capture thread: on the loaded 2-core CI machine it now and then
+    runs dry (10 ms of zeros inserted: seen once, every later sample 160 samples late) or
+    overflows (samples dropped). Those are the browser's glitches, not the page's, so each voiced
+    piece of the reference is looked for near where the lag puts it (within ``max_shift``
+    samples): it must match (correlation > 0.999 at the best sub-sample delay, gain within 5%);
+    a piece that does not is halved, down to ``smallest`` samples. At most ``max_glitches``
+    smallest pieces may go unmatched (the ones holding a glitch) and the shift may change at most
+    ``max_glitches`` times. A wrong rate, lost messages, a wrong sample format or level fail."""
+    loud = np.sqrt(np.mean(reference ** 2))
+    followed, unmatched = Followed(), []
+
+    def check(start: int, length: int):
+        ref = reference[start:start + length]
+        if np.sqrt(np.mean(ref ** 2)) < 0.01 * loud:
+            return  # silence: nothing to follow
+        begin = max(start + lag - max_shift, 0)
+        window = received[begin:start + lag + length + max_shift]
+        if len(window) >= length:
+            local, corr, gain = best_alignment(window, ref, 2 * max_shift)
+            shift = begin + local - start - lag
+            if corr > 0.999 and 0.95 < gain < 1.05 and abs(shift) <= max_shift:
+                followed.pieces.append((start, length, shift, round(corr, 4), round(gain, 3)))
+                return
+        if length > smallest:
+            check(start, length // 2)
+            check(start + length // 2, length - length // 2)
+        else:
+            unmatched.append((start, length))
+
+    for start in range(0, len(reference), piece):
+        check(start, min(piece, len(reference) - start))
+    shifts = [shift for _, _, shift, _, _ in followed.pieces]
+    changes = sum(abs(b - a) > 2 for a, b in zip(shifts, shifts[1:]))
+    if len(unmatched) > max_glitches:
+        followed.problems.append(f"{len(unmatched)} pieces (first sample, length) not found: {unmatched}")
+    if changes > max_glitches:
+        followed.problems.append(f"the shift changes {changes} times")
+    if not followed.pieces:
+        followed.problems.append("no piece found")
+    return followed
+
+
+def delayed(signal: np.ndarray, delay: float) -> np.ndarray:
+    """The signal a fraction of a sample late (as the browser's capture clock puts it)."""
+    bins = np.fft.rfftfreq(len(signal))
+    return np.fft.irfft(np.fft.rfft(signal) * np.exp(-2j * np.pi * bins * delay), len(signal)).astype(np.float32)
+
+
+def test_follow_passes_the_browsers_glitches_and_fails_the_pages_faults(spoken_digits):
+    """The checker on made-up streams of the browser test's file: the browser's FIFO glitches (10 ms
+    of zeros inserted, 500 samples dropped) pass; a wrong rate, lost messages, a halved level or
+    the wrong byte order fail."""
+    gap = np.zeros(12000, np.float32)
+    wave = np.concatenate([gap[:2000], digit_string(spoken_digits, 2, seed=3), gap,
+                           digit_string(spoken_digits, 2, seed=4), gap])
+    reference = resample(torch.from_numpy(wave), 8000, 16000).numpy()
+    late = np.concatenate([np.zeros(300, np.float32), delayed(reference, 0.3), np.zeros(8000, np.float32)])
+
+    def checked(received):
+        lag, _, _ = best_alignment(received, reference)
+        return follow(received, reference, lag)
+
+    assert checked(late).problems == []
+    assert {shift for _, _, shift, _, _ in checked(late).pieces} == {0}
+    inserted = np.concatenate([late[:50300], np.zeros(160, np.float32), late[50300:]])
+    result = checked(inserted)
+    assert result.problems == [] and result.pieces[-1][2] == 160
+    assert checked(np.concatenate([late[:30300], late[30800:]])).problems == []
+    assert checked(np.concatenate([late[:20300], np.zeros(160, np.float32), late[20300:50300],
+                                   late[50800:]])).problems == []
+
+    fast = resample(torch.from_numpy(late), 16000, 16080).numpy()  # a 0.5% rate error
+    assert checked(fast).problems
+    lost = np.concatenate([late[i:i + 1440] for i in range(0, len(late), 1600)])  # 10 ms lost per 100 ms message
+    assert checked(lost).problems
+    assert checked(late * 0.5).problems
+    samples = np.round(np.clip(late, -1, 1) * 32767).astype(np.int16)
+    assert checked(samples.byteswap().astype(np.float32) / 32768).problems  # s16be sent as s16le
+
+
 def engine_finals(backend, audio: np.ndarray, endpoint):
     """The finals an engine makes of 16 kHz audio (what the server sent the page)."""
     engine = Engine(backend, endpoint)
@@ -77,6 +174,7 @@ def engine_finals(backend, audio: np.ndarray, endpoint):
     return [m for m in messages if m["type"] == "final"]
 
 
+@browser_test
 def test_page_transcribes_the_fake_microphone(spoken_digits, tmp_path):
     checkpoint = save_decoding_checkpoint(tmp_path / "run", SENTENCES, seed=0, waveform_norm="cumulative")
     s2t = Speech2Text.from_checkpoint(checkpoint, chunk_ms=320, left_ms=640, sinks=2)
@@ -130,19 +228,14 @@ def test_page_transcribes_the_fake_microphone(spoken_digits, tmp_path):
     reference = resample(torch.from_numpy(wave), 8000, 16000).numpy()
     lag, correlation, gain = best_alignment(audio, reference)
     assert -1600 <= lag <= 1600, "at most 100 ms of the file is missing, or of silence added, at the start"
-    if not (correlation > 0.999 and 0.95 < gain < 1.05):
-        # rare (about 1 run in 30 on the 2-core CI machine, correlation ~0.5): keep the audio and show where
-        # the received stream stops following the file, so the gap can be found
+    report = follow(audio, reference, lag)
+    if report.problems:
         np.save(tmp_path / "received.npy", audio)
         np.save(tmp_path / "reference.npy", reference)
-        windows = []
-        for start in range(0, len(reference) - 8000, 8000):
-            begin = max(start + lag - 1600, 0)
-            local, corr, _ = best_alignment(audio[begin:start + lag + 9600], reference[start:start + 8000], 3200)
-            windows.append((start, begin + local - start - lag, round(corr, 3)))  # shift 0: where the lag says
         pytest.fail(f"received audio is not the file: lag {lag}, correlation {correlation:.4f}, gain {gain:.3f}; "
-                    f"{len(received)} chunks, {len(audio)} samples for {len(reference)}; per 0.5 s of the file "
-                    f"(its first sample, shift against the lag, correlation): {windows}; audio kept in {tmp_path}")
+                    f"{len(received)} chunks, {len(audio)} samples for {len(reference)}; {'; '.join(report.problems)}; "
+                    f"pieces (first sample, length, shift against the lag, correlation, gain): {report.pieces}; "
+                    f"audio kept in {tmp_path}")
     assert len(audio) >= len(reference) + lag - 1600
 
     finals = [f for f in engine_finals(backend, audio, srv.server.options.endpoint) if f["text"]]
@@ -150,6 +243,7 @@ def test_page_transcribes_the_fake_microphone(spoken_digits, tmp_path):
     assert lines == [(f["start"], f["end"], f["text"]) for f in finals]
 
 
+@browser_test
 def test_page_puts_the_hotwords_box_into_the_start_message():
     """The Hotwords box (one phrase per line) and its boost become the start message's fields,
     which the server's protocol accepts."""
