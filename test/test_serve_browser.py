@@ -144,8 +144,9 @@ def test_follow_passes_the_browsers_glitches_and_fails_the_pages_faults(spoken_d
         lag, _, _ = best_alignment(received, reference)
         return follow(received, reference, lag)
 
-    assert checked(late).problems == []
-    assert {shift for _, _, shift, _, _ in checked(late).pieces} == {0}
+    clean = checked(late)
+    assert clean.problems == []
+    assert {shift for _, _, shift, _, _ in clean.pieces} == {0}
     inserted = np.concatenate([late[:50300], np.zeros(160, np.float32), late[50300:]])
     result = checked(inserted)
     assert result.problems == [] and result.pieces[-1][2] == 160
