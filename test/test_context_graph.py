@@ -91,10 +91,12 @@ def test_automaton_matches_brute_force(seed):
         assert total + graph.final(state) == pytest.approx(kept, abs=1e-9)  # partial matches give back
 
 
-def whole_word_total(phrases, sequence, word_starts):
+def whole_word_total(phrases, sequence, word_starts, word_reward=None):
     """Brute force for whole-word matching: the sum, over every occurrence of a phrase that begins a
     word and is followed by a word start or the end of ``sequence``, of its held boost (the per-token
-    boosts along its path, each the largest of the phrases sharing that prefix as whole words)."""
+    boosts along its path, each the largest of the phrases sharing that prefix as whole words); with
+    ``word_reward`` k, at most k x its per-token boost x its words (the largest over the phrases
+    given with these tokens)."""
     def keyed(tokens):  # "B" before each word-start token
         return tuple(x for v in tokens for x in ((("B", v) if v in word_starts else (v,))))
     boost = {}
@@ -109,7 +111,12 @@ def whole_word_total(phrases, sequence, word_starts):
         for i in range(len(sequence) - n + 1):
             if tuple(sequence[i:i + n]) == tuple(tokens) and (i + n == len(sequence) or sequence[i + n] in word_starts):
                 key = keyed(tokens) + ("B",)
-                total += sum(boost[key[:k]] for k in range(1, len(key) + 1))
+                reward = sum(boost[key[:k]] for k in range(1, len(key) + 1))
+                if word_reward is not None:
+                    words = sum(v in word_starts for v in tokens)
+                    reward = min(reward, max(word_reward * score * words for t, score in phrases
+                                             if tuple(t) == tuple(tokens)))
+                total += reward
     return total
 
 
@@ -131,6 +138,52 @@ def test_whole_word_automaton_matches_brute_force(seed):
             total += graph.scores(state)[v]
             state = graph.advance(state, v)
         assert total + graph.final(state) == pytest.approx(whole_word_total(phrases, sequence, word_starts), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_word_reward_caps_what_a_complete_phrase_keeps(seed):
+    """With ``word_reward`` k a complete phrase keeps at most k of its per-token boosts per word,
+    while partial matches hold (and give back) the full per-token boosts: the brute force with the
+    cap, on phrases of up to four words of up to three tokens (k = 1.5: the next test)."""
+    rng = random.Random(200 + seed)
+    word_starts = {1, 2}
+    phrases = []
+    for _ in range(rng.randint(1, 5)):
+        tokens = []
+        for w in range(rng.randint(1, 4)):  # the first word of two or three tokens: more tokens than words
+            tokens += [rng.choice(sorted(word_starts))] + [rng.randint(3, V - 1) for _ in range(rng.randint(w == 0, 2))]
+        phrases.append((tokens, rng.choice((1.0, 1.5, 2.5))))
+    k = rng.choice((0.5, 1.0))
+    graph = ContextGraph(phrases, V, word_starts=sorted(word_starts), word_reward=k)
+    capped = 0
+    for _ in range(30):
+        sequence = [rng.randint(1, V - 1) for _ in range(rng.randint(0, 14))]
+        if rng.random() < 0.5:  # often one of the phrases, inside other tokens
+            tokens = rng.choice(phrases)[0]
+            sequence = sequence[:3] + [1] * (rng.random() < 0.5) + tokens + [2] + sequence[3:6]
+        state, total = graph.start(), 0.0
+        for v in sequence:
+            total += graph.scores(state)[v]
+            state = graph.advance(state, v)
+        expected = whole_word_total(phrases, sequence, word_starts, word_reward=k)
+        assert total + graph.final(state) == pytest.approx(expected, abs=1e-9)
+        capped += expected < whole_word_total(phrases, sequence, word_starts) - 1e-9
+    assert capped > 0, "no sequence met the cap"
+
+
+def test_word_reward_holds_per_token_and_keeps_per_word():
+    graph = ContextGraph([([1, 2, 3], 1.0)], V, word_reward=1.5)  # no word starts: the phrase is one word
+    state, steps = graph.start(), []
+    for v in (1, 2, 3):
+        steps.append(graph.scores(state)[v])
+        state = graph.advance(state, v)
+    assert steps == pytest.approx([1.0, 1.0, -0.5])  # held 2.0, then the complete phrase keeps 1.5
+    assert graph.final(state) == 0.0
+    same = ContextGraph([([1, 2, 3], 1.0)], V, word_reward=3.0)  # a cap above the sum changes nothing
+    assert same.matched.tolist() == ContextGraph([([1, 2, 3], 1.0)], V).matched.tolist()
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="word_reward"):
+            ContextGraph([([1], 1.0)], V, word_reward=bad)
 
 
 def test_whole_words_take_back_a_phrase_inside_a_word():
@@ -327,6 +380,30 @@ def test_a_boosted_phrase_wins_a_near_tie():
     assert weak.tokens == [1]  # a boost below the gap of 0.1 changes nothing
     (boosted, *_), = modified_beam_search(model, enc, beam=4, scorer=ContextGraph([([2], 1.5)], 4))
     assert 2 in boosted.tokens and 1 not in boosted.tokens
+
+
+@pytest.mark.parametrize("beam", [1, 2, 4])
+def test_the_search_without_boosts_runs_inside_the_search_with_them(beam):
+    """Token 1 a little above token 2 on every frame, token 3 never said; the phrase "2 3" is boosted
+    3.0 per token. Extending by 2 gains the boost, so a beam ranked by score alone fills with "2"
+    hypotheses, whose boost is taken back when 3 never comes. The search without the boosts runs
+    inside: its hypotheses and scores (``plain``) are exactly those of the search without hotwords,
+    so the result is that search's result."""
+    model = tiny_model(vocab_size=4)
+    with torch.no_grad():
+        model.joiner.output.weight.zero_()
+        model.joiner.output.bias.copy_(torch.tensor([4.0, 1.1, 1.0, -10.0]))
+    enc = frames(T=20)
+    graph = ContextGraph([([2, 3], 3.0)], 4)
+    search = ModifiedBeamSearch(model, beam=beam)
+    alone = search.step(enc, search.init_state(1))
+    inside = search.step(enc, search.init_state(1, scorer=graph))
+    assert len(inside.tokens) <= 2 * beam
+    assert 2 in inside.tokens[int(inside.scores.argmax())], "by score alone, a '2' leads before the take-back"
+    plain = {tokens: score for tokens, score in zip(inside.tokens, inside.plain.tolist()) if score > -math.inf}
+    assert plain == pytest.approx(dict(zip(alone.tokens, alone.scores.tolist())), abs=1e-9)
+    (best, *_), = search.results(inside)
+    assert best.tokens == search.results(alone)[0][0].tokens
 
 
 def test_streams_with_different_scorers_batch_like_alone():

@@ -303,6 +303,7 @@ def test_beam_with_context_equals_pytorch(export, context):
 def test_session_hotwords_and_lm_equal_pytorch(export, tmp_path):
     """OnnxSpeech2Text spells hotwords with tokens.txt and fuses an ARPA LM as the PyTorch search does."""
     from xtrans.context import ContextGraph, LMScorer, ScorerSum, train_ngram, write_arpa
+    from xtrans.context.hotwords import WORD_REWARD
 
     wave = speech(seed=3)
     enc = torch.from_numpy(reference_frames(wave, export["weight"]))[None]
@@ -316,12 +317,13 @@ def test_session_hotwords_and_lm_equal_pytorch(export, tmp_path):
     # phrases match as whole words: the pieces that begin a word are the table's "▁" pieces
     starts = [i for i, piece in enumerate(pieces) if i > 0 and piece.startswith("\u2581")]
     assert len(starts) == 4
-    graph = ContextGraph([([8, 9], 0.7)], V, starts)
+    graph = ContextGraph([([8, 9], 0.7)], V, starts, WORD_REWARD)  # as the recognizers build it
     s2t = OnnxSpeech2Text(export["dir"], search="beam", beam=3, num_threads=1, hotwords=["abc d", "gh :2.5"],
                           hotwords_score=1.5, lm=tmp_path / "lm.arpa", lm_scale=0.4)
     assert s2t.settings()["hotwords"] == 2 and s2t.settings()["lm_scale"] == 0.4
     expected = modified_beam_search(model, enc, beam=3, scorer=ScorerSum([lm, ContextGraph([([2, 3, 4, 5], 1.5),
-                                                                                           ([8, 9], 2.5)], V, starts)]))[0]
+                                                                                           ([8, 9], 2.5)], V, starts,
+                                                                                          WORD_REWARD)]))[0]
     assert s2t.transcribe(wave).tokens == expected[0].tokens
     # a stream's own hotwords replace the defaults
     own = modified_beam_search(model, enc, beam=3, scorer=ScorerSum([lm, graph]))[0]

@@ -8,8 +8,9 @@ also a trie prefix. Two numbers per node ``n``:
 - ``held(n)``: the sum of the boosts along the path root -> ``n`` — the boost a partial match
   holds while it can still complete (where phrases share a prefix, a node's boost is the
   largest of theirs);
-- ``matched(n)``: the sum of ``held(e)`` over the phrase ends ``e`` among ``n`` and its suffix
-  nodes (the output links): the reward of the phrases that end here.
+- ``matched(n)``: the sum of ``reward(e)`` over the phrase ends ``e`` among ``n`` and its suffix
+  nodes (the output links): the reward of the phrases that end here (``reward(e) = held(e)``
+  unless capped, see below).
 
 A hypothesis' state is the node of the longest suffix of its tokens that can still grow into a
 phrase (a trie node with children; the root when there is none). Emitting token ``v`` in state
@@ -31,6 +32,15 @@ holds both until the next token).
 :class:`ContextGraph` is a :class:`~xtrans.search_core.scorer.Scorer`: the state is a node id;
 :meth:`ContextGraph.scores` gives ``score(n, v)`` for all ``V`` tokens (the tokens that continue
 a match from ``n`` are few: they are cached per node, every other token gets ``-held(n)``).
+
+**A complete phrase's reward.** By default (the rule above) a complete phrase keeps the sum of
+its per-token boosts. Given ``word_reward`` ``k``, it keeps at most ``k`` times its per-token
+boost per word: ``reward(e) = min(held(e), k * w * words(e))``, while a partial match still holds
+(and gives back) the full per-token boosts. The two roles of the boost then come apart: spelled
+in letters, a phrase's per-token boost adds up to several boosts per word, which is what keeps a
+spelling the model doubts in the beam (the lookahead), but as a reward it lets any listed phrase
+the acoustics half support win outright. With a cap the lookahead stays and the prize is per
+word. With word pieces of one token per word, a cap of ``k >= 1`` changes nothing.
 
 **Whole words.** Given ``word_starts`` (the tokens that begin a word: sentencepiece's pieces
 starting with ``▁``), a phrase matches only as whole words: the automaton reads a boundary symbol
@@ -60,15 +70,22 @@ class ContextGraph:
         vocab_size: ``V`` of the model (the blank included).
         word_starts: the token ids that begin a word; given, phrases match as whole words only
             (module docstring), and each phrase must begin with one of them.
+        word_reward: ``k`` > 0: a complete phrase keeps at most ``k`` per-token boosts per word
+            (module docstring; its words are counted by ``word_starts``, or one per phrase
+            without them); None: the sum of its per-token boosts.
 
     Raises:
         ValueError: for an empty phrase, a token id out of range, a boost that is not a finite
-            positive number, or (with ``word_starts``) a phrase that does not begin a word.
+            positive number, (with ``word_starts``) a phrase that does not begin a word, or a
+            ``word_reward`` that is not a finite positive number.
     """
 
     def __init__(self, phrases: Sequence[Tuple[Sequence[int], float]], vocab_size: int,
-                 word_starts: Optional[Sequence[int]] = None):
+                 word_starts: Optional[Sequence[int]] = None, word_reward: Optional[float] = None):
+        if word_reward is not None and not (np.isfinite(word_reward) and word_reward > 0):
+            raise ValueError(f"word_reward: expected a finite positive number of boosts per word, found {word_reward}")
         self.vocab_size = vocab_size
+        self.word_reward = word_reward
         self.boundary: Optional[int] = None  # the symbol B of whole-word matching (module docstring)
         self.word_start = np.zeros(vocab_size, dtype=bool)
         if word_starts is not None:
@@ -80,6 +97,7 @@ class ContextGraph:
         self.children: List[Dict[int, int]] = [{}]
         boost: List[float] = [0.0]
         end: List[bool] = [False]
+        cap: Dict[int, float] = {}  # phrase end -> the most its reward may be (word_reward)
         for tokens, score in phrases:
             tokens = [int(v) for v in tokens]
             if not tokens:
@@ -96,6 +114,7 @@ class ContextGraph:
                 for v in tokens:
                     keyed += [self.boundary, v] if self.word_start[v] and len(keyed) > 1 else [v]
                 tokens = keyed + [self.boundary]
+            words = tokens.count(self.boundary) - 1 if self.boundary is not None else 1  # B before each word, B at the end
             node = ROOT
             for v in tokens:
                 w = 0.0 if v == self.boundary else float(score)
@@ -110,6 +129,8 @@ class ContextGraph:
                     boost[child] = max(boost[child], w)
                 node = child
             end[node] = True
+            if word_reward is not None:
+                cap[node] = max(cap.get(node, 0.0), word_reward * float(score) * max(1, words))
         n = len(self.children)
         self.num_phrases = sum(end)
         self.fail = [ROOT] * n
@@ -127,7 +148,8 @@ class ContextGraph:
                 queue.append(child)
         self.live = list(range(n))  # the first node with children on each node's suffix chain
         for node in self.order[1:]:
-            self.matched[node] = (self.held[node] if end[node] else 0.0) + self.matched[self.fail[node]]
+            reward = min(self.held[node], cap.get(node, np.inf)) if end[node] else 0.0
+            self.matched[node] = reward + self.matched[self.fail[node]]
             if not self.children[node]:
                 self.live[node] = self.live[self.fail[node]]
         self._continuations: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
@@ -189,6 +211,11 @@ class ContextGraph:
                 out = np.where(self.word_start, out[self.boundary] + self._step_scores(after)[:-1], out[:-1])
             self._scores[state] = out
         return out.copy()
+
+    def boosts(self, state: int) -> np.ndarray:
+        """All of :meth:`scores` is boost: modified beam search also keeps the hypotheses that rank
+        best without it (:mod:`xtrans.search_core.scorer`)."""
+        return self.scores(state)
 
     def advance(self, state: int, token: int) -> int:
         token = int(token)

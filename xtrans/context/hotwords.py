@@ -29,6 +29,10 @@ from xtrans.context.graph import ContextGraph
 DEFAULT_HOTWORDS_SCORE = 1.5
 """The per-token boost of a phrase without its own (sherpa-onnx's and icefall's default)."""
 
+WORD_REWARD = 2.0
+"""Where phrases match as whole words: a complete phrase keeps at most this many of its per-token
+boosts per word (:class:`~xtrans.context.graph.ContextGraph`'s ``word_reward``; docs/decoding.md)."""
+
 
 @dataclass(frozen=True)
 class Hotword:
@@ -108,7 +112,8 @@ def read_hotwords(path: Union[str, os.PathLike]) -> List[str]:
 
 def build_context_graph(hotwords: Sequence[Union[str, Hotword]], encode: Callable[[str], List[int]],
                         vocab_size: int, hotwords_score: float = DEFAULT_HOTWORDS_SCORE,
-                        unk_id: Optional[int] = None, word_starts: Optional[Sequence[int]] = None) -> ContextGraph:
+                        unk_id: Optional[int] = None, word_starts: Optional[Sequence[int]] = None,
+                        word_reward: Optional[float] = None) -> ContextGraph:
     """The context graph of a hotword list.
 
     Args:
@@ -119,6 +124,8 @@ def build_context_graph(hotwords: Sequence[Union[str, Hotword]], encode: Callabl
         unk_id: the tokenizer's unknown token, refused in a phrase.
         word_starts: the tokens that begin a word (pieces starting with ``▁``): phrases then
             match as whole words only (:class:`~xtrans.context.graph.ContextGraph`).
+        word_reward: a complete phrase keeps at most this many per-token boosts per word
+            (None: all of them; :class:`~xtrans.context.graph.ContextGraph`).
 
     Raises:
         ValueError: for a malformed line, a bad score, or a phrase the tokenizer cannot spell.
@@ -139,4 +146,4 @@ def build_context_graph(hotwords: Sequence[Union[str, Hotword]], encode: Callabl
                              "(it encodes to the unknown token); write it as the model's transcripts are "
                              "written (e.g. in their case)")
         phrases.append((tokens, default if hotword.score is None else hotword.score))
-    return ContextGraph(phrases, vocab_size, word_starts)
+    return ContextGraph(phrases, vocab_size, word_starts, word_reward)

@@ -17,7 +17,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from xtrans.context.graph import ContextGraph
-from xtrans.context.hotwords import DEFAULT_HOTWORDS_SCORE, build_context_graph, check_score
+from xtrans.context.hotwords import DEFAULT_HOTWORDS_SCORE, WORD_REWARD, build_context_graph, check_score
 from xtrans.context.lm import DEFAULT_LM_SCALE, LMScorer
 from xtrans.context.pieces import WORD_MARK
 
@@ -47,6 +47,12 @@ class ScorerSum:
 
     def final(self, state: Tuple[Any, ...]) -> float:
         return float(sum(s.final(x) for s, x in zip(self.scorers, state)))
+
+    def boosts(self, state: Tuple[Any, ...]) -> Optional[np.ndarray]:
+        """The part of :meth:`scores` that its boosting scorers (hotwords) give; None when none boosts."""
+        parts = [s.boosts(x) for s, x in zip(self.scorers, state) if hasattr(s, "boosts")]
+        parts = [p for p in parts if p is not None]
+        return sum(parts) if parts else None
 
 
 def combine(scorers: Sequence[Optional[Any]]) -> Optional[Any]:
@@ -107,7 +113,7 @@ class SearchContext:
             raise TypeError(f"hotwords: expected a list of phrases, found a single {type(hotwords).__name__}")
         score = self.hotwords_score if hotwords_score is None else hotwords_score
         return build_context_graph(list(hotwords), self.encode, self.vocab_size, score, self.unk_id,
-                                   self.word_starts)
+                                   self.word_starts, WORD_REWARD if self.word_starts else None)
 
     def scorer(self, hotwords: Optional[Sequence[str]] = None, hotwords_score: Optional[float] = None) -> Optional[Any]:
         """A stream's scorer: the LM plus its hotwords (default: the recognizer's), or None.

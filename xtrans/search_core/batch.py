@@ -65,7 +65,8 @@ def stack_search_states(states: Sequence[SearchState]) -> SearchState:
                      prediction=_concat([s.prediction for s in states]),
                      scorers=[x for s in states for x in s.scorers],
                      scorer_states=[x for s in states for x in s.scorer_states],
-                     num_frames=np.concatenate([s.num_frames for s in states]))
+                     num_frames=np.concatenate([s.num_frames for s in states]),
+                     plain=np.concatenate([s.plain for s in states]))
 
 
 def split_search_states(state: Union[GreedyState, BeamState]) -> List[Union[GreedyState, BeamState]]:
@@ -90,5 +91,5 @@ def split_search_states(state: Union[GreedyState, BeamState]) -> List[Union[Gree
                              timestamps=state.timestamps[start:end], scores=state.scores[start:end],
                              prediction=state.prediction.take(np.arange(start, end, dtype=np.int64)),
                              scorers=state.scorers[b:b + 1], scorer_states=state.scorer_states[start:end],
-                             num_frames=state.num_frames[b:b + 1]))
+                             num_frames=state.num_frames[b:b + 1], plain=state.plain[start:end]))
     return out

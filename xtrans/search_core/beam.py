@@ -29,7 +29,11 @@ Score (what a returned :class:`~xtrans.search_core.ops.Hypothesis` holds), witho
 
 A stream may have a :class:`~xtrans.search_core.scorer.Scorer` (hotwords, an LM): its per-token
 scores are added to the extensions' scores before the top-``beam`` selection, and its final score
-when results are read (the scorer module gives the formula). The scorer is per stream, its state
+when results are read (the scorer module gives the formula). Where the scorer boosts (hotwords),
+the search without the boosts runs inside the search with them: each hypothesis also carries its
+score in that search (``-inf`` when that search's beam does not hold it), that search's ``beam``
+best extensions are kept beside the ``beam`` best by score (so up to ``2 * beam`` extensions
+before merging), and it evolves exactly as it would alone (:mod:`xtrans.search_core.scorer`). The scorer is per stream, its state
 per hypothesis; both travel in :class:`BeamState`, so streams with different hotwords share a
 batch.
 
@@ -48,7 +52,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from xtrans.search_core.ops import Hypothesis, Prediction, TransducerOps, chunk_lengths
-from xtrans.search_core.scorer import Scorer
+from xtrans.search_core.scorer import Scorer, boosts_of
 
 
 @dataclass
@@ -67,6 +71,10 @@ class BeamState:
         scorers: B entries, each stream's scorer (None: no scorer).
         scorer_states: N entries, each hypothesis' scorer state (None for a stream without scorer).
         num_frames: (B,) int64, encoder frames consumed per stream.
+        plain: (N,) float64, for a stream whose scorer boosts: each hypothesis' score in the search
+            without the boosts (:func:`~xtrans.search_core.scorer.boosts_of`) — that search runs
+            inside this one, its beam a part of this beam — or -inf where the hypothesis is not in
+            its beam; for other streams the same as ``scores``. None = ``scores``.
     """
 
     stream: np.ndarray
@@ -77,6 +85,11 @@ class BeamState:
     scorers: List[Optional[Scorer]]
     scorer_states: List[Any]
     num_frames: np.ndarray
+    plain: Optional[np.ndarray] = None
+
+    def __post_init__(self):
+        if self.plain is None:
+            self.plain = self.scores.copy()
 
     @property
     def batch_size(self) -> int:
@@ -92,6 +105,7 @@ class _Extension(NamedTuple):
     score: float
     tokens: Tuple[int, ...]
     timestamps: Tuple[int, ...]
+    plain: float  # its score in the search without the boosts (BeamState.plain)
 
 
 def log_add(a: float, b: float) -> float:
@@ -170,12 +184,14 @@ class ModifiedBeamSearch:
             state = self._frame(frames, t, state, lengths > t, offsets + t)
         return replace(state, num_frames=state.num_frames + lengths)
 
-    def _context_scores(self, state: BeamState, rows: np.ndarray) -> Optional[np.ndarray]:
+    def _context_scores(self, state: BeamState, rows: np.ndarray) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         """(n, V) float64 scorer scores of hypotheses ``rows`` (0 for the blank and for streams
-        without a scorer), or None when none of them has a scorer."""
+        without a scorer; None when none has one) and the boost part of them (rows of NaN where
+        the scorer does not boost, 0 for the blank; None when no scorer boosts)."""
         if all(state.scorers[b] is None for b in state.stream[rows].tolist()):
-            return None
+            return None, None
         out: Optional[np.ndarray] = None
+        boost: Optional[np.ndarray] = None
         for i, r in enumerate(rows.tolist()):
             scorer = state.scorers[state.stream[r]]
             if scorer is None:
@@ -184,8 +200,15 @@ class ModifiedBeamSearch:
             if out is None:
                 out = np.zeros((rows.size, scores.shape[0]), dtype=np.float64)
             out[i] = scores
+            part = boosts_of(scorer, state.scorer_states[r])
+            if part is not None:  # a scorer that boosts gives an array for every state
+                if boost is None:
+                    boost = np.full_like(out, np.nan)  # NaN rows: no boosts
+                boost[i] = part
         out[:, self.ops.blank] = 0.0
-        return out
+        if boost is not None:
+            boost[:, self.ops.blank] = 0.0
+        return out, boost
 
     def _frame(self, frames: Any, t: int, state: BeamState, active: np.ndarray, frame: np.ndarray) -> BeamState:
         """One frame: frame ``t`` of the chunk; ``active`` (B,) bool streams advance, ``frame`` (B,)
@@ -193,11 +216,13 @@ class ModifiedBeamSearch:
         ops, blank = self.ops, self.ops.blank
         streams = state.stream.tolist()
         rows = np.flatnonzero(active[state.stream])
-        logp = ops.log_probs(frames, t, state.stream[rows], state.prediction, rows)  # (n, V) float32
-        cand = state.scores[rows, None] + logp.astype(np.float64)  # (n, V)
-        context = self._context_scores(state, rows)
+        logp = ops.log_probs(frames, t, state.stream[rows], state.prediction, rows).astype(np.float64)  # (n, V)
+        cand = state.scores[rows, None] + logp
+        context, boost = self._context_scores(state, rows)
         if context is not None:
             cand += context
+        if boost is not None:  # the extensions' scores in the search without the boosts (-inf: not in it)
+            plain_cand = state.plain[rows, None] + logp + (context - np.nan_to_num(boost))
         V = cand.shape[1]
         position = {r: i for i, r in enumerate(rows.tolist())}  # row -> index in cand
 
@@ -209,23 +234,34 @@ class ModifiedBeamSearch:
             while end < len(streams) and streams[end] == b:
                 end += 1
             if not active[b]:  # stream already ended in this chunk: keep its beam as is
-                new += [_Extension(b, r, blank, float(state.scores[r]), state.tokens[r], state.timestamps[r])
-                        for r in range(start, end)]
-            else:
-                flat = cand[position[start]:position[start] + (end - start)].reshape(-1)
-                merged: Dict[Tuple[int, ...], int] = {}
-                for index in top_k(flat, min(self.beam, flat.size)).tolist():
-                    score = float(flat[index])
-                    parent, symbol = start + index // V, index % V
-                    tokens, times = state.tokens[parent], state.timestamps[parent]
-                    if symbol != blank:
-                        tokens, times = tokens + (symbol,), times + (int(frame[b]),)
-                    if self.merge and tokens in merged:  # an earlier (better) alignment holds it
-                        k = merged[tokens]
-                        new[k] = new[k]._replace(score=log_add(new[k].score, score))
-                        continue
-                    merged[tokens] = len(new)
-                    new.append(_Extension(b, parent, symbol, score, tokens, times))
+                new += [_Extension(b, r, blank, float(state.scores[r]), state.tokens[r], state.timestamps[r],
+                                   float(state.plain[r])) for r in range(start, end)]
+                start = end
+                continue
+            lo, hi = position[start], position[start] + (end - start)
+            flat = cand[lo:hi].reshape(-1)
+            order = top_k(flat, min(self.beam, flat.size)).tolist()
+            boosted = boost is not None and not np.isnan(boost[lo]).any()
+            if boosted:  # and the beam of the search without the boosts (scorer module docstring)
+                without = plain_cand[lo:hi].reshape(-1)
+                plain_kept = [i for i in top_k(without, min(self.beam, without.size)).tolist() if without[i] > -math.inf]
+                in_order = set(order)
+                order += [i for i in plain_kept if i not in in_order]
+                plain_kept = set(plain_kept)
+            merged: Dict[Tuple[int, ...], int] = {}
+            for index in order:
+                score = float(flat[index])
+                plain = (float(without[index]) if index in plain_kept else -math.inf) if boosted else score
+                parent, symbol = start + index // V, index % V
+                tokens, times = state.tokens[parent], state.timestamps[parent]
+                if symbol != blank:
+                    tokens, times = tokens + (symbol,), times + (int(frame[b]),)
+                if self.merge and tokens in merged:  # an earlier (better) alignment holds it
+                    k = merged[tokens]
+                    new[k] = new[k]._replace(score=log_add(new[k].score, score), plain=log_add(new[k].plain, plain))
+                    continue
+                merged[tokens] = len(new)
+                new.append(_Extension(b, parent, symbol, score, tokens, times, plain))
             start = end
 
         parent = np.array([h.parent for h in new], dtype=np.int64)
@@ -240,7 +276,8 @@ class ModifiedBeamSearch:
         return BeamState(stream=np.array([h.stream for h in new], dtype=np.int64),
                          tokens=[h.tokens for h in new], timestamps=[h.timestamps for h in new],
                          scores=np.array([h.score for h in new], dtype=np.float64), prediction=prediction,
-                         scorers=state.scorers, scorer_states=scorer_states, num_frames=state.num_frames)
+                         scorers=state.scorers, scorer_states=scorer_states, num_frames=state.num_frames,
+                         plain=np.array([h.plain for h in new], dtype=np.float64))
 
     def results(self, state: BeamState, nbest: Optional[int] = None) -> List[List[Hypothesis]]:
         """Per stream, its hypotheses best first (at most ``nbest``, default all in the beam).

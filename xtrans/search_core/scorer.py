@@ -17,12 +17,22 @@ back the boost of a phrase left unfinished) is added when results are read. A sc
 depends only on the tokens, so the alignments that merge into one hypothesis (same tokens) carry
 equal states and scores; the merged hypothesis keeps the state of the best of them.
 
+**Boosts.** A scorer may also have a method ``boosts(state)``: the part of ``scores(state)`` that
+is a *boost* (hotwords; an LM's scores are not). A boost is provisional — a partial match holds
+it and gives it back when the match fails — and while it is held it can push out of the beam the
+very hypotheses that would win once it is given back. So for a stream whose scorer boosts, the
+search without the boosts (``scores - boosts``) runs inside the search: each hypothesis also
+carries its score in that search (``-inf`` where that search's beam does not hold it), and at
+every frame the ``beam`` best extensions by score and that search's own ``beam`` best are kept.
+That search evolves exactly as it would alone, so its hypotheses are always in the beam; results
+are still ranked by the full score.
+
 A scorer is called from numpy and Python only: it needs no torch.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -49,3 +59,10 @@ class Scorer(Protocol):
 
     def final(self, state: Any) -> float:
         """What ending the hypothesis in ``state`` adds (0 when nothing)."""
+
+
+def boosts_of(scorer: Any, state: Any) -> Optional[np.ndarray]:
+    """(V,) the boost part of ``scorer.scores(state)`` (module docstring), or None when the scorer
+    does not boost (it has no ``boosts`` method, or that method returns None)."""
+    method = getattr(scorer, "boosts", None)
+    return None if method is None else method(state)
