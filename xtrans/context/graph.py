@@ -85,7 +85,6 @@ class ContextGraph:
         if word_reward is not None and not (np.isfinite(word_reward) and word_reward > 0):
             raise ValueError(f"word_reward: expected a finite positive number of boosts per word, found {word_reward}")
         self.vocab_size = vocab_size
-        self.word_reward = word_reward
         self.boundary: Optional[int] = None  # the symbol B of whole-word matching (module docstring)
         self.word_start = np.zeros(vocab_size, dtype=bool)
         if word_starts is not None:
@@ -114,7 +113,8 @@ class ContextGraph:
                 for v in tokens:
                     keyed += [self.boundary, v] if self.word_start[v] and len(keyed) > 1 else [v]
                 tokens = keyed + [self.boundary]
-            words = tokens.count(self.boundary) - 1 if self.boundary is not None else 1  # B before each word, B at the end
+            # B before each word and one at the end
+            words = tokens.count(self.boundary) - 1 if self.boundary is not None else 1
             node = ROOT
             for v in tokens:
                 w = 0.0 if v == self.boundary else float(score)

@@ -33,9 +33,9 @@ when results are read (the scorer module gives the formula). Where the scorer bo
 the search without the boosts runs inside the search with them: each hypothesis also carries its
 score in that search (``-inf`` when that search's beam does not hold it), that search's ``beam``
 best extensions are kept beside the ``beam`` best by score (so up to ``2 * beam`` extensions
-before merging), and it evolves exactly as it would alone (:mod:`xtrans.search_core.scorer`). The scorer is per stream, its state
-per hypothesis; both travel in :class:`BeamState`, so streams with different hotwords share a
-batch.
+before merging), and it evolves exactly as it would alone (:mod:`xtrans.search_core.scorer`).
+The scorer is per stream, its state per hypothesis; both travel in :class:`BeamState`, so streams
+with different hotwords share a batch.
 
 The search is a streaming state machine, like :class:`~xtrans.search_core.greedy.GreedySearch`:
 :meth:`ModifiedBeamSearch.init_state`, :meth:`ModifiedBeamSearch.step` per chunk of encoder
@@ -244,14 +244,15 @@ class ModifiedBeamSearch:
             boosted = boost is not None and not np.isnan(boost[lo]).any()
             if boosted:  # and the beam of the search without the boosts (scorer module docstring)
                 without = plain_cand[lo:hi].reshape(-1)
-                plain_kept = [i for i in top_k(without, min(self.beam, without.size)).tolist() if without[i] > -math.inf]
+                plain_beam = [i for i in top_k(without, min(self.beam, without.size)).tolist()
+                              if without[i] > -math.inf]
                 in_order = set(order)
-                order += [i for i in plain_kept if i not in in_order]
-                plain_kept = set(plain_kept)
+                order += [i for i in plain_beam if i not in in_order]
+                in_plain = set(plain_beam)
             merged: Dict[Tuple[int, ...], int] = {}
             for index in order:
                 score = float(flat[index])
-                plain = (float(without[index]) if index in plain_kept else -math.inf) if boosted else score
+                plain = (float(without[index]) if index in in_plain else -math.inf) if boosted else score
                 parent, symbol = start + index // V, index % V
                 tokens, times = state.tokens[parent], state.timestamps[parent]
                 if symbol != blank:
