@@ -76,3 +76,19 @@ def test_help_lists_options_with_defaults(script):
     assert "--stage" in text and "[2]  first recipe stage" in text  # the value so far
     assert "[12]  last recipe stage" in text and "[false]  print every command" in text
     assert "[a b]" in text
+
+
+def test_an_early_option_of_a_long_list_is_always_found(tmp_path):
+    """CI once saw `unknown option --frontend_config` from a recipe that declares it: the name list was
+    piped to `grep -q`, which leaves at the first match while bash still writes the rest a line at a
+    time, and under pipefail the writer's SIGPIPE failed the check whenever grep left before the last
+    write. A list longer than a pipe's buffer (64 KiB: 20000 names) makes that happen every time; the
+    check must not depend on the scheduler."""
+    names = [f"option_{i}" for i in range(20000)]
+    path = tmp_path / "many.sh"
+    path.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + "".join(f"{n}=0\n" for n in names)
+                    + f". {PARSE_OPTIONS}\necho \"$option_0 $option_19999\"\n")
+    for _ in range(5):
+        p = run(path, "--option_0", "7", "--option_19999", "8")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == "7 8"

@@ -47,7 +47,12 @@ __po_is_option() {  # name -> status 0 when --name is a valid option
   [ "$__po_n" != help_message ] || return 1
   __po_declared_names=$(__po_declared | cut -f1)
   if [ -n "$__po_declared_names" ]; then
-    printf '%s\n' "$__po_declared_names" | grep -qx -- "$__po_n" || return 1
+    # No `printf | grep -q` here: under pipefail, grep leaving at the first match while printf still
+    # writes (bash writes its stdout a line at a time) fails the pipeline with SIGPIPE, now and then.
+    case $'\n'"$__po_declared_names"$'\n' in
+      *$'\n'"$__po_n"$'\n'*) ;;
+      *) return 1 ;;
+    esac
   fi
   # Kaldi's rule: the variable must exist
   eval '[ -n "${'"$__po_n"'+set}" ]'
