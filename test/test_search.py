@@ -1,6 +1,7 @@
 """Greedy and modified beam search: against independent walks through predictor and joiner,
 the exact one-symbol-per-frame forward, max_symbols, batching, and chunked (streaming) use."""
 
+import itertools
 import math
 
 import pytest
@@ -278,3 +279,56 @@ def test_both_runtimes_run_the_search_core():
     code = ("import sys, xtrans.search_core; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_beam_call_has_rows_fixed_by_batch_and_beam(monkeypatch):
+    """BLAS kernels round a row by the number of rows in the call, so each stream's scores would
+    depend on how many hypotheses its neighbours hold: every joiner and prediction-network call of
+    the search computes 2 * beam rows per stream, with hotwords on one stream (the search without
+    boosts inside: up to 2 * beam hypotheses) or on none."""
+    from xtrans.context import ContextGraph
+
+    model = tiny_model("lstm")
+    calls = []
+    joiner, step = type(model.joiner).forward, type(model.predictor).step
+    monkeypatch.setattr(type(model.joiner), "forward",
+                        lambda self, enc, pred, **kw: calls.append(("joiner", enc.shape[0])) or joiner(self, enc, pred, **kw))
+    monkeypatch.setattr(type(model.predictor), "step",
+                        lambda self, symbols, state: calls.append(("prediction", symbols.shape[0])) or step(self, symbols, state))
+    enc, lengths = encoder_frames(), torch.tensor([24, 15, 6])
+    for scorer in (None, [ContextGraph([([3, 4, 5], 2.0), ([7, 7], 1.0)], 12), None, None]):
+        for beam in (1, 2, 4):
+            calls.clear()
+            search = ModifiedBeamSearch(model, beam=beam)
+            search.step(enc, search.init_state(3, scorer=scorer), lengths)
+            assert {n for _, n in calls} == {2 * beam * 3}, (scorer, beam)
+            assert {kind for kind, _ in calls} == {"joiner", "prediction"}
+
+
+def test_a_streams_beam_does_not_depend_on_its_neighbours():
+    """A stream beside two other streams and beside two copies of itself (as the server fills a
+    batch up): the same tokens, timestamps and scores, bit for bit, in chunks as a server feeds them.
+    The demo's sizes (joiner 128, 30 tokens), where BLAS uses its blocked kernels."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(preset="tiny", pos_conv="chunk", waveform_norm="cumulative"),
+                      predictor=PredictorConfig(kind="stateless", embed_dim=64, context_size=2), joiner_dim=128)
+    model = build_model(cfg, vocab_size=30).eval()
+    with torch.no_grad():  # peaked like a trained model's: beams merge, so their sizes differ by stream
+        model.joiner.output.weight.mul_(8.0)
+        model.joiner.output.bias[model.blank] += 3.0
+    enc = 0.2 * encoder_frames(T=24)  # quiet frames: mostly blank, beams of 2-3 distinct hypotheses
+    alone = enc[2:].expand(3, -1, -1).contiguous()  # stream 2, last in the mixed batch, first here
+    for beam, threads in itertools.product((2, 3, 4), (1, 2)):
+        search = ModifiedBeamSearch(model, beam=beam)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            results = []
+            for x in (enc, alone):
+                state = search.init_state(3)
+                for c in range(0, 24, 8):
+                    state = search.step(x[:, c:c + 8], state)
+                results.append([(h.tokens, h.timestamps, h.score) for h in search.results(state)[0 if x is alone else 2]])
+        finally:
+            torch.set_num_threads(before)
+        assert results[0] == results[1], (beam, threads)

@@ -22,7 +22,7 @@ Only the stateless prediction network is supported: its state is the last ``K`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -98,11 +98,14 @@ class OnnxTransducerOps:
     def frames(self, enc: np.ndarray) -> np.ndarray:
         return np.asarray(enc)
 
+    # `size` is ignored: on the one intra-op thread that exact serving needs, onnxruntime computes a
+    # row alike whatever the other rows of the call (xtrans.serve.onnx_backend)
     def log_probs(self, frames: np.ndarray, t: int, streams: np.ndarray, prediction: OnnxPrediction,
-                  rows: np.ndarray) -> np.ndarray:
+                  rows: np.ndarray, size: Optional[int] = None) -> np.ndarray:
         return log_softmax(self.decoder.join(frames[streams, t], prediction.out[rows]))
 
-    def extend(self, prediction: OnnxPrediction, rows: np.ndarray, tokens: np.ndarray) -> OnnxPrediction:
+    def extend(self, prediction: OnnxPrediction, rows: np.ndarray, tokens: np.ndarray,
+               size: Optional[int] = None) -> OnnxPrediction:
         context, out = prediction.context.copy(), prediction.out.copy()
         context[rows] = push_tokens(context[rows], tokens)
         out[rows] = self.decoder.predict(context[rows])

@@ -18,7 +18,7 @@ their batch dimension.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence, Tuple, Union
+from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -81,6 +81,11 @@ class TorchPrediction:
         index = torch.as_tensor(rows, dtype=torch.long, device=self.proj.device)
         return TorchPrediction(select_state(self.state, index), self.proj.index_select(0, index))
 
+    def head(self, n: int) -> "TorchPrediction":
+        """The first ``n`` hypotheses (views, no copy)."""
+        dim = _batch_dim(self.state)
+        return TorchPrediction(type(self.state)(*(t.narrow(dim, 0, n) for t in self.state)), self.proj[:n])
+
     @classmethod
     def concat(cls, parts: Sequence["TorchPrediction"]) -> "TorchPrediction":
         dim = _batch_dim(parts[0].state)
@@ -112,13 +117,13 @@ class TorchTransducerOps:
 
     @torch.no_grad()
     def log_probs(self, frames: torch.Tensor, t: int, streams: np.ndarray, prediction: TorchPrediction,
-                  rows: np.ndarray) -> np.ndarray:
-        # the joiner runs on as many rows as there are hypotheses at every call, whichever of them
-        # are scored (the rest repeat the first): a row's result then depends only on the batch's
-        # size, not on which other rows are scored (PyTorch's CPU kernels round by the shape)
+                  rows: np.ndarray, size: Optional[int] = None) -> np.ndarray:
+        # the joiner runs on `size` rows (default: one per hypothesis) whichever of them are scored
+        # (the rest repeat the first): a row's result then depends only on that number, not on the
+        # other rows (PyTorch's CPU kernels round by the shape; search_core.beam's docstring)
         device = frames.device
         n = len(streams)
-        pad = max(len(prediction) - n, 0) if n else 0
+        pad = max((len(prediction) if size is None else size) - n, 0) if n else 0
         if pad:
             streams = np.concatenate([streams, np.full(pad, streams[0])])
             rows = np.concatenate([rows, np.full(pad, rows[0])])
@@ -128,9 +133,15 @@ class TorchTransducerOps:
         return F.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
     @torch.no_grad()
-    def extend(self, prediction: TorchPrediction, rows: np.ndarray, tokens: np.ndarray) -> TorchPrediction:
+    def extend(self, prediction: TorchPrediction, rows: np.ndarray, tokens: np.ndarray,
+               size: Optional[int] = None) -> TorchPrediction:
         # every hypothesis steps (blank where none is emitted) and the others keep their state:
-        # one batch of the same size at every call, whichever hypotheses emit
+        # one batch of the same size at every call (`size` rows, filled with copies of the first),
+        # whichever hypotheses emit
+        n = len(prediction)
+        if size is not None and size > n:
+            filled = prediction.take(np.concatenate([np.arange(n), np.zeros(size - n, dtype=np.int64)]))
+            return self.extend(filled, rows, tokens).head(n)
         device = prediction.proj.device
         index = torch.as_tensor(rows, dtype=torch.long, device=device)
         symbols = torch.full((len(prediction),), self.blank, dtype=torch.long, device=device)

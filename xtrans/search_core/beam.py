@@ -37,6 +37,15 @@ before merging), and it evolves exactly as it would alone (:mod:`xtrans.search_c
 The scorer is per stream, its state per hypothesis; both travel in :class:`BeamState`, so streams
 with different hotwords share a batch.
 
+In a batch of several streams, every call of the joiner
+(:meth:`~xtrans.search_core.ops.TransducerOps.log_probs`) and of the prediction network
+(:meth:`~xtrans.search_core.ops.TransducerOps.extend`) has ``2 * beam`` rows per stream
+(``size``; the most a stream can hold), whatever the beams hold: BLAS kernels round a row's
+result by the number of rows in the call (MKL's sgemm on an AMD EPYC: 1, 2-3 and 4 or more rows
+give three different roundings), so otherwise a stream's scores would depend by ~1e-7 on how
+many hypotheses the other streams of its batch hold, and a server's results on who else is
+connected. A single stream's calls have one row per hypothesis.
+
 The search is a streaming state machine, like :class:`~xtrans.search_core.greedy.GreedySearch`:
 :meth:`ModifiedBeamSearch.init_state`, :meth:`ModifiedBeamSearch.step` per chunk of encoder
 frames, :meth:`ModifiedBeamSearch.results`; chunked and whole-utterance calls agree exactly.
@@ -216,7 +225,9 @@ class ModifiedBeamSearch:
         ops, blank = self.ops, self.ops.blank
         streams = state.stream.tolist()
         rows = np.flatnonzero(active[state.stream])
-        logp = ops.log_probs(frames, t, state.stream[rows], state.prediction, rows).astype(np.float64)  # (n, V)
+        # rows of every joiner and prediction call (module docstring); one stream has no neighbours
+        size = 2 * self.beam * state.batch_size if state.batch_size > 1 else None
+        logp = ops.log_probs(frames, t, state.stream[rows], state.prediction, rows, size).astype(np.float64)  # (n, V)
         cand = state.scores[rows, None] + logp
         context, boost = self._context_scores(state, rows)
         if context is not None:
@@ -270,7 +281,7 @@ class ModifiedBeamSearch:
         prediction = state.prediction.take(parent)
         emit = np.flatnonzero(symbol != blank)
         if emit.size:
-            prediction = ops.extend(prediction, emit, symbol[emit])
+            prediction = ops.extend(prediction, emit, symbol[emit], size)
         scorer_states = [state.scorer_states[h.parent] if h.symbol == blank or state.scorers[h.stream] is None
                          else state.scorers[h.stream].advance(state.scorer_states[h.parent], h.symbol)
                          for h in new]

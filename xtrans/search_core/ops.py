@@ -80,7 +80,7 @@ class TransducerOps(Protocol):
         them into the joiner space once per chunk)."""
 
     def log_probs(self, frames: Any, t: int, streams: np.ndarray, prediction: Prediction,
-                  rows: np.ndarray) -> np.ndarray:
+                  rows: np.ndarray, size: Optional[int] = None) -> np.ndarray:
         """``log_softmax(joiner(frames[streams[i], t], prediction[rows[i]]))`` for each ``i``.
 
         Args:
@@ -89,14 +89,20 @@ class TransducerOps(Protocol):
             streams: (n,) int64, the stream of each row.
             prediction: the predictions of all hypotheses.
             rows: (n,) int64, the hypotheses to score.
+            size: rows of the joiner call (None = one per hypothesis of ``prediction``). A runtime
+                whose kernels round a row by the number of rows in the call (PyTorch's CPU BLAS)
+                computes exactly ``max(size, n)``, the rest copies, so that a row's result does not
+                depend on the other rows; one that does not (onnxruntime on one thread) may ignore it.
 
         Returns:
             (n, V) float32 log-probabilities, computed in float32 (numpy, on the host).
         """
 
-    def extend(self, prediction: Prediction, rows: np.ndarray, tokens: np.ndarray) -> Prediction:
+    def extend(self, prediction: Prediction, rows: np.ndarray, tokens: np.ndarray,
+               size: Optional[int] = None) -> Prediction:
         """``prediction`` with hypotheses ``rows`` (n,) advanced by ``tokens`` (n,) int64 (no
-        blank); the other hypotheses unchanged. ``prediction`` itself is not modified."""
+        blank); the other hypotheses unchanged. ``prediction`` itself is not modified. ``size``:
+        rows of the prediction network's call, as in :meth:`log_probs`."""
 
     def to_numpy(self, values: Any) -> np.ndarray:
         """A runtime array (e.g. the valid lengths of a chunk) as a numpy array."""
