@@ -191,7 +191,7 @@ def test_engine_batch_does_not_change_a_streams_result(spoken_digits, checkpoint
 
 
 @pytest.mark.parametrize("search", ["greedy", "beam"])
-@pytest.mark.parametrize("threads, batch_rows", [(1, 8), (2, 8), (2, 3)])
+@pytest.mark.parametrize("threads, batch_rows", [(1, 8), (2, 8), (2, 3), (2, 5)])  # 5: rows split unevenly
 def test_torch_backend_batches_equal_streams_alone(spoken_digits, checkpoint, search, threads, batch_rows):
     """Each stream's encoder state and result after each chunk, batched in shuffled groups of 1-5
     (larger than ``batch_rows`` too), equal those of the stream advanced alone, bit for bit."""

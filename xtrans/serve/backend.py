@@ -20,8 +20,9 @@ segment stack).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Hashable, List, Optional, Protocol, Sequence, Union
+from typing import Any, Hashable, Iterator, List, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -83,6 +84,20 @@ class TorchStream:
     search: Union[GreedyState, BeamState]
 
 
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Torch's CPU threads set to 1 inside (process-wide, as torch's setting is), then restored."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class TorchBackend(FeedSizes):
     """A :class:`~xtrans.inference.Speech2Text` (PyTorch) as a :class:`Backend`.
 
@@ -92,7 +107,10 @@ class TorchBackend(FeedSizes):
     kernels divide and round their work by the shapes of a call, so on calls of varying size a
     stream's frames depend (by up to a few 1e-6) on which streams share its batch, which can flip a
     near tie of the search; with one shape they do not (``test/test_serve_engine.py`` checks it bit
-    for bit, on 1 and 2 threads). The price is compute for the filler rows when few streams are live.
+    for bit, on 1 and 2 threads). The search runs on one torch thread whatever the encoder uses: on
+    more, the kernels also split a call's rows between threads, and on an AMD EPYC a row's result in
+    calls of 5-11 rows then depends on its place in the call (a stream's in a batch); its calls are
+    too small for threads to pay. The price is compute for the filler rows when few streams are live.
 
     Args:
         s2t: the recognizer (model, tokenizer, search).
@@ -147,7 +165,8 @@ class TorchBackend(FeedSizes):
         search = states[0].search if len(states) == 1 else stack_search_states([s.search for s in states])
         frames, counts, encoder = self.encoder.forward_chunk(x, encoder)
         if frames.shape[1]:
-            search = self.s2t.search.step(frames, search, counts)
+            with _one_torch_thread():  # (class docstring)
+                search = self.s2t.search.step(frames, search, counts)
         if len(states) == 1:
             return [TorchStream(encoder, search)]
         return [TorchStream(e, s) for e, s in zip(split_states(encoder), split_search_states(search))]
@@ -164,7 +183,8 @@ class TorchBackend(FeedSizes):
         steps.append((frames, counts))
         for frames, counts in steps:
             if frames.shape[1]:
-                search = self.s2t.search.step(frames, search, counts)
+                with _one_torch_thread():
+                    search = self.s2t.search.step(frames, search, counts)
         return TorchStream(encoder, search)
 
     def result(self, state: TorchStream) -> Transcription:
