@@ -32,4 +32,6 @@ fi
   --frontend_config conf/pretrain_frontend.yaml \
   --text_normalizer upper \
   --test_sets "$test_sets" \
+  --train_threads 1 \
+  --train_nproc 2 \
   "$@"
