@@ -11,6 +11,12 @@
 # Once data/ is prepared, test is decoded when data/test exists, else dev. With another source in
 # --local_data_opts, add --test_sets dev when that folder lacks the test takes 0-4.
 # Options: ./run.sh --help (they are those of asr.sh).
+#
+# Training runs in 2 processes of 1 thread (--train_nproc 2), each with 15 s of a 30 s update, as in
+# egs/mini_synth. Measured from a fresh clone, alone on the 2-core CPU, on the shared training takes:
+# one process of 2 threads (30 s batches) took 2035 s for run.sh (stage 1 826 s, stages 2-5 434 s),
+# dev WER beam 4 stage 1 4.94%, stage 5a 4.68% (10 dB held-out noise 27.3%); two processes 1774 s
+# (stage 1 669 s, stages 2-5 394 s), 4.81% / 4.05% (24.2%).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
