@@ -164,9 +164,7 @@ class TorchBackend(FeedSizes):
         encoder = states[0].encoder if len(states) == 1 else stack_states([s.encoder for s in states])
         search = states[0].search if len(states) == 1 else stack_search_states([s.search for s in states])
         frames, counts, encoder = self.encoder.forward_chunk(x, encoder)
-        if frames.shape[1]:
-            with _one_torch_thread():  # (class docstring)
-                search = self.s2t.search.step(frames, search, counts)
+        search = self._search(frames, counts, search)
         if len(states) == 1:
             return [TorchStream(encoder, search)]
         return [TorchStream(e, s) for e, s in zip(split_states(encoder), split_search_states(search))]
@@ -182,10 +180,16 @@ class TorchBackend(FeedSizes):
         frames, counts, encoder = self.encoder.finalize(encoder)
         steps.append((frames, counts))
         for frames, counts in steps:
-            if frames.shape[1]:
-                with _one_torch_thread():
-                    search = self.s2t.search.step(frames, search, counts)
+            search = self._search(frames, counts, search)
         return TorchStream(encoder, search)
+
+    def _search(self, frames: torch.Tensor, counts: torch.Tensor,
+                search: Union[GreedyState, BeamState]) -> Union[GreedyState, BeamState]:
+        """The search advanced by a chunk's frames (if it has any), on one torch thread (class docstring)."""
+        if not frames.shape[1]:
+            return search
+        with _one_torch_thread():
+            return self.s2t.search.step(frames, search, counts)
 
     def result(self, state: TorchStream) -> Transcription:
         return self.s2t.transcription(state.search)
