@@ -25,8 +25,8 @@ from xtrans.data.audio import load_waveform
 from xtrans.data.augment import HELD_OUT_FAMILIES, measured_snr, read_scp, room_bank
 from xtrans.data.kaldi_dir import DataDir, read_data_dir, write_data_dir
 from xtrans.scoring.plots import robustness_figure
-from xtrans.scoring.robustness import (CONDITIONS, BabbleAt, NoiseAt, RoomAt, Setup, TelephoneLine, change,
-                                       held_out_rooms, parse_condition_levels, parse_conditions)
+from xtrans.scoring.robustness import (DEFAULT_CONDITIONS, BabbleAt, MeasuredRoom, NoiseAt, RoomAt, Setup,
+                                       TelephoneLine, change, held_out_rooms, parse_condition_levels, parse_conditions)
 from xtrans.testing.train_fixtures import save_decoding_checkpoint
 from xtrans.train.config import MaskConfig, TrainConfig
 
@@ -90,7 +90,7 @@ def _key(level):
 
 def test_report_has_every_model_condition_level(report):
     rep, _ = report
-    assert [c["name"] for c in rep["conditions"]] == list(CONDITIONS)
+    assert [c["name"] for c in rep["conditions"]] == list(DEFAULT_CONDITIONS)  # rir needs --rir_scp
     assert {c["name"]: c["levels"] for c in rep["conditions"]} == LEVELS
     assert rep["seed"] == 12345 and rep["num_utts"] == 4
     noise = next(c for c in rep["conditions"] if c["name"] == "noise")
@@ -198,7 +198,7 @@ def test_markdown_table_and_plot(exp, report):
                        "babble 5 dB", "reverb 0.6 s", "telephone"]
     for row, m in zip(rows, rep["models"]):
         assert re.split(r"\s{2,}", row)[2:] == [f"{m['wer'][c][_key(v)]['wer']:.2f}"
-                                                for c in CONDITIONS for v in LEVELS[c]]
+                                                for c in DEFAULT_CONDITIONS for v in LEVELS[c]]
     assert "noise: generated noise of the held-out families sweeps and crackle" in stdout
     md = (exp / "rob.md").read_text()
     assert md.startswith("## Robustness") and "seed 12345" in md
@@ -268,7 +268,7 @@ def test_make_noise_bad_options(tmp_path, capsys, argv, message):
 
 def test_library_errors(exp):
     with pytest.raises(ValueError, match="--conditions: expected conditions of clean, gain, noise, babble, reverb, "
-                                         "telephone, found 'wind'"):
+                                         "rir, telephone, found 'wind'"):
         parse_conditions("clean,wind")
     with pytest.raises(ValueError, match="--rt60s: expected RT60s in seconds > 0 such as 0.3,0.6,0.9, found '0'"):
         parse_condition_levels(["reverb"], {"reverb": "0.3,0"})
@@ -319,3 +319,93 @@ def test_results_md_section_when_report_exists(exp, report, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         assert score_main(["--results", str(broken), "--out", str(tmp_path / "R2.md")]) == 0
     assert "Robustness" not in (tmp_path / "R2.md").read_text()
+
+
+def _write_rirs(root, rirs):
+    """A '<id> <wav>' list of impulse responses written as float WAVs (16 kHz)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, rir in rirs.items():
+        soundfile.write(root / f"{name}.wav", np.asarray(rir, dtype=np.float32), 16000, subtype="FLOAT")
+        lines.append(f"{name} {root / f'{name}.wav'}")
+    (root / "rirs.scp").write_text("\n".join(lines) + "\n")
+    return root / "rirs.scp"
+
+
+def _room(delay, seed, seconds=0.3):
+    """A response with silence before its direct path (at ``delay``) and a decaying tail after it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    rir = np.zeros(delay + t.size)
+    rir[delay:] = 0.1 * rng.standard_normal(t.size) * np.exp(-t / 0.05)
+    rir[delay] = 0.8
+    return rir
+
+
+def test_measured_rooms_keep_time_and_length_and_draw_per_utterance(tmp_path):
+    """An impulse response that is a delayed impulse leaves the speech as it is (the response is taken from
+    its direct path on, scaled to 1 there); a list of rooms gives each utterance its own, the same every call."""
+    delayed = np.zeros(300)
+    delayed[200] = 0.5
+    x = _speech(9000)
+    identity = MeasuredRoom(str(_write_rirs(tmp_path / "one", {"late": delayed})))
+    np.testing.assert_allclose(identity(x, 3), x, atol=1e-6)
+    rooms = MeasuredRoom(str(_write_rirs(tmp_path / "three", {f"r{k}": _room(50 + 100 * k, k) for k in range(3)})))
+    white = (0.05 * np.random.default_rng(7).standard_normal(9000)).astype(np.float32)
+    outputs = [rooms(white, i) for i in range(12)]
+    for i, y in enumerate(outputs):
+        assert y.shape == white.shape and y.dtype == np.float32 and np.max(np.abs(y)) <= 0.99
+        np.testing.assert_array_equal(y, rooms(white, i))
+        lag = np.argmax(np.correlate(y, white, mode="full")) - (white.size - 1)
+        assert lag == 0  # the direct path, the strongest tap, is at time 0 whatever silence preceded it
+    assert len({y.tobytes() for y in outputs}) == 3  # all three rooms are drawn, by the utterance's index
+    other_seed = [MeasuredRoom(rooms.rir_scp, seed=1)(white, i) for i in range(12)]
+    assert any(not np.array_equal(a, b) for a, b in zip(other_seed, outputs))
+
+
+def test_rir_condition_in_the_report(exp, tmp_path):
+    """With --rir_scp the default conditions include rir; a list whose only response is a delayed impulse
+    scores exactly as the clean recordings, and the report names the list and its rooms' RT60."""
+    delayed = np.zeros(100)
+    delayed[40] = 0.7
+    identity = _write_rirs(tmp_path / "identity", {"late": delayed})
+    out = tmp_path / "rir.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert robustness_main(["--model", _models(exp)[0], "--data", str(exp / "data" / "test"), *OPTIONS,
+                                "--rir_scp", str(identity), "--out", str(out), "--markdown",
+                                str(tmp_path / "rir.md")]) == 0
+    rep = json.loads(out.read_text())
+    assert [c["name"] for c in rep["conditions"]] == [*DEFAULT_CONDITIONS[:-1], "rir", "telephone"]
+    rir = next(c for c in rep["conditions"] if c["name"] == "rir")
+    assert rir["rir_scp"] == str(identity) and rir["responses"] == 1 and rir["levels"] == [None]
+    wer = rep["models"][0]["wer"]
+    assert wer["rir"]["-"] == wer["clean"]["-"]
+    assert "**rir**: convolved with a measured impulse response" in (tmp_path / "rir.md").read_text()
+
+    rooms = _write_rirs(tmp_path / "rooms", {f"r{k}": _room(30 * k, k, seconds=0.6) for k in range(2)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert robustness_main(["--model", _models(exp)[0], "--data", str(exp / "data" / "test"),
+                                "--conditions", "clean,rir", "--rir_scp", str(rooms), "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert [c["name"] for c in rep["conditions"]] == ["clean", "rir"]
+    assert next(c for c in rep["conditions"] if c["name"] == "rir")["rt60_median"] > 0
+    titles = [ax.get_title() for ax in robustness_figure(rep).axes if ax.get_visible()]
+    assert titles == ["measured rooms"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--conditions", "clean,rir"], "--conditions: the rir condition needs --rir_scp"),
+    (["--rir_scp", "RIRS", "--conditions", "clean,reverb"], "--rir_scp: expected the rir condition in --conditions"),
+    (["--rir_scp", "missing.scp"], "--rir_scp: expected a readable '<id> <wav entry>' list, found missing.scp"),
+    (["--rir_scp", "ZERO"], "--rir_scp: impulse response 'z' .*: rir: expected a non-zero impulse response"),
+    (["--rir_scp", "GONE"], "--rir_scp: impulse response 'g': cannot read"),
+])
+def test_rir_bad_options_exit_2(exp, tmp_path, capsys, argv, message):
+    paths = {"RIRS": _write_rirs(tmp_path / "ok", {"r": _room(10, 0)}),
+             "ZERO": _write_rirs(tmp_path / "zero", {"z": np.zeros(50)})}
+    if "GONE" in argv:
+        (tmp_path / "gone.scp").write_text(f"g {tmp_path / 'absent.wav'}\n")
+        paths["GONE"] = tmp_path / "gone.scp"
+    argv = [str(paths.get(a, a)) for a in argv]
+    assert robustness_main(["--model", _models(exp)[0], "--data", str(exp / "data" / "test"), *argv]) == 2
+    assert re.search("error: " + message, capsys.readouterr().err)

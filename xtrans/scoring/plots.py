@@ -258,8 +258,8 @@ def robustness_figure(report: Mapping[str, Any]) -> Optional[Figure]:
     One axes per condition with levels (gain, noise, babble, reverb; see
     :mod:`xtrans.scoring.robustness`), titled with the condition, WER against level with one line
     per model (labelled ``<tag> (<streaming>)``, one colour per model in every axes) and the model's
-    clean WER as a dotted horizontal line of its colour; the conditions without levels (telephone)
-    share one more axes, one point per model and condition.
+    clean WER as a dotted horizontal line of its colour; the conditions without levels (measured
+    rooms, telephone) share one more axes, one point per model and condition.
     """
     def wer(m, name, level):
         entry = m["wer"].get(name, {}).get(level_key(level))
@@ -298,7 +298,8 @@ def robustness_figure(report: Mapping[str, Any]) -> Optional[Figure]:
         if name == "other":
             ax.set_xticks(range(len(levels)), list(levels))
             ax.set_xlim(-0.5, len(levels) - 0.5)
-            ax.set_title("channels" if levels != ["clean"] else "clean", fontsize="medium")
+            names = {"rir": "measured rooms", "telephone": "channels"}
+            ax.set_title(", ".join(names.get(n, n) for n in levels), fontsize="medium")
         else:
             ax.set_xticks(sorted({float(v) for v in levels}))
             ax.set_xlabel(LEVELS[name].axis)

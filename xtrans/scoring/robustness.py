@@ -18,6 +18,9 @@ babble      SNR (dB)     :data:`BABBLE_TALKERS` other utterances of the test set
                          (:func:`~xtrans.data.augment.babble_mix`) and added at the SNR
 reverb      RT60 (s)     convolved with one of :data:`ROOMS_PER_RT60` rooms simulated by the image
                          method for the RT60, taken in turn over the utterances
+rir         -            convolved with a measured impulse response of ``--rir_scp`` (e.g. the real
+                         rooms of RIRS_NOISES), one drawn per utterance, aligned on its direct path
+                         (:func:`~xtrans.data.augment.align_rir`)
 telephone   -            8 kHz, 300-3400 Hz, 8-bit mu-law (:func:`~xtrans.data.augment.telephone`)
 ==========  ===========  =================================================================
 
@@ -60,18 +63,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from xtrans.data.augment import (HELD_OUT_FAMILIES, babble_mix, fit_length, generate_noise, limit_peak, mix_at_snr,
-                                 read_scp, reverberate, simulate_rir, telephone)
+from xtrans.data.augment import (HELD_OUT_FAMILIES, align_rir, babble_mix, fit_length, generate_noise, limit_peak,
+                                 mix_at_snr, read_scp, reverberate, rt60_from_rir, simulate_rir, telephone)
 from xtrans.data.augment.reverb import cached_rooms
-from xtrans.data.audio import load_waveform
+from xtrans.data.audio import BadAudioError, load_waveform
 from xtrans.data.kaldi_dir import read_data_dir
 from xtrans.frames import SAMPLE_RATE
 from xtrans.scoring.level import DEFAULT_GAINS, gain_key, gain_value, parse_levels, render_table
 
 logger = logging.getLogger(__name__)
 
-CONDITIONS = ("clean", "gain", "noise", "babble", "reverb", "telephone")
+CONDITIONS = ("clean", "gain", "noise", "babble", "reverb", "rir", "telephone")
 """Every condition, in the order of tables and plots."""
+
+DEFAULT_CONDITIONS = ("clean", "gain", "noise", "babble", "reverb", "telephone")
+"""Measured without ``--conditions``; ``rir`` too when a ``--rir_scp`` is given."""
 
 DEFAULT_SNRS = (20.0, 10.0, 5.0, 0.0)
 DEFAULT_BABBLE_SNRS = (20.0, 10.0, 5.0)
@@ -299,6 +305,29 @@ class RoomAt:
         return limit_peak(reverberate(speech, rirs[index % len(rirs)])).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=256)
+def _aligned_rir(key: str, entry: str) -> np.ndarray:
+    try:
+        return align_rir(_noise_samples(key, entry))
+    except ValueError as err:
+        raise ValueError(f"--rir_scp: impulse response {key!r} ({entry}): {err}") from err
+
+
+@dataclass(frozen=True)
+class MeasuredRoom:
+    """Reverberation by a measured impulse response: an entry of ``rir_scp`` drawn per utterance,
+    from its direct path on and scaled so that the direct path is 1 (the words keep their times)."""
+
+    rir_scp: str
+    seed: int = DEFAULT_SEED
+
+    def __call__(self, speech: np.ndarray, index: int) -> np.ndarray:
+        """``(S,)`` float32 speech at 16 kHz -> ``(S,)`` float32 reverberant speech within full scale."""
+        entries = _noise_list(self.rir_scp)
+        key, entry = entries[int(utterance_rng(self.seed, "rir", None, index).integers(len(entries)))]
+        return limit_peak(reverberate(speech, _aligned_rir(key, entry))).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class TelephoneLine:
     """Narrow-band telephony (:func:`~xtrans.data.augment.telephone`); draws nothing."""
@@ -319,6 +348,8 @@ class Setup:
             :data:`~xtrans.data.augment.HELD_OUT_FAMILIES`.
         rooms: simulated rooms per RT60 (>= 1).
         talkers: babble's other talkers (>= 1).
+        rir_scp: a Kaldi-style ``<id> <wav entry>`` list of measured impulse responses (the ``rir``
+            condition; e.g. RIRS_NOISES' real rooms); None = no ``rir`` condition.
 
     Raises:
         ValueError: naming the option of a value out of range.
@@ -329,6 +360,7 @@ class Setup:
     noise_scp: Optional[str] = None
     rooms: int = ROOMS_PER_RT60
     talkers: int = BABBLE_TALKERS
+    rir_scp: Optional[str] = None
 
     def __post_init__(self):
         bounds = (("--seed", self.seed, 0), ("--rooms", self.rooms, 1), ("--talkers", self.talkers, 1))
@@ -353,6 +385,23 @@ class Setup:
             except OSError as err:
                 raise ValueError(f"--noise_scp: expected a readable '<id> <wav entry>' list, found {self.noise_scp} "
                                  f"({err.strerror or err})") from err
+        if self.rir_scp is not None and "rir" not in conditions:
+            raise ValueError(f"--rir_scp: expected the rir condition in --conditions, found {','.join(conditions)}")
+        if "rir" in conditions:
+            if self.rir_scp is None:
+                raise ValueError("--conditions: the rir condition needs --rir_scp, a list of measured impulse responses")
+            try:
+                entries = _noise_list(self.rir_scp)
+            except OSError as err:
+                raise ValueError(f"--rir_scp: expected a readable '<id> <wav entry>' list, found {self.rir_scp} "
+                                 f"({err.strerror or err})") from err
+            if not entries:
+                raise ValueError(f"--rir_scp: expected at least one impulse response, found none in {self.rir_scp}")
+            for key, entry in entries:  # every response reads and has a direct path, before decoding
+                try:
+                    _aligned_rir(key, entry)
+                except (OSError, BadAudioError) as err:
+                    raise ValueError(f"--rir_scp: impulse response {key!r}: cannot read {entry} ({err})") from err
         if "babble" in conditions and num_utts < 2:
             raise ValueError(f"--conditions: babble draws its talkers from the other utterances of --data; "
                              f"expected at least 2, found {num_utts} in {self.data_dir}")
@@ -371,6 +420,8 @@ class Setup:
             return {"transform": BabbleAt(level, self.data_dir, self.seed, self.talkers)}
         if condition == "reverb":
             return {"transform": RoomAt(level, self.seed, self.rooms)}
+        if condition == "rir":
+            return {"transform": MeasuredRoom(str(self.rir_scp), self.seed)}
         if condition == "telephone":
             return {"transform": TelephoneLine()}
         raise ValueError(f"condition: expected one of {', '.join(CONDITIONS)}, found {condition!r}")
@@ -406,6 +457,16 @@ class Setup:
                                     f"method from seed {ROOM_SEED_OFFSET + self.seed} (training's rooms come from "
                                     "small seeds), taken in turn over the utterances; the direct path stays "
                                     "in place.")
+        elif condition == "rir":
+            rt60s = [rt60_from_rir(_aligned_rir(k, e)) for k, e in _noise_list(self.rir_scp)]
+            known = [t for t in rt60s if math.isfinite(t)]
+            entry.update(rir_scp=str(self.rir_scp), responses=len(rt60s),
+                         rt60_median=float(np.median(known)) if known else None)
+            spread = (f"; RT60 {min(known):.2f}-{max(known):.2f} s, median {np.median(known):.2f} s"
+                      if known else "")
+            entry["description"] = (f"convolved with a measured impulse response of `{self.rir_scp}` ({len(rt60s)} "
+                                    f"responses{spread}) drawn per utterance, from its direct path on (the direct "
+                                    "path stays in place).")
         elif condition == "telephone":
             entry["description"] = "down to 8 kHz, the 300-3400 Hz band and 8-bit mu-law (G.711), back at 16 kHz."
         else:
