@@ -288,6 +288,11 @@ def test_hotword_lists_hold_or_avoid_the_utterances_phrase():
             assert len(right[u]) == len(set(right[u])) == 10 and ref in right[u]
             assert set(right[u]) <= set(PHRASES)
     assert len({tuple(right[u]) for u in right}) > len(right) // 2, "lists differ across utterances"
+    assert hotword_lists(utts, refs, PHRASES, seed=7, list_size=10, draw=0) == (right, wrong)
+    right1, wrong1 = hotword_lists(utts, refs, PHRASES, seed=7, list_size=10, draw=1)
+    assert (right1, wrong1) == hotword_lists(utts, refs, PHRASES, seed=7, list_size=10, draw=1)
+    assert sum(wrong1[u] != wrong[u] for u in utts) > len(utts) // 2, "another draw, other lists"
+    assert set(right1) == set(right) and all(refs[u].upper() in right1[u] for u in right1)
     with pytest.raises(ValueError, match="at least 11 distinct phrases"):
         hotword_lists(utts, refs, PHRASES[:10], seed=0)
 
@@ -374,3 +379,49 @@ def test_context_table_refuses_bad_options(steered, tmp_path):
     assert context_table.main(base + ["--lm_scales", "0,x"]) == 2
     (tmp_path / "few.txt").write_text("ON\nOFF\n", encoding="utf-8")
     assert context_table.main(base[:-1] + [str(tmp_path / "few.txt")]) == 2
+
+
+def test_context_table_pools_several_draws_of_lists(steered, tmp_path):
+    """--draws 2 decodes every list context twice, with draw 0's lists (those of --draws 1) and draw 1's,
+    and pools their errors: each pooled entry is the sum of the two decodings made here by hand."""
+    from xtrans.bin import context_table
+    from xtrans.data.kaldi_dir import read_data_dir
+    from xtrans.decoding.data_dir import run as decode_records
+    from xtrans.decoding.measure import load, model_jobs
+    from xtrans.scoring.context import hotword_lists, read_phrases
+    from xtrans.scoring.robustness import Setup
+    from xtrans.scoring.wer import score
+
+    data = _context_data(tmp_path)
+    base = ["--model", str(steered["ckpt"]), "--data", str(data), "--tokenizer", str(steered["bpe"]),
+            "--chunk_ms", str(CHUNK_MS), "--left_ms", str(LEFT_MS), "--sinks", str(SINKS),
+            "--phrases", str(tmp_path / "phrases.txt"), "--hotwords_score", "0.5"]
+    reports = {}
+    for draws in (1, 2):
+        out = tmp_path / f"context{draws}.json"
+        assert context_table.main(base + ["--draws", str(draws), "--out", str(out)]) == 0
+        reports[draws] = json.loads(out.read_text())
+    assert reports[2]["draws"] == 2 and reports[1]["draws"] == 1
+    one, two = reports[1]["models"][0]["wer"], reports[2]["models"][0]["wer"]
+
+    args = context_table.get_parser().parse_args(base)
+    job = model_jobs(args)[0]
+    vars(job["decode"]).update(lm=None, lm_scale=0.1, hotwords=None, hotwords_score=0.5)
+    s2t = load(job)
+    d = read_data_dir(data)
+    utts = list(d.utt_ids)
+    phrases = read_phrases(tmp_path / "phrases.txt")
+    right, distractors = hotword_lists(utts, d.text, phrases, seed=args.seed, draw=1)
+    noise = Setup(data_dir=str(data), seed=args.seed).options("noise", args.snr)["transform"]
+    commands = [u for u in utts if d.text[u] == "OFF"]
+    for name, subset, transform, context, lists in [
+            ("commands_noisy", commands, noise, "right", right), ("commands_noisy", commands, noise, "distractors", distractors),
+            ("all_noisy", utts, noise, "distractors", distractors), ("all_clean", utts, None, "distractors", distractors)]:
+        records = decode_records(job["decode"], d, s2t, None, transform=transform, utts=subset, progress=False,
+                                 hotwords={u: lists[u] for u in subset}, hotwords_score=0.5)
+        counts = score({u: d.text[u] for u in subset}, {r["utt"]: r["text"] for r in records}).counts
+        assert two[name][context]["errors"] == one[name][context]["errors"] + counts.errors
+        assert two[name][context]["words"] == 2 * one[name][context]["words"]
+        assert two[name][context]["wer"] == pytest.approx(100 * two[name][context]["errors"] / two[name][context]["words"])
+    assert two[name]["none"] == one[name]["none"]  # contexts without lists are decoded once
+    assert context_table.main(base + ["--draws", "0"]) == 2

@@ -61,11 +61,12 @@ def read_phrases(path: Union[str, Path], list_size: int = LIST_SIZE) -> List[str
 
 
 def hotword_lists(utts: Sequence[str], refs: Mapping[str, str], phrases: Sequence[str], *, seed: int,
-                  list_size: int = LIST_SIZE) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
+                  list_size: int = LIST_SIZE, draw: int = 0) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
     """Each utterance's lists: ``right`` (only utterances whose transcript is a phrase: that phrase
     and ``list_size - 1`` others, in random order) and ``distractors`` (every utterance:
     ``list_size`` phrases, none its transcript). The draws of the utterance at position ``k`` of
-    ``utts`` come from ``numpy.random.default_rng([seed, k])``.
+    ``utts`` come from ``numpy.random.default_rng([seed, k])`` (draw 0) or ``([seed, k, draw])``:
+    independent lists for the same utterances, to average a measurement over.
 
     Raises:
         ValueError: when the inventory is too small for the lists.
@@ -76,7 +77,7 @@ def hotword_lists(utts: Sequence[str], refs: Mapping[str, str], phrases: Sequenc
     right: Dict[str, List[str]] = {}
     distractors: Dict[str, List[str]] = {}
     for k, utt in enumerate(utts):
-        rng = np.random.default_rng([seed, k])
+        rng = np.random.default_rng([seed, k] if draw == 0 else [seed, k, draw])
         ref = normalise(refs[utt])
         others = [p for p in phrases if p != ref]
         picked = [others[i] for i in rng.permutation(len(others))[:list_size]]
@@ -148,6 +149,11 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _draws_text(report: Mapping[str, Any]) -> str:
+    draws = int(report.get("draws", 1))
+    return "" if draws == 1 else f"; {draws} lists per utterance, their errors pooled"
+
+
 def results_section(report: Mapping[str, Any], plot: Optional[str] = None) -> str:
     """The ``RESULTS.md`` section of a report (``plot``: the PNG's path relative to the file)."""
     lm = report.get("lm")
@@ -167,7 +173,7 @@ def results_section(report: Mapping[str, Any], plot: Optional[str] = None) -> st
         f"{unspelled}; "
         f"**{report['snr_db']:g} dB SNR**: {report['noise']}. **right list**: {report['list_size']} phrases per "
         f"utterance, its own among them; **distractors**: {report['list_size']} phrases, none its own (drawn per "
-        f"utterance, seed {report['seed']}); per-token boost {report['hotwords_score']:g}. **LM**: {lm_text}. In "
+        f"utterance, seed {report['seed']}{_draws_text(report)}); per-token boost {report['hotwords_score']:g}. **LM**: {lm_text}. In "
         "brackets: the change against no context (points, relative).",
         "",
         "| model | streaming | utterances | " + " | ".join(_COLUMN[c] for c in CONTEXTS) + " |",

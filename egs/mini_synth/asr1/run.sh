@@ -129,7 +129,8 @@
 #     rather than the boost that happens to pass on test. On the same test set the lists' draw alone
 #     (context_table --seed 12345 / 1 / 2 / 3; the noise is drawn anew too) gave that model at 2.0: right list
 #     -42 / -42 / -53 / -48%, distractors at 10 dB -0.84 / +1.68 / 0.00 / +1.68 and clean +1.05 / +2.94 /
-#     +3.57 / +2.10: the clean cost is about 2.4 points, and one draw's reading is good to about a point.
+#     +3.57 / +2.10: the clean cost is about 2.4 points, and one draw's reading is good to about a point;
+#     so stage 12 pools three draws of lists per utterance (context_table --draws 3, ~15 s more).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -158,5 +159,5 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   --robustness_rt60s 0.6 \
   --lm_order 5 \
   --context_phrases data/phrases.txt \
-  --context_opts "--hotwords_score 2.0 --lm_scales 0.05,0.1,0.2" \
+  --context_opts "--hotwords_score 2.0 --lm_scales 0.05,0.1,0.2 --draws 3" \
   "$@"
