@@ -92,7 +92,8 @@ def test_mini_synth_all_stages_debug(tmp_path):
     assert (recipe / "data" / "lang_bpe" / "lm.arpa").read_text().lstrip().startswith("\\data\\")
     context = json.loads((recipe / "exp" / "context.json").read_text())
     assert [m["tag"] for m in context["models"]] == ["stage5a"] and context["lm"]["tuned_on"].endswith("dev")
-    assert context["hotwords_score"] == 2.0 and context["num_phrases"] + len(context["unspelled"]) == 45
+    assert context["hotwords_score"] == 2.0 and context["draws"] == 3  # run.sh's --context_opts
+    assert context["num_phrases"] + len(context["unspelled"]) == 45
     assert {"all_noisy", "all_clean"} <= set(context["models"][0]["wer"])
     assert "## Decode-time context" in results and "![decode-time context](exp/plots/context.png)" in results
     # every stage's wall time: logged at its end, kept in exp/stage_times.tsv and tabled in RESULTS.md
