@@ -415,13 +415,16 @@ def test_context_table_pools_several_draws_of_lists(steered, tmp_path):
     noise = Setup(data_dir=str(data), seed=args.seed).options("noise", args.snr)["transform"]
     commands = [u for u in utts if d.text[u] == "OFF"]
     for name, subset, transform, context, lists in [
-            ("commands_noisy", commands, noise, "right", right), ("commands_noisy", commands, noise, "distractors", distractors),
-            ("all_noisy", utts, noise, "distractors", distractors), ("all_clean", utts, None, "distractors", distractors)]:
+            ("commands_noisy", commands, noise, "right", right),
+            ("commands_noisy", commands, noise, "distractors", distractors),
+            ("all_noisy", utts, noise, "distractors", distractors),
+            ("all_clean", utts, None, "distractors", distractors)]:
         records = decode_records(job["decode"], d, s2t, None, transform=transform, utts=subset, progress=False,
                                  hotwords={u: lists[u] for u in subset}, hotwords_score=0.5)
         counts = score({u: d.text[u] for u in subset}, {r["utt"]: r["text"] for r in records}).counts
         assert two[name][context]["errors"] == one[name][context]["errors"] + counts.errors
         assert two[name][context]["words"] == 2 * one[name][context]["words"]
-        assert two[name][context]["wer"] == pytest.approx(100 * two[name][context]["errors"] / two[name][context]["words"])
+        entry = two[name][context]
+        assert entry["wer"] == pytest.approx(100 * entry["errors"] / entry["words"])
     assert two[name]["none"] == one[name]["none"]  # contexts without lists are decoded once
     assert context_table.main(base + ["--draws", "0"]) == 2

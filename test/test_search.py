@@ -291,10 +291,16 @@ def test_every_beam_call_has_rows_fixed_by_batch_and_beam(monkeypatch):
     model = tiny_model("lstm")
     calls = []
     joiner, step = type(model.joiner).forward, type(model.predictor).step
-    monkeypatch.setattr(type(model.joiner), "forward",
-                        lambda self, enc, pred, **kw: calls.append(("joiner", enc.shape[0])) or joiner(self, enc, pred, **kw))
-    monkeypatch.setattr(type(model.predictor), "step",
-                        lambda self, symbols, state: calls.append(("prediction", symbols.shape[0])) or step(self, symbols, state))
+    def counted_joiner(self, enc, pred, **kw):
+        calls.append(("joiner", enc.shape[0]))
+        return joiner(self, enc, pred, **kw)
+
+    def counted_step(self, symbols, state):
+        calls.append(("prediction", symbols.shape[0]))
+        return step(self, symbols, state)
+
+    monkeypatch.setattr(type(model.joiner), "forward", counted_joiner)
+    monkeypatch.setattr(type(model.predictor), "step", counted_step)
     enc, lengths = encoder_frames(), torch.tensor([24, 15, 6])
     for scorer in (None, [ContextGraph([([3, 4, 5], 2.0), ([7, 7], 1.0)], 12), None, None]):
         for beam in (1, 2, 4):
@@ -328,7 +334,8 @@ def test_a_streams_beam_does_not_depend_on_its_neighbours():
                 state = search.init_state(3)
                 for c in range(0, 24, 8):
                     state = search.step(x[:, c:c + 8], state)
-                results.append([(h.tokens, h.timestamps, h.score) for h in search.results(state)[0 if x is alone else 2]])
+                hyps = search.results(state)[0 if x is alone else 2]
+                results.append([(h.tokens, h.timestamps, h.score) for h in hyps])
         finally:
             torch.set_num_threads(before)
         assert results[0] == results[1], (beam, threads)

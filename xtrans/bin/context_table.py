@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import math
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -45,7 +44,7 @@ from xtrans.scoring.context import (LIST_SIZE, command_utts, format_table, hotwo
 from xtrans.scoring.level import gain_score
 from xtrans.scoring.plots import plot_context
 from xtrans.scoring.robustness import DEFAULT_SEED, Setup
-from xtrans.scoring.wer import score
+from xtrans.scoring.wer import ErrorCounts, score
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -152,7 +151,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     noise = setup.options("noise", args.snr)["transform"]
     report: Dict[str, Any] = {
         "data": str(args.data), "num_utts": len(utts), "num_commands": len(commands), "phrases": str(args.phrases),
-        "num_phrases": len(phrases), "unspelled": unspelled, "list_size": args.list_size, "draws": args.draws, "hotwords_score": args.hotwords_score,
+        "num_phrases": len(phrases), "unspelled": unspelled, "list_size": args.list_size, "draws": args.draws,
+        "hotwords_score": args.hotwords_score,
         "seed": args.seed, "snr_db": args.snr, "beam": args.beam,
         "noise": setup.describe("noise", [args.snr])["description"].rstrip("."), "lm": None, "models": []}
     pool = worker_pool(args.nj) if args.nj > 1 else None
@@ -178,7 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         continue
                     entries = []
                     for d in range(runs[c]):
-                        bar.set_postfix_str(f"{job['tag']}: {name}, {c}" + (f" {d + 1}/{runs[c]}" if runs[c] > 1 else ""))
+                        of = f" {d + 1}/{runs[c]}" if runs[c] > 1 else ""
+                        bar.set_postfix_str(f"{job['tag']}: {name}, {c}{of}")
                         lists = {"right": draws[d][0], "distractors": draws[d][1]}.get(c)
                         entries.append(measure(job, s2t, subset, f"{name}, {c}", transform,
                                                hotwords=None if lists is None else {u: lists[u] for u in subset},
@@ -200,12 +201,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def pooled(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One WER entry of several decodings of the same utterances (errors and words summed)."""
-    if len(entries) == 1:
-        return entries[0]
-    out = {k: sum(e[k] for e in entries) for k in ("errors", "words", "sub", "del", "ins", "failed")}
-    out["wer"] = 100.0 * out["errors"] / out["words"] if out["words"] else (0.0 if not out["errors"] else math.inf)
-    return {"wer": out["wer"], **{k: out[k] for k in ("errors", "words", "sub", "del", "ins", "failed")}}
+    """One WER entry (:func:`~xtrans.scoring.level.gain_score`'s) of several decodings of the same
+    utterances: their word counts and failures summed."""
+    counts = ErrorCounts(ref_words=sum(e["words"] for e in entries), sub=sum(e["sub"] for e in entries),
+                         dele=sum(e["del"] for e in entries), ins=sum(e["ins"] for e in entries))
+    return gain_score(counts, failed=sum(e["failed"] for e in entries))
 
 
 def spellable(phrases: List[str], s2t) -> Tuple[List[str], List[str]]:

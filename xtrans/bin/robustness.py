@@ -43,8 +43,8 @@ from xtrans.decoding.data_dir import worker_pool
 from xtrans.decoding.measure import (add_model_options, decode_and_score, join_values, load, model_entry,
                                      model_jobs, write_outputs)
 from xtrans.scoring.plots import plot_robustness
-from xtrans.scoring.robustness import (BABBLE_TALKERS, CONDITIONS, DEFAULT_CONDITIONS, DEFAULT_LEVELS, DEFAULT_SEED, LEVELS,
-                                       ROOMS_PER_RT60, Setup, cell_label, format_table, level_key,
+from xtrans.scoring.robustness import (BABBLE_TALKERS, CONDITIONS, DEFAULT_CONDITIONS, DEFAULT_LEVELS, DEFAULT_SEED,
+                                       LEVELS, ROOMS_PER_RT60, Setup, cell_label, format_table, level_key,
                                        parse_condition_levels, parse_conditions, results_section)
 
 LEVEL_OPTIONS = ("--gains", "--snrs", "--babble_snrs", "--babble-snrs", "--rt60s")

@@ -173,7 +173,8 @@ def results_section(report: Mapping[str, Any], plot: Optional[str] = None) -> st
         f"{unspelled}; "
         f"**{report['snr_db']:g} dB SNR**: {report['noise']}. **right list**: {report['list_size']} phrases per "
         f"utterance, its own among them; **distractors**: {report['list_size']} phrases, none its own (drawn per "
-        f"utterance, seed {report['seed']}{_draws_text(report)}); per-token boost {report['hotwords_score']:g}. **LM**: {lm_text}. In "
+        f"utterance, seed {report['seed']}{_draws_text(report)}); per-token boost {report['hotwords_score']:g}. "
+        f"**LM**: {lm_text}. In "
         "brackets: the change against no context (points, relative).",
         "",
         "| model | streaming | utterances | " + " | ".join(_COLUMN[c] for c in CONTEXTS) + " |",

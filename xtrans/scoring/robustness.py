@@ -307,8 +307,8 @@ class RoomAt:
 
 @functools.lru_cache(maxsize=256)
 def _aligned_rir(key: str, entry: str) -> np.ndarray:
-    try:
-        return align_rir(_noise_samples(key, entry))
+    try:  # read here, not through _noise_samples: only the aligned response is kept
+        return align_rir(load_waveform(entry, utt_id=key, sample_rate=SAMPLE_RATE).numpy())
     except ValueError as err:
         raise ValueError(f"--rir_scp: impulse response {key!r} ({entry}): {err}") from err
 
